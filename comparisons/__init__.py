@@ -1,0 +1,1 @@
+"""Installed as sfx_cnnhit.comparisons."""

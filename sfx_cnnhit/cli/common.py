@@ -1,0 +1,57 @@
+"""Shared pieces of the thin CLI layer: error reporting, console, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from sfx_cnnhit.errors import SfxCnnHitError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(stderr=True)
+
+
+class _State:
+    debug: bool = False
+
+
+STATE = _State()
+
+
+def handle_errors(func: F) -> F:
+    """Turn a :class:`SfxCnnHitError` into one line on stderr and exit code 2 (traceback with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SfxCnnHitError as err:
+            if STATE.debug:
+                raise
+            print(f"sfx-cnnhit: error: {err}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print("sfx-cnnhit: interrupted; outputs written so far are kept (re-run to resume)", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    """A rich progress bar on stderr (frames done / total, rate, time left)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
