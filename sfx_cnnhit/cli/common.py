@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import typer
@@ -55,3 +57,23 @@ def progress_bar(transient: bool = False) -> Progress:
         console=console,
         transient=transient,
     )
+
+
+@contextmanager
+def frame_progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar driven by ``update(frames done, total frames)`` callbacks, showing frames/s.
+
+    The bar appears with the first update, so a command that fails before any work shows none.
+    """
+    with progress_bar() as bar:
+        task: list[Any] = []  # (task id, start time, frames done at start): a resumed run starts part-way
+
+        def update(done: int, total: int) -> None:
+            now = time.perf_counter()
+            if not task:
+                task.extend((bar.add_task(description, total=total, rate=""), now, done))
+            elapsed = now - task[1]
+            rate = f"{(done - task[2]) / elapsed:.1f} frames/s" if elapsed > 0 else ""
+            bar.update(task[0], completed=done, total=total, rate=rate)
+
+        yield update

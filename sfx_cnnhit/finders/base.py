@@ -6,6 +6,7 @@ batch entry point that ``reduce`` and ``compare`` use, so they treat every metho
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,14 @@ class PeakCountingHitFinder(ABC):
 
 _REGISTRY: dict[str, Callable[..., HitFinder]] = {}
 
+# Modules that register the built-in finders, imported on first use (some pull in numba or torch).
+_BUILTIN_MODULES = {
+    "peakfinder8": "sfx_cnnhit.finders.peakfinder8",
+    "dispersion": "sfx_cnnhit.finders.dispersion",
+    "dials": "sfx_cnnhit.finders.dials",
+    "cnn": "sfx_cnnhit.finders.cnn",
+}
+
 
 def register_finder(name: str) -> Callable[[Callable[..., HitFinder]], Callable[..., HitFinder]]:
     """Class decorator: make a finder constructible by name through :func:`create_finder`."""
@@ -112,12 +121,14 @@ def register_finder(name: str) -> Callable[[Callable[..., HitFinder]], Callable[
 
 
 def available_finders() -> list[str]:
-    """Names of the registered hit finders."""
-    return sorted(_REGISTRY)
+    """Names of the built-in and registered hit finders."""
+    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
 
 
 def create_finder(name: str, **kwargs: object) -> HitFinder:
     """Build a registered hit finder by name."""
+    if name not in _REGISTRY and name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
     try:
         factory = _REGISTRY[name]
     except KeyError:

@@ -1,0 +1,27 @@
+"""How a finished reduction is shown to people."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from sfx_cnnhit.pipeline.reduce import ReduceSummary
+
+
+def print_summary(summary: ReduceSummary, console: Console) -> None:
+    """A short table of what a run did and where its outputs are."""
+    table = Table(title=f"{summary.method}: done", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    reduction = f"{summary.data_reduction_factor:.1f}x" if summary.data_reduction_factor else "no hits"
+    for key, value in (
+        ("frames read", str(summary.frames_read)),
+        ("hits", str(summary.hits)),
+        ("hit rate", f"{100 * summary.hit_rate:.2f} %"),
+        ("data reduction", reduction),
+        ("speed", f"{summary.frames_per_second:.1f} frames/s"),
+    ):
+        table.add_row(key, value)
+    for role, path in summary.outputs.items():
+        table.add_row(role, path)
+    console.print(table)

@@ -1,0 +1,299 @@
+"""The reduction pipeline: stream frames through one hit finder, keep the hits, explain them.
+
+``reduce_run`` serves every method alike (``sfx-cnnhit reduce`` with the CNN, ``sfx-cnnhit
+peakfinder8`` with peakfinder8). It writes into one output folder:
+
+==================  ====================================================================
+``hits.cxi``        the hits in the reduced-CXI layout (frames, peak lists, scores, heat maps)
+``frames.csv``      one row per frame read: event id, source file and index, score, hit, n_peaks
+``hits.geom``       CrystFEL geometry of ``hits.cxi`` (``dim0 = %``, ``peak_list_type = cxi``)
+``<map>.geom``      the same panels with ``data =`` the heat-map dataset (one per explainer)
+``hits.lst``        ``hits.cxi //N`` events for ``indexamajig -i``
+``summary.json``    frames read, hits, hit rate, data reduction factor, frames/s, settings
+==================  ====================================================================
+
+Every output is written as ``*.inprogress`` and renamed when the run completes. The CXI file and
+the CSV table are committed together after each batch, so a killed run resumes where it stopped
+when it is started again with the same settings, losing and duplicating nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sfx_cnnhit.errors import OutputError
+from sfx_cnnhit.finders.base import HitFinder
+from sfx_cnnhit.io.atomic import finalize, inprogress_path, write_text_atomic
+from sfx_cnnhit.io.cxi import CXIWriter, write_lst
+from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.sources import FrameSource
+from sfx_cnnhit.types import FrameBatch
+
+CXI_NAME = "hits.cxi"
+CSV_NAME = "frames.csv"
+GEOMETRY_NAME = "hits.geom"
+LST_NAME = "hits.lst"
+SUMMARY_NAME = "summary.json"
+CSV_COLUMNS = ("event_id", "source_file", "source_index", "score", "hit", "n_peaks")
+SCORE_DATASET = "hit_score"
+
+
+class HeatMapExplainer(Protocol):
+    """Heat maps for hit frames, on the detector's own pixel grid.
+
+    ``dataset`` names the extra CXI dataset (``gradcam`` -> ``/entry_1/result_1/gradcam``); the raw
+    scale of each map goes to ``<dataset>_max``.
+    """
+
+    dataset: str
+
+    def __call__(
+        self, data: NDArray[np.float32], mask: NDArray[np.bool_]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Maps for ``(k, ss, fs)`` frames: ``(k, ss, fs)`` float32 in [0, 1] and ``(k,)`` raw maxima."""
+        ...
+
+
+@dataclass
+class ReduceSummary:
+    """What a reduction did (also written as ``summary.json``)."""
+
+    method: str
+    frames_read: int
+    hits: int
+    hit_rate: float
+    data_reduction_factor: float | None
+    frames_per_second: float
+    elapsed_s: float
+    outputs: dict[str, str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_geometry(source: FrameSource) -> DetectorGeometry:
+    """The geometry to write when the user gave none: the slab as a flat detector of its ASICs."""
+    if source.geometry is not None:
+        return source.geometry
+    layout = source.layout_info
+    asic = (layout["asic_ny"], layout["asic_nx"]) if layout else None
+    return DetectorGeometry.simple(source.frame_shape, asic_shape=asic)
+
+
+def output_paths(outdir: Path, explainer_names: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Every output file of a run in ``outdir``, by role."""
+    paths = {
+        "cxi": outdir / CXI_NAME,
+        "csv": outdir / CSV_NAME,
+        "geometry": outdir / GEOMETRY_NAME,
+        "lst": outdir / LST_NAME,
+        "summary": outdir / SUMMARY_NAME,
+    }
+    paths.update({f"geometry_{name}": outdir / f"{name}.geom" for name in explainer_names})
+    return paths
+
+
+class _FrameTable:
+    """The per-frame CSV, kept in step with the CXI file's commits so that a resume can cut it back."""
+
+    def __init__(self, path: Path, *, resume_rows: int | None) -> None:
+        self.path = path
+        self.tmp = inprogress_path(path)
+        if resume_rows is None:
+            self._fh = self.tmp.open("w", newline="", encoding="utf-8")
+            csv.writer(self._fh).writerow(CSV_COLUMNS)
+        else:
+            self._fh = self._truncate(resume_rows)
+        self._writer = csv.writer(self._fh)
+
+    def _truncate(self, rows: int) -> Any:
+        if not self.tmp.exists():
+            raise OutputError(f"{self.tmp}: missing; cannot resume (remove the output folder to start afresh)")
+        fh = self.tmp.open("r+", newline="", encoding="utf-8")
+        for _ in range(rows + 1):  # header + committed rows
+            if not fh.readline():
+                fh.close()
+                raise OutputError(f"{self.tmp}: has fewer rows than the CXI file committed; cannot resume")
+        fh.truncate(fh.tell())
+        return fh
+
+    def append(self, rows: list[tuple[Any, ...]]) -> None:
+        self._writer.writerows(rows)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def finalize(self) -> None:
+        self._fh.close()
+        finalize(self.path)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _batch_rows(
+    batch: FrameBatch, scores: NDArray[np.float64], hits: NDArray[np.bool_], n_peaks: list[int]
+) -> list[tuple[Any, ...]]:
+    return [
+        (batch.event_ids[i], batch.source_file, int(batch.source_index[i]), f"{scores[i]:.6g}", int(hits[i]), n)
+        for i, n in enumerate(n_peaks)
+    ]
+
+
+def reduce_run(
+    source: FrameSource,
+    finder: HitFinder,
+    outdir: str | os.PathLike[str],
+    *,
+    method: str,
+    settings: Mapping[str, Any] | None = None,
+    explainers: tuple[HeatMapExplainer, ...] = (),
+    batch_size: int = 64,
+    max_peaks: int = 2048,
+    compression: str = "gzip",
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReduceSummary:
+    """Classify every frame of ``source`` with ``finder`` and write the hits to ``outdir``.
+
+    Args:
+        source: the frames (see :func:`sfx_cnnhit.io.sources.open_frames`).
+        finder: any :class:`~sfx_cnnhit.finders.base.HitFinder`; its ``classify`` scores and peaks
+            are written as they are (a finder that localises no peaks writes ``nPeaks = 0``).
+        outdir: output folder (created if missing).
+        method: the method's name, recorded in the summary.
+        settings: JSON-able description of everything that changes the result (model, threshold,
+            finder parameters); a resumed run must have the same settings and inputs.
+        explainers: heat-map makers run on the hits; each adds ``/entry_1/result_1/<dataset>`` and a
+            geometry file ``<dataset>.geom`` that shows it in CrystFEL's viewer.
+        batch_size: frames per batch (memory is bounded by it).
+        max_peaks: columns of the CXI peak arrays.
+        compression: compression of the CXI datasets (``gzip`` is readable everywhere).
+        overwrite: replace a completed run in ``outdir`` instead of refusing.
+        progress: called with ``(frames done, total frames)`` after each batch.
+
+    Raises:
+        OutputError: if ``outdir`` holds a completed run (without ``overwrite``) or a partial run with
+            other settings.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    names = tuple(e.dataset for e in explainers)
+    paths = output_paths(outdir, names)
+    run_settings = {
+        "method": method,
+        "inputs": [str(Path(p).resolve()) for p in source.input_paths],
+        "n_frames": source.n_frames,
+        **dict(settings or {}),
+    }
+    if paths["summary"].exists():
+        if not overwrite:
+            raise OutputError(f"{outdir}: already holds a completed run ({SUMMARY_NAME}); choose another folder")
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+
+    geometry = default_geometry(source)
+    frame_shape = source.frame_shape
+    extras: dict[str, tuple[tuple[int, ...], Any]] = {SCORE_DATASET: ((), np.float32)}
+    for name in names:
+        extras[name] = (frame_shape, np.float32)
+        extras[f"{name}_max"] = ((), np.float32)
+    writer = CXIWriter(
+        paths["cxi"],
+        frame_shape=frame_shape,
+        max_peaks=max_peaks,
+        compression=compression,
+        extra_datasets=extras,
+        protect=source.input_paths,
+        geometry=geometry,
+        resume=True,
+    )
+    state = writer.state
+    resumed = bool(state)
+    if resumed and state.get("settings") != json.loads(json.dumps(run_settings)):
+        writer.close()
+        raise OutputError(
+            f"{outdir}: holds a partial run with other inputs or settings; use another folder or remove it"
+        )
+    done = int(state.get("frames_done", 0))
+    n_hits = int(state.get("hits", 0))
+    elapsed = float(state.get("elapsed_s", 0.0))
+    try:
+        table = _FrameTable(paths["csv"], resume_rows=done if resumed else None)
+    except BaseException:
+        writer.close()
+        raise
+    if progress:
+        progress(done, source.n_frames)
+    t0 = time.perf_counter()
+    try:
+        for batch in source.batches(batch_size, start=done):
+            result = finder.classify(batch.data, batch.mask)
+            hits = np.asarray(result.hits, bool)
+            idx = np.flatnonzero(hits)
+            peaks = result.peaks
+            n_peaks = [p.num_peaks for p in peaks] if peaks is not None else [0] * len(batch)
+            hit_extras: dict[str, Any] = {SCORE_DATASET: np.asarray(result.scores, np.float32)[idx]}
+            for explainer in explainers:
+                maps, raw_max = explainer(batch.data[idx], batch.mask[idx]) if idx.size else (
+                    np.zeros((0, *frame_shape), np.float32),
+                    np.zeros(0, np.float32),
+                )
+                hit_extras[explainer.dataset] = maps
+                hit_extras[f"{explainer.dataset}_max"] = raw_max
+            writer.append(
+                batch.data[idx],
+                event_ids=[batch.event_ids[i] for i in idx],
+                source_files=batch.source_file,
+                source_indices=batch.source_index[idx],
+                peaks=None if peaks is None else [peaks[i] for i in idx],
+                extras=hit_extras,
+                metadata={key: np.asarray(value)[idx] for key, value in batch.metadata.items()},
+            )
+            table.append(_batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks))
+            done += len(batch)
+            n_hits += int(idx.size)
+            writer.commit(
+                {
+                    "settings": run_settings,
+                    "frames_done": done,
+                    "hits": n_hits,
+                    "elapsed_s": elapsed + time.perf_counter() - t0,
+                }
+            )
+            if progress:
+                progress(done, source.n_frames)
+    except BaseException:
+        table.close()
+        writer.close()
+        raise
+    elapsed += time.perf_counter() - t0
+    writer.finalize()
+    table.finalize()
+    writer.write_geometry(paths["geometry"], protect=source.input_paths)
+    for name in names:
+        writer.write_geometry(paths[f"geometry_{name}"], data_path=name, protect=source.input_paths)
+    write_lst(paths["lst"], paths["cxi"], n_hits, protect=source.input_paths)
+    summary = ReduceSummary(
+        method=method,
+        frames_read=done,
+        hits=n_hits,
+        hit_rate=n_hits / done if done else 0.0,
+        data_reduction_factor=done / n_hits if n_hits else None,
+        frames_per_second=done / elapsed if elapsed > 0 else 0.0,
+        elapsed_s=elapsed,
+        outputs={role: str(path) for role, path in paths.items()},
+        settings=run_settings,
+    )
+    write_text_atomic(paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n", protect=source.input_paths)
+    return summary
