@@ -23,7 +23,8 @@ class PeakList:
 
     Attributes:
         fs, ss: centroids in raw slab pixels (pixel centre = integer), shape ``(num_peaks,)``.
-        intensity: integrated intensity above the local background (ADU).
+        intensity: integrated intensity (ADU): above the local background for peakfinder8, the raw
+            sum of the spot's pixels for the DIALS-style finders (as DIALS reports it).
         num_pixels: pixels in each peak.
         max_pixel_intensity: brightest pixel above the local background (ADU).
         snr: true signal-to-noise ratio ``intensity / local_sigma``. OM 23.8.3 stores the local
@@ -91,6 +92,8 @@ class FrameBatch:
         source_index: ``(n,)`` int64 index of each frame inside its source dataset.
         metadata: per-batch metadata (``photon_energy_ev``, ``clen_m`` ... ; arrays of length ``n``
             or scalars) as far as the file records it.
+        global_index: ``(n,)`` int64 index of each frame in the whole multi-file source (empty when
+            the producer does not know it).
     """
 
     data: NDArray[np.float32]
@@ -99,6 +102,7 @@ class FrameBatch:
     source_file: str
     source_index: NDArray[np.int64]
     metadata: dict[str, Any] = field(default_factory=dict)
+    global_index: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return int(self.data.shape[0])

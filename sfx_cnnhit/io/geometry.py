@@ -10,7 +10,9 @@ in panel-relative pixel coordinates, the same convention CrystFEL uses.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -87,13 +89,30 @@ class BadRegion:
 
 
 @dataclass(frozen=True)
+class BadRegionXY:
+    """A lab-frame rectangle to ignore (CrystFEL ``badN/min_x`` ... form, in pixels from the beam).
+
+    A pixel is bad when its corner-indexed lab position ``corner + fs*fs_vec + ss*ss_vec`` (integer
+    ``fs, ss``, as CrystFEL evaluates it) lies strictly inside the rectangle; ``panel`` limits it to one.
+    """
+
+    name: str
+    min_x: float
+    max_x: float
+    min_y: float
+    max_y: float
+    panel: str | None = None
+
+
+@dataclass(frozen=True)
 class DetectorGeometry:
     """A detector: panels of one slab, photon energy and where masks come from.
 
     Attributes:
         panels: the panels; together they define the slab shape.
         photon_energy_ev: photon energy in eV, or an HDF5 path holding it, or None if unknown.
-        bad_regions: rectangles to mask.
+        bad_regions: slab rectangles to mask.
+        bad_regions_xy: lab-frame rectangles to mask.
         mask_path, mask_file: where a per-pixel mask lives (CrystFEL ``mask``/``mask_file``).
         mask_good, mask_bad: CrystFEL good/bad bits (None = Cheetah's convention, 0 = good).
         data_path: the HDF5 path of the frames (CrystFEL ``data``), with ``%`` for the event.
@@ -107,6 +126,7 @@ class DetectorGeometry:
     mask_good: int | None = None
     mask_bad: int | None = None
     data_path: str = "/entry_1/data_1/data"
+    bad_regions_xy: tuple[BadRegionXY, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.panels:
@@ -187,6 +207,97 @@ class DetectorGeometry:
         for i, p in enumerate(self.panels):
             idx[p.slab_slices()] = i
         return idx
+
+    def good_pixel_mask(self, shape: tuple[int, int] | None = None) -> NDArray[np.bool_]:
+        """Pixels the geometry itself allows, ``(ss, fs)`` bool, True = good.
+
+        Bad: pixels no panel covers (and everything outside the slab when ``shape`` is larger),
+        panels with ``no_index``, ``mask_edge_pixels`` borders, and the bad regions.
+        """
+        slab = self.slab_shape
+        shape = shape or slab
+        if shape[0] < slab[0] or shape[1] < slab[1]:
+            raise ConfigError(f"the geometry's slab {slab} does not fit in frames of shape {shape}")
+        good = np.zeros(shape, bool)
+        for p in self.panels:
+            if p.extra.get("no_index", "0").strip().lower() in ("1", "true"):
+                continue
+            edge = int(p.extra.get("mask_edge_pixels", "0"))
+            sl = p.slab_slices()
+            good[sl] = True
+            if edge > 0:
+                panel = good[sl]
+                panel[:edge] = panel[-edge:] = False
+                panel[:, :edge] = panel[:, -edge:] = False
+        for r in self.bad_regions:
+            good[r.min_ss : r.max_ss + 1, r.min_fs : r.max_fs + 1] = False
+        for r in self.bad_regions_xy:
+            for p in self.panels:
+                if r.panel is not None and r.panel != p.name:
+                    continue
+                ss, fs = np.mgrid[0 : p.height, 0 : p.width].astype(np.float64)
+                x = p.corner_x + fs * p.fs_vec[0] + ss * p.ss_vec[0]
+                y = p.corner_y + fs * p.fs_vec[1] + ss * p.ss_vec[1]
+                inside = (x > r.min_x) & (x < r.max_x) & (y > r.min_y) & (y < r.max_y)
+                good[p.slab_slices()] &= ~inside
+        return good
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "<geometry>") -> DetectorGeometry:
+        """Parse CrystFEL geometry text (see :mod:`sfx_cnnhit.io.crystfel_geom` for what is supported).
+
+        Raises:
+            ConfigError: with ``source`` and the line number of the first problem.
+        """
+        from sfx_cnnhit.io.crystfel_geom import parse_geometry
+
+        return parse_geometry(text, source)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> DetectorGeometry:
+        """Read a CrystFEL ``.geom`` file."""
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read geometry file ({err.strerror or err})") from None
+        return cls.from_text(text, source=str(path))
+
+    def to_text(
+        self,
+        *,
+        data_path: str | None = None,
+        stacked: bool = True,
+        peak_list: str | None = "/entry_1/result_1",
+        photon_energy: float | str | None = None,
+        clen: float | str | None = None,
+        mask_path: str | None = None,
+        mask_file: str | None = None,
+    ) -> str:
+        """CrystFEL geometry text; see :func:`sfx_cnnhit.io.crystfel_geom.format_geometry` for the arguments.
+
+        The default describes a reduced CXI file: ``data = <data_path>``, ``dim0 = %``, ``dim1 = ss``,
+        ``dim2 = fs``, ``peak_list = /entry_1/result_1``, ``peak_list_type = cxi``.
+        """
+        from sfx_cnnhit.io.crystfel_geom import format_geometry
+
+        return format_geometry(
+            self,
+            data_path=data_path,
+            stacked=stacked,
+            peak_list=peak_list,
+            photon_energy=photon_energy,
+            clen=clen,
+            mask_path=mask_path,
+            mask_file=mask_file,
+        )
+
+    def write(
+        self, path: str | os.PathLike[str], *, protect: tuple[str | os.PathLike[str], ...] = (), **to_text_args: object
+    ) -> Path:
+        """Write :meth:`to_text` to ``path`` atomically (never onto an input file)."""
+        from sfx_cnnhit.io.atomic import write_text_atomic
+
+        return write_text_atomic(path, self.to_text(**to_text_args), protect=protect)  # type: ignore[arg-type]
 
     def with_data_path(self, data_path: str) -> DetectorGeometry:
         """The same geometry reading its frames from another HDF5 path (panels' own ``data`` too)."""

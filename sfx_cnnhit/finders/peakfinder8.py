@@ -1,0 +1,445 @@
+"""Our peakfinder8 (Cheetah/OM/CrystFEL's peak finder), exact to OM 23.8.3's compiled one.
+
+Algorithm, per frame (``(ss, fs)`` slab of ``nasics_y x nasics_x`` ASICs of ``asic_ny x asic_nx``):
+
+1. Radial bin of each pixel ``rint(r)``; pixels outside ``[min_res, max_res]``, masked or with no
+   radius (negative / non-finite) are not used.
+2. Five passes of sigma clipping per bin give the background ``offset`` and the threshold
+   ``max(offset + minimum_snr * sigma, adc_threshold)``.
+3. Pixels above their bin's threshold seed peaks, scanning ASIC by ASIC and never from an ASIC's
+   border row or column; a peak grows over 8-connected above-threshold pixels of its ASIC.
+4. Peaks with ``min_pixel_count <= npix <= max_pixel_count`` get a local background (mean, sigma and
+   maximum of below-threshold pixels within ``2 * local_bg_radius`` of the first centroid), are
+   re-integrated above it and kept if ``snr >= minimum_snr``, their brightest pixel reaches the
+   brightest background pixel and the centroid lies inside the ASIC; at most ``max_num_peaks``.
+
+Differences from OM's Python class: ``snr`` is the true ``intensity / local_sigma`` (OM 23.8.3 puts
+the local sigma there); ``set_bad_pixel_map`` takes effect at once (OM's keeps a cached mask).
+The kernels live in :mod:`sfx_cnnhit.finders._pf8_core`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sfx_cnnhit.errors import ConfigError, InputError
+from sfx_cnnhit.finders import _pf8_core as core
+from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, register_finder
+from sfx_cnnhit.finders.config import Peakfinder8Params, load_bad_pixel_map, params_from_om_group
+from sfx_cnnhit.types import PeakList
+
+if TYPE_CHECKING:
+    from sfx_cnnhit.io.geometry import DetectorGeometry
+
+FAST_MODE_SEED = 0  # the fast-mode pixel sample is drawn once per radius map with this seed
+MAX_RADIUS_PX = 1e6  # larger radii are not distances in pixels (and would need that many bins)
+
+
+@dataclass(frozen=True)
+class DetectorLayout:
+    """How a slab is cut into a regular grid of ASICs (OM's ``layout_info``).
+
+    Attributes:
+        asic_nx, asic_ny: ASIC size in pixels along fs and ss.
+        nasics_x, nasics_y: number of ASICs along fs and ss.
+    """
+
+    asic_nx: int
+    asic_ny: int
+    nasics_x: int = 1
+    nasics_y: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("asic_nx", "asic_ny", "nasics_x", "nasics_y"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"detector layout: {name} must be a positive integer, got {value!r}")
+        if self.asic_nx < 3 or self.asic_ny < 3:
+            raise ConfigError(f"detector layout: ASICs of {self.asic_ny}x{self.asic_nx} pixels are too small")
+
+    @property
+    def slab_shape(self) -> tuple[int, int]:
+        """``(ss, fs)`` shape of the slab."""
+        return (self.asic_ny * self.nasics_y, self.asic_nx * self.nasics_x)
+
+    @classmethod
+    def single(cls, slab_shape: tuple[int, int]) -> DetectorLayout:
+        """One ASIC covering the whole ``(ss, fs)`` slab."""
+        return cls(asic_nx=int(slab_shape[1]), asic_ny=int(slab_shape[0]))
+
+    @classmethod
+    def from_asic_shape(cls, slab_shape: tuple[int, int], asic_shape: tuple[int, int]) -> DetectorLayout:
+        """A ``(ss, fs)`` slab cut into ASICs of ``(asic_ny, asic_nx)`` pixels."""
+        (n_ss, n_fs), (a_ss, a_fs) = slab_shape, asic_shape
+        if a_ss < 1 or a_fs < 1 or n_ss % a_ss or n_fs % a_fs:
+            raise ConfigError(f"ASICs of {asic_shape} do not tile a slab of {slab_shape}")
+        return cls(asic_nx=int(a_fs), asic_ny=int(a_ss), nasics_x=n_fs // a_fs, nasics_y=n_ss // a_ss)
+
+    @classmethod
+    def from_layout_info(cls, layout_info: Mapping[str, Any] | DetectorLayout) -> DetectorLayout:
+        """From OM's ``layout_info`` dict (``asic_nx, asic_ny, nasics_x, nasics_y``)."""
+        if isinstance(layout_info, DetectorLayout):
+            return layout_info
+        try:
+            return cls(**{k: layout_info[k] for k in ("asic_nx", "asic_ny", "nasics_x", "nasics_y")})
+        except KeyError as exc:
+            raise ConfigError(f"layout_info: missing {exc.args[0]!r}") from None
+
+    def as_layout_info(self) -> dict[str, int]:
+        """OM's ``layout_info`` dict."""
+        return {"asic_nx": self.asic_nx, "asic_ny": self.asic_ny, "nasics_x": self.nasics_x,
+                "nasics_y": self.nasics_y}
+
+
+def radius_map_from_beam_center(
+    slab_shape: tuple[int, int], beam_center: tuple[float, float] | None = None
+) -> NDArray[np.float32]:
+    """Distance (pixels) of every pixel centre from the beam, for a flat detector whose slab is the image.
+
+    Args:
+        slab_shape: ``(ss, fs)`` of the frame.
+        beam_center: ``(fs, ss)`` of the beam in slab pixels (pixel centre = integer); default the
+            centre of the slab.
+
+    Returns:
+        float32 ``(ss, fs)`` radius map.
+    """
+    n_ss, n_fs = slab_shape
+    bc_fs, bc_ss = beam_center if beam_center is not None else ((n_fs - 1) / 2.0, (n_ss - 1) / 2.0)
+    fs = np.arange(n_fs, dtype=np.float64) - bc_fs
+    ss = np.arange(n_ss, dtype=np.float64) - bc_ss
+    return np.hypot(fs[None, :], ss[:, None]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Per-detector arrays computed once: radial bins, static usable map, statistics pixel order."""
+
+    bins: NDArray[np.int32]  # (ss, fs) rint(r); 0 where the radius is invalid
+    usable: NDArray[np.uint8]  # (ss, fs) 1 = usable (valid radius, good pixel, inside res limits)
+    order: NDArray[np.int32]  # pixels entering the radial statistics, grouped by bin
+    bin_starts: NDArray[np.int64]  # (n_bins + 1,)
+
+
+def _prepare(
+    radius: NDArray[np.float32], params: Peakfinder8Params, good: NDArray[np.bool_] | None
+) -> _Prepared:
+    """Radial bins, the usable map (radius valid, good pixel, within the resolution limits) and the
+    pixels of the radial statistics (all usable ones, or the fast-mode sample), grouped by bin."""
+    valid = np.isfinite(radius) & (radius >= 0)
+    if valid.any() and float(radius[valid].max()) > MAX_RADIUS_PX:
+        raise ConfigError(f"radius map reaches {float(radius[valid].max()):.3g}; expected distances in pixels")
+    bins = np.where(valid, np.rint(np.where(valid, radius, 0)), 0).astype(np.int32)
+    usable = valid & (radius >= params.min_res)
+    if params.max_res is not None:
+        usable &= radius <= params.max_res
+    if good is not None:
+        usable &= good
+    flat_bins = bins.ravel()
+    candidates = np.flatnonzero(usable.ravel())
+    candidates = candidates[np.argsort(flat_bins[candidates], kind="stable")]
+    counts = np.bincount(flat_bins[candidates], minlength=int(flat_bins.max()) + 1)
+    if params.fast_mode:
+        rng = np.random.default_rng(FAST_MODE_SEED)
+        limit = params.number_of_pixel_per_bin_in_radial_statistics
+        groups = np.split(candidates, np.cumsum(counts)[:-1])
+        groups = [g if g.size <= limit else rng.choice(g, limit, replace=False) for g in groups]
+        counts = np.array([g.size for g in groups], dtype=np.int64)
+        candidates = np.concatenate(groups) if groups else candidates
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return _Prepared(bins=bins, usable=usable.astype(np.uint8), order=candidates.astype(np.int32),
+                     bin_starts=starts)
+
+
+def _prepared_key(params: Peakfinder8Params) -> tuple[Any, ...]:
+    return (params.min_res, params.max_res, params.fast_mode,
+            params.number_of_pixel_per_bin_in_radial_statistics)
+
+
+@register_finder("peakfinder8")
+class Peakfinder8Finder(PeakCountingHitFinder):
+    """peakfinder8 as a :class:`~sfx_cnnhit.finders.base.HitFinder` (score = number of peaks).
+
+    Args:
+        params: algorithm parameters (default :class:`Peakfinder8Params`).
+        radius_map: ``(ss, fs)`` distance of each pixel from the beam in pixels; negative or
+            non-finite values mark pixels that belong to no panel (never used).
+        layout: ASIC grid (a :class:`DetectorLayout` or OM's ``layout_info`` dict); default one ASIC.
+        bad_pixel_map: ``(ss, fs)`` map, nonzero/True = good pixel (OM's 1 = use); default: the
+            params' HDF5 bad-pixel map if named there, else every pixel is good.
+        hit_rule: peak-count hit rule used by :meth:`classify`.
+
+    Raises:
+        ConfigError: inconsistent shapes or invalid parameters.
+    """
+
+    name: ClassVar[str] = "peakfinder8"
+
+    def __init__(
+        self,
+        params: Peakfinder8Params | None = None,
+        *,
+        radius_map: NDArray[np.floating],
+        layout: DetectorLayout | Mapping[str, int] | None = None,
+        bad_pixel_map: NDArray[Any] | None = None,
+        hit_rule: HitRule | None = None,
+    ) -> None:
+        self._params = params if params is not None else Peakfinder8Params()
+        radius = np.array(radius_map, dtype=np.float32, order="C")  # own copy, made read-only below
+        if radius.ndim != 2:
+            raise ConfigError(f"radius map must be 2-D (ss, fs), got shape {radius.shape}")
+        self._layout = (
+            DetectorLayout.single(radius.shape) if layout is None else DetectorLayout.from_layout_info(layout)
+        )
+        if self._layout.slab_shape != radius.shape:
+            raise ConfigError(
+                f"layout {self._layout.as_layout_info()} describes a {self._layout.slab_shape} slab, "
+                f"but the radius map is {radius.shape}"
+            )
+        if bad_pixel_map is None and self._params.bad_pixel_map_filename is not None:
+            bad_pixel_map = load_bad_pixel_map(
+                self._params.bad_pixel_map_filename, str(self._params.bad_pixel_map_hdf5_path)
+            )
+        good = None
+        if bad_pixel_map is not None:
+            good = np.asarray(bad_pixel_map) != 0
+            if good.shape != radius.shape:
+                raise ConfigError(f"bad-pixel map shape {good.shape} differs from the radius map {radius.shape}")
+        self._radius = radius
+        self._radius.flags.writeable = False
+        self._good = good
+        self.hit_rule = hit_rule if hit_rule is not None else HitRule()
+        self._prepared = _prepare(radius, self._params, good)
+
+    @classmethod
+    def from_geometry(
+        cls,
+        geometry: DetectorGeometry,
+        params: Peakfinder8Params | None = None,
+        hit_rule: HitRule | None = None,
+        *,
+        bad_pixel_map: NDArray[Any] | None = None,
+    ) -> Peakfinder8Finder:
+        """A finder for a CrystFEL geometry whose panels form a regular ASIC grid of the slab."""
+        return cls(params, radius_map=geometry.radius_map(), layout=geometry.layout_info(),
+                   bad_pixel_map=bad_pixel_map, hit_rule=hit_rule)
+
+    @classmethod
+    def from_beam_center(
+        cls,
+        slab_shape: tuple[int, int],
+        params: Peakfinder8Params | None = None,
+        hit_rule: HitRule | None = None,
+        *,
+        beam_center: tuple[float, float] | None = None,
+        asic_shape: tuple[int, int] | None = None,
+        bad_pixel_map: NDArray[Any] | None = None,
+    ) -> Peakfinder8Finder:
+        """A finder for a flat detector: beam ``(fs, ss)`` (default the slab centre), ASICs of
+        ``(asic_ny, asic_nx)`` pixels (default one ASIC)."""
+        layout = DetectorLayout.from_asic_shape(slab_shape, asic_shape or slab_shape)
+        return cls(params, radius_map=radius_map_from_beam_center(slab_shape, beam_center), layout=layout,
+                   bad_pixel_map=bad_pixel_map, hit_rule=hit_rule)
+
+    @property
+    def params(self) -> Peakfinder8Params:
+        return self._params
+
+    @property
+    def layout(self) -> DetectorLayout:
+        return self._layout
+
+    @property
+    def radius_map(self) -> NDArray[np.float32]:
+        """The ``(ss, fs)`` float32 radius map (read-only)."""
+        return self._radius
+
+    @property
+    def radial_sample(self) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+        """Pixels used for the radial statistics as ``(flat pixel index, radial bin)`` int32 arrays,
+        grouped by bin: OM's ``rstats_pidx`` / ``rstats_radius`` for its fast mode."""
+        order = self._prepared.order
+        return order, self._prepared.bins.ravel()[order]
+
+    def with_params(self, params: Peakfinder8Params) -> Peakfinder8Finder:
+        """The same detector with other parameters (re-using the prepared arrays when possible)."""
+        other = copy.copy(self)
+        other._params = params
+        if _prepared_key(params) != _prepared_key(self._params):
+            other._prepared = _prepare(self._radius, params, self._good)
+        return other
+
+    def _frame(
+        self, data: NDArray[np.floating], mask: NDArray[np.bool_] | None
+    ) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
+        """The frame as C-contiguous float32 and its usable map (finder's mask & ``mask``)."""
+        frame = np.ascontiguousarray(data, dtype=np.float32)
+        if frame.shape != self._radius.shape:
+            raise InputError(f"peakfinder8: frame shape {frame.shape} differs from the detector's {self._radius.shape}")
+        usable = self._prepared.usable
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != frame.shape:
+                raise InputError(f"peakfinder8: mask shape {mask.shape} differs from the frame's {frame.shape}")
+            usable = usable & (mask != 0)
+        return frame, np.ascontiguousarray(usable, dtype=np.uint8)
+
+    def _thresholds(
+        self, frame: NDArray[np.float32], usable: NDArray[np.uint8], masked: bool
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        p = self._params
+        return core.radial_thresholds(frame.ravel(), usable.ravel(), self._prepared.order,
+                                      self._prepared.bin_starts, np.float32(p.minimum_snr),
+                                      np.float32(p.adc_threshold), masked)
+
+    def radial_thresholds(
+        self, data: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Per radial bin ``rint(r)``: background offset and detection threshold (ADU), float32."""
+        frame, usable = self._frame(data, mask)
+        return self._thresholds(frame, usable, mask is not None)
+
+    def find_peaks_masked(self, data: NDArray[np.floating], mask: NDArray[np.bool_] | None) -> PeakList:
+        """Peaks on one ``(ss, fs)`` frame; ``mask`` (True = good) adds to the finder's own mask."""
+        frame, usable = self._frame(data, mask)
+        offset, threshold = self._thresholds(frame, usable, mask is not None)
+        p = self._params
+        lay = self._layout
+        table = core.search_peaks(
+            frame, usable, self._prepared.bins, offset, threshold,
+            lay.asic_nx, lay.asic_ny, lay.nasics_x, lay.nasics_y,
+            p.min_pixel_count, p.max_pixel_count, p.local_bg_radius,
+            np.float32(p.minimum_snr), p.max_num_peaks, p.om_stale_probe,
+        )
+        return PeakList(
+            fs=table[:, core.COL_FS],
+            ss=table[:, core.COL_SS],
+            intensity=table[:, core.COL_INTENSITY],
+            num_pixels=table[:, core.COL_NPIX],
+            max_pixel_intensity=table[:, core.COL_MAX_I],
+            snr=table[:, core.COL_SNR],
+        )
+
+
+class Peakfinder8PeakDetection:
+    """Drop-in for OM's ``om.algorithms.crystallography.Peakfinder8PeakDetection``.
+
+    Same keyword arguments, ``find_peaks(data=...)`` and setters/getters; returns a
+    :class:`~sfx_cnnhit.types.PeakList`, which also reads like OM's dict (``peaks["fs"]``).
+
+    Args:
+        radius_pixel_map: ``(ss, fs)`` distance of each pixel from the beam, in pixels.
+        layout_info: ``{"asic_nx", "asic_ny", "nasics_x", "nasics_y"}``.
+        crystallography_parameters: OM's ``peakfinder8_peak_detection`` group as a dict.
+    """
+
+    def __init__(
+        self,
+        *,
+        radius_pixel_map: NDArray[np.floating],
+        layout_info: Mapping[str, int],
+        crystallography_parameters: Mapping[str, Any],
+    ) -> None:
+        self._params = params_from_om_group(crystallography_parameters, source="crystallography_parameters")
+        self._radius = np.asarray(radius_pixel_map, dtype=np.float32)
+        self._layout = DetectorLayout.from_layout_info(layout_info)
+        self._bad_pixel_map: NDArray[Any] | None = None
+        if self._params.bad_pixel_map_filename is not None:
+            self._bad_pixel_map = load_bad_pixel_map(
+                self._params.bad_pixel_map_filename, str(self._params.bad_pixel_map_hdf5_path)
+            ).astype(np.int8)
+        self._finder: Peakfinder8Finder | None = None
+
+    @property
+    def params(self) -> Peakfinder8Params:
+        return self._params
+
+    @property
+    def finder(self) -> Peakfinder8Finder:
+        """The current configuration as a :class:`Peakfinder8Finder` (built on first use)."""
+        if self._finder is None:
+            self._finder = Peakfinder8Finder(self._params, radius_map=self._radius, layout=self._layout,
+                                             bad_pixel_map=self._bad_pixel_map)
+        return self._finder
+
+    def find_peaks(self, data: NDArray[np.floating]) -> PeakList:
+        """Peaks on one ``(ss, fs)`` frame (``find_peaks(data=frame)``, as in OM)."""
+        return self.finder.find_peaks(data)
+
+    def _set(self, **changes: Any) -> None:
+        self._params = replace(self._params, **changes)
+        if self._finder is not None:
+            self._finder = self._finder.with_params(self._params)
+
+    def _reset(self) -> None:
+        self._finder = None
+
+    def get_adc_thresh(self) -> float:
+        return self._params.adc_threshold
+
+    def set_adc_thresh(self, *, adc_thresh: float) -> None:
+        self._set(adc_threshold=float(adc_thresh))
+
+    def get_minimum_snr(self) -> float:
+        return self._params.minimum_snr
+
+    def set_minimum_snr(self, *, minimum_snr: float) -> None:
+        self._set(minimum_snr=float(minimum_snr))
+
+    def get_min_pixel_count(self) -> int:
+        return self._params.min_pixel_count
+
+    def set_min_pixel_count(self, *, min_pixel_count: int) -> None:
+        self._set(min_pixel_count=min_pixel_count)
+
+    def get_max_pixel_count(self) -> int:
+        return self._params.max_pixel_count
+
+    def set_max_pixel_count(self, *, max_pixel_count: int) -> None:
+        self._set(max_pixel_count=max_pixel_count)
+
+    def get_local_bg_radius(self) -> int:
+        return self._params.local_bg_radius
+
+    def set_local_bg_radius(self, *, local_bg_radius: int) -> None:
+        self._set(local_bg_radius=local_bg_radius)
+
+    def get_min_res(self) -> float:
+        return self._params.min_res
+
+    def set_min_res(self, *, min_res: float) -> None:
+        self._set(min_res=min_res)
+
+    def get_max_res(self) -> float | None:
+        return self._params.max_res
+
+    def set_max_res(self, max_res: float | None) -> None:
+        self._set(max_res=max_res)
+
+    def get_bad_pixel_map(self) -> NDArray[Any] | None:
+        return self._bad_pixel_map
+
+    def set_bad_pixel_map(self, bad_pixel_map: NDArray[Any] | None) -> None:
+        """Set the bad-pixel map (1 = use, 0 = ignore) or None; unlike OM it takes effect at once."""
+        self._bad_pixel_map = bad_pixel_map
+        self._reset()
+
+    def get_radius_pixel_map(self) -> NDArray[np.float32]:
+        return self._radius
+
+    def set_radius_pixel_map(self, radius_pixel_map: NDArray[np.floating]) -> None:
+        self._radius = np.asarray(radius_pixel_map, dtype=np.float32)
+        self._reset()
+
+    def get_layout_info(self) -> dict[str, int]:
+        return self._layout.as_layout_info()
+
+    def set_layout_info(self, layout_info: Mapping[str, int]) -> None:
+        self._layout = DetectorLayout.from_layout_info(layout_info)
+        self._reset()

@@ -1,0 +1,612 @@
+"""Read and write CrystFEL geometry files (``crystfel_geometry(5)``, 0.9 and 0.10+ syntax).
+
+Use :meth:`DetectorGeometry.from_file` / :meth:`~DetectorGeometry.from_text` /
+:meth:`~DetectorGeometry.to_text` rather than these functions directly.
+
+Supported: panels (``min/max_fs/ss``, ``corner_x/y``, ``fs``/``ss`` vectors such as
+``-0.0001x +1y``, ``res``, ``coffset``, ``adu_per_photon``/``adu_per_eV``, ``max_adu``, ``data``,
+``dimN``, ``no_index``, ``mask_edge_pixels``, ``flag_lessthan/morethan/equal``), top-level values as
+defaults for the panels first mentioned after them, ``clen`` and ``photon_energy``/``wavelength`` as
+numbers or HDF5 paths, one bad-pixel mask (``mask``/``mask_file``/``mask_good``/``mask_bad`` or
+``mask0_data``/``mask0_file``/``mask0_goodbits``/``mask0_badbits``), bad regions in fs/ss or x/y.
+``rigid_group*``, ``group_*``, ``peak_list*`` and ``bandwidth`` are read and ignored. Geometries whose
+panels pick a module with a fixed index dimension (EuXFEL: ``dim1 = 3``) are converted to this
+package's slab, where the modules are stacked along ss in index order.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from sfx_cnnhit import __version__
+from sfx_cnnhit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sfx_cnnhit.io.geometry import BadRegion, BadRegionXY, DetectorGeometry, Panel
+
+HC_EV_M = 12398.419843320026e-10  # h*c in eV*m
+FLAG_KEYS = ("flag_lessthan", "flag_morethan", "flag_equal")
+_INT_KEYS = ("min_fs", "max_fs", "min_ss", "max_ss")
+_FLOAT_KEYS = ("corner_x", "corner_y", "res", "coffset", "adu_per_photon", "adu_per_eV", "max_adu")
+_MASK_ALIASES = {"mask": "data", "mask_file": "file", "mask_good": "goodbits", "mask_bad": "badbits"}
+_MASK_RE = re.compile(r"mask(\d+)_(data|file|goodbits|badbits)")
+_IGNORED_TOPLEVEL = ("peak_list", "peak_list_type", "bandwidth")
+_VECTOR_TERM = re.compile(r"([+-]?)(\d*\.?\d*(?:[eE][+-]?\d+)?)([xyz])")
+
+
+@dataclass
+class _Line:
+    number: int
+    key: str
+    value: str
+
+
+@dataclass
+class _PanelDraft:
+    name: str
+    first_line: int
+    values: dict[str, _Line] = field(default_factory=dict)
+    flags: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _fail(source: str, line: _Line | int, message: str) -> ConfigError:
+    number = line.number if isinstance(line, _Line) else line
+    return ConfigError(f"{source} line {number}: {message}")
+
+
+def parse_vector(text: str) -> tuple[float, float, float]:
+    """Parse a CrystFEL direction such as ``-0.0001x +1y`` (or ``x``, ``-y +0.5z``) to ``(x, y, z)``."""
+    compact = text.replace(" ", "").replace("\t", "")
+    if not compact:
+        raise ValueError("empty direction")
+    pos, comps = 0, {"x": 0.0, "y": 0.0, "z": 0.0}
+    while pos < len(compact):
+        m = _VECTOR_TERM.match(compact, pos)
+        if m is None or m.end() == pos or (pos > 0 and not m.group(1)):
+            raise ValueError(f"invalid direction {text!r}")
+        sign, number, axis = m.groups()
+        value = float(number) if number not in ("", ".") else 1.0
+        comps[axis] += -value if sign == "-" else value
+        pos = m.end()
+    return comps["x"], comps["y"], comps["z"]
+
+
+def format_vector(vec: tuple[float, float, float]) -> str:
+    """``(x, y, z)`` as CrystFEL writes a direction, exactly (shortest round-trip floats)."""
+    return " ".join(f"{float(v):+}{axis}" for v, axis in zip(vec, "xyz", strict=True))
+
+
+def parse_length(spec: str) -> tuple[float | None, str | None, float]:
+    """Split a CrystFEL length (``clen``) into ``(value_m, hdf5_path, scale_to_m)``.
+
+    A literal without units is metres; an HDF5 path without units is millimetres (CrystFEL's
+    historical rule). Exactly one of ``value_m`` and ``hdf5_path`` is not None.
+    """
+    parts = spec.split()
+    if not parts or len(parts) > 2:
+        raise ValueError(f"invalid length {spec!r}")
+    unit = parts[1] if len(parts) == 2 else None
+    if unit not in (None, "m", "mm"):
+        raise ValueError(f"invalid length unit {unit!r} (use m or mm)")
+    try:
+        value = float(parts[0])
+    except ValueError:
+        if not parts[0].startswith("/"):
+            raise ValueError(f"invalid length {spec!r}: neither a number nor an HDF5 path") from None
+        return None, parts[0], 1e-3 if unit in (None, "mm") else 1.0
+    scale = 1e-3 if unit == "mm" else 1.0
+    return value * scale, None, scale
+
+
+def parse_photon_energy(spec: str) -> tuple[float | None, str | None, float]:
+    """Split ``photon_energy`` into ``(value_ev, hdf5_path, scale_to_ev)`` (units eV or keV)."""
+    parts = spec.split()
+    if not parts or len(parts) > 2:
+        raise ValueError(f"invalid photon energy {spec!r}")
+    unit = parts[1] if len(parts) == 2 else "eV"
+    if unit not in ("eV", "keV"):
+        raise ValueError(f"invalid photon energy unit {unit!r} (use eV or keV)")
+    scale = 1e3 if unit == "keV" else 1.0
+    try:
+        return float(parts[0]) * scale, None, scale
+    except ValueError:
+        if not parts[0].startswith("/"):
+            raise ValueError(f"invalid photon energy {spec!r}: neither a number nor an HDF5 path") from None
+        return None, parts[0], scale
+
+
+def _parse_int(source: str, line: _Line) -> int:
+    try:
+        value = float(line.value)
+    except ValueError:
+        raise _fail(source, line, f"{line.key} must be an integer, not {line.value!r}") from None
+    if value != int(value):
+        raise _fail(source, line, f"{line.key} must be an integer, not {line.value!r}")
+    return int(value)
+
+
+def _parse_float(source: str, line: _Line) -> float:
+    try:
+        return float(line.value)
+    except ValueError:
+        raise _fail(source, line, f"{line.key} must be a number, not {line.value!r}") from None
+
+
+def _parse_bits(source: str, line: _Line) -> int:
+    try:
+        return int(line.value, 0)
+    except ValueError:
+        try:
+            return int(float(line.value))
+        except ValueError:
+            raise _fail(source, line, f"{line.key} must be an integer such as 0x0001, not {line.value!r}") from None
+
+
+def _mask_key(key: str) -> tuple[int, str] | None:
+    if key in _MASK_ALIASES:
+        return 0, _MASK_ALIASES[key]
+    m = _MASK_RE.fullmatch(key)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def _is_panel_key(key: str) -> bool:
+    return (
+        key in _INT_KEYS
+        or key in _FLOAT_KEYS
+        or key in ("fs", "ss", "data", "clen", "no_index", "mask_edge_pixels", "saturation_map", "saturation_map_file")
+        or key in FLAG_KEYS
+        or key.startswith("dim")
+        or _mask_key(key) is not None
+    )
+
+
+def _is_consumed(key: str) -> bool:
+    """Keys turned into Panel fields (everything else of a panel is kept in ``Panel.extra``)."""
+    return (
+        key in _INT_KEYS
+        or key in _FLOAT_KEYS
+        or key in ("fs", "ss", "data", "clen")
+        or key.startswith("dim")
+        or _mask_key(key) is not None
+    )
+
+
+def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
+    """Parse CrystFEL geometry text into a :class:`DetectorGeometry` (see the module docstring).
+
+    Raises:
+        ConfigError: naming ``source`` and the line for any malformed or inconsistent entry.
+    """
+    from sfx_cnnhit.io.geometry import DetectorGeometry
+
+    defaults: dict[str, _Line] = {}
+    default_flags: dict[str, list[str]] = {}
+    panels: dict[str, _PanelDraft] = {}
+    bad: dict[str, dict[str, _Line]] = {}
+    toplevel: dict[str, _Line] = {}
+    unused_default: _Line | None = None
+
+    for number, raw in enumerate(text.splitlines(), start=1):
+        content = raw.split(";", 1)[0].strip()
+        if not content:
+            continue
+        if "=" not in content:
+            raise _fail(source, number, f"expected 'key = value', got {content!r}")
+        key, value = (s.strip() for s in content.split("=", 1))
+        line = _Line(number, key, value)
+        if not key:
+            raise _fail(source, line, "missing key before '='")
+        if key == "photon_energy":
+            _check_photon_energy(source, line)
+        if "/" in key:
+            owner, field_name = key.split("/", 1)
+            line.key = field_name
+            if owner.startswith("bad"):
+                bad.setdefault(owner, {})[field_name] = line
+                continue
+            if owner.startswith(("group", "rigid_group")):
+                raise _fail(source, line, f"panel names must not start with 'group' or 'rigid_group' ({owner!r})")
+            draft = panels.get(owner)
+            if draft is None:
+                draft = panels[owner] = _PanelDraft(
+                    owner, number, dict(defaults), {k: list(v) for k, v in default_flags.items()}
+                )
+                unused_default = None
+            _set_panel_value(source, draft.values, draft.flags, line)
+        elif key.startswith(("rigid_group", "group_")) or key in _IGNORED_TOPLEVEL:
+            continue
+        elif key in ("photon_energy", "wavelength", "electron_voltage", "detector_shift_x", "detector_shift_y"):
+            toplevel[key] = line
+        elif _is_panel_key(key):
+            _set_panel_value(source, defaults, default_flags, line)
+            unused_default = line
+        else:
+            raise _fail(source, line, f"unknown geometry key {key!r}")
+
+    if not panels:
+        raise ConfigError(f"{source}: no panels defined (expected lines such as 'p0/min_fs = 0')")
+    if unused_default is not None:
+        warnings.warn(
+            f"{source} line {unused_default.number}: '{unused_default.key}' comes after the last panel and "
+            "has no effect (top-level values apply to panels first mentioned after them)",
+            stacklevel=3,
+        )
+    for key in ("electron_voltage", "detector_shift_x", "detector_shift_y"):
+        if key in toplevel:
+            raise _fail(source, toplevel[key], f"'{key}' is not supported by sfx-cnnhit")
+
+    mask = _common_mask(source, panels)
+    photon_energy = _photon_energy(source, toplevel)
+    built = [_build_panel(source, draft, photon_energy) for draft in panels.values()]
+    built = _slabify(source, built)
+    data_paths = {p.data for p in built}
+    if len(data_paths) > 1:
+        raise ConfigError(
+            f"{source}: panels read from different datasets {sorted(map(str, data_paths))}; "
+            "only one data block (slab) is supported"
+        )
+    regions, regions_xy = _bad_regions(source, bad, built)
+    return DetectorGeometry(
+        panels=tuple(built),
+        photon_energy_ev=photon_energy,
+        bad_regions=tuple(regions),
+        bad_regions_xy=tuple(regions_xy),
+        mask_path=mask.get("data"),
+        mask_file=mask.get("file"),
+        mask_good=mask.get("goodbits"),
+        mask_bad=mask.get("badbits"),
+        data_path=built[0].data or "/data/data",
+    )
+
+
+def _set_panel_value(source: str, values: dict[str, _Line], flags: dict[str, list[str]], line: _Line) -> None:
+    key = line.key
+    if key in FLAG_KEYS:
+        _parse_float(source, line)
+        flags.setdefault(key, []).append(line.value)
+        return
+    mask_key = _mask_key(key)
+    if mask_key is not None:
+        line = _Line(line.number, f"mask{mask_key[0]}_{mask_key[1]}", line.value)
+    _validate(source, line)
+    values[line.key] = line
+
+
+def _validate(source: str, line: _Line) -> None:
+    """Check one panel value as soon as it is read, so errors name its line."""
+    key = line.key
+    try:
+        if key in _INT_KEYS:
+            _parse_int(source, line)
+        elif key in _FLOAT_KEYS:
+            _parse_float(source, line)
+        elif key in ("fs", "ss"):
+            parse_vector(line.value)
+        elif key == "clen":
+            parse_length(line.value)
+        elif key.endswith(("_goodbits", "_badbits")):
+            _parse_bits(source, line)
+        elif key.startswith("dim"):
+            _check_dim(source, line)
+    except ValueError as err:
+        raise _fail(source, line, str(err)) from None
+
+
+def _check_photon_energy(source: str, line: _Line) -> None:
+    try:
+        parse_photon_energy(line.value)
+    except ValueError as err:
+        raise _fail(source, line, str(err)) from None
+
+
+def _photon_energy(source: str, toplevel: dict[str, _Line]) -> float | str | None:
+    if "photon_energy" in toplevel and "wavelength" in toplevel:
+        raise _fail(source, toplevel["wavelength"], "give either photon_energy or wavelength, not both")
+    if "photon_energy" in toplevel:
+        line = toplevel["photon_energy"]
+        try:
+            value, path, scale = parse_photon_energy(line.value)
+        except ValueError as err:
+            raise _fail(source, line, str(err)) from None
+        if path is not None:
+            return path if scale == 1.0 else f"{path} keV"
+        return value
+    if "wavelength" in toplevel:
+        line = toplevel["wavelength"]
+        parts = line.value.split()
+        if len(parts) != 2 or parts[1] not in ("m", "A"):
+            raise _fail(source, line, "wavelength needs a number and a unit, e.g. '1.3 A' or '1.3e-10 m'")
+        try:
+            metres = float(parts[0]) * (1e-10 if parts[1] == "A" else 1.0)
+        except ValueError:
+            raise _fail(source, line, "wavelength from an HDF5 path is not supported; use photon_energy") from None
+        return HC_EV_M / metres
+    return None
+
+
+def _build_panel(source: str, draft: _PanelDraft, photon_energy: float | str | None) -> Panel:
+    from sfx_cnnhit.io.geometry import Panel
+
+    v = draft.values
+    where = f"panel {draft.name} (first at line {draft.first_line})"
+    for key in (*_INT_KEYS, "corner_x", "corner_y", "fs", "ss", "res", "clen"):
+        if key not in v:
+            raise ConfigError(f"{source}: {where}: missing '{key}'")
+    ints = {key: _parse_int(source, v[key]) for key in _INT_KEYS}
+    floats = {key: _parse_float(source, v[key]) for key in _FLOAT_KEYS if key in v}
+    vectors = {}
+    for key in ("fs", "ss"):
+        try:
+            vectors[key] = parse_vector(v[key].value)
+        except ValueError as err:
+            raise _fail(source, v[key], str(err)) from None
+    try:
+        clen_m, clen_path, clen_scale = parse_length(v["clen"].value)
+    except ValueError as err:
+        raise _fail(source, v["clen"], str(err)) from None
+    clen: float | str = clen_m if clen_path is None else (clen_path if clen_scale == 1e-3 else f"{clen_path} m")
+    adu = floats.get("adu_per_photon")
+    if "adu_per_eV" in floats:
+        if "adu_per_photon" in floats:
+            raise _fail(source, v["adu_per_eV"], "give either adu_per_eV or adu_per_photon, not both")
+        if not isinstance(photon_energy, float):
+            raise _fail(source, v["adu_per_eV"], "adu_per_eV needs a numeric photon_energy; use adu_per_photon")
+        adu = floats["adu_per_eV"] * photon_energy
+    dims = _dims(source, v)
+    extra = {key: line.value for key, line in v.items() if not _is_consumed(key)}
+    extra.update({key: " ".join(values) for key, values in draft.flags.items()})
+    if "res" in floats and floats["res"] <= 0:
+        raise _fail(source, v["res"], "res must be positive (pixels per metre)")
+    try:
+        return Panel(
+            name=draft.name,
+            **ints,
+            corner_x=floats["corner_x"],
+            corner_y=floats["corner_y"],
+            fs_vec=vectors["fs"],
+            ss_vec=vectors["ss"],
+            res=floats["res"],
+            clen=clen,
+            coffset=floats.get("coffset", 0.0),
+            adu_per_photon=adu,
+            max_adu=floats.get("max_adu"),
+            data=v["data"].value if "data" in v else "/data/data",
+            dim_structure=dims,
+            extra=extra,
+        )
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _check_dim(source: str, line: _Line) -> None:
+    if not line.key[3:].isdigit():
+        raise _fail(source, line, f"'{line.key}': 'dim' must be followed by a number, e.g. 'dim0'")
+    if line.value not in ("%", "ss", "fs") and not line.value.isdigit():
+        raise _fail(source, line, f"invalid dimension value {line.value!r} (use %, ss, fs or an index)")
+
+
+def _dims(source: str, values: dict[str, _Line]) -> tuple[str, ...]:
+    dims: dict[int, str] = {}
+    for key, line in values.items():
+        if key.startswith("dim"):
+            _check_dim(source, line)
+            dims[int(key[3:])] = line.value
+    if not dims:
+        return ("ss", "fs")
+    if sorted(dims) != list(range(len(dims))):
+        first = next(line for key, line in values.items() if key.startswith("dim"))
+        raise _fail(source, first, f"dimensions must be numbered 0..n without gaps, got {sorted(dims)}")
+    structure = tuple(dims[i] for i in range(len(dims)))
+    if structure.count("ss") != 1 or structure.count("fs") != 1 or structure.index("ss") > structure.index("fs"):
+        raise ConfigError(f"{source}: dimension structure {structure} needs exactly one ss before one fs")
+    return structure
+
+
+def _slabify(source: str, panels: list[Panel]) -> list[Panel]:
+    """Map panels that select a module through a fixed index dimension onto the stacked-module slab."""
+    fixed = [[i for i, d in enumerate(p.dim_structure) if d.isdigit()] for p in panels]
+    if not any(fixed):
+        return panels
+    if any(len(f) != 1 for f in fixed) or len({tuple(f) for f in fixed}) != 1:
+        raise ConfigError(f"{source}: every panel must fix exactly one module dimension (EuXFEL style), or none")
+    axis = fixed[0][0]
+    module_height = max(p.max_ss for p in panels) + 1
+    out = []
+    for p in panels:
+        module = int(p.dim_structure[axis])
+        dims = tuple(d for i, d in enumerate(p.dim_structure) if i != axis)
+        out.append(
+            replace(
+                p,
+                min_ss=p.min_ss + module * module_height,
+                max_ss=p.max_ss + module * module_height,
+                dim_structure=dims,
+            )
+        )
+    return out
+
+
+def _common_mask(source: str, panels: dict[str, _PanelDraft]) -> dict[str, str | int]:
+    specs = []
+    for draft in panels.values():
+        spec: dict[str, dict[str, _Line]] = {}
+        for key, line in draft.values.items():
+            m = _MASK_RE.fullmatch(key)
+            if m:
+                spec.setdefault(m.group(1), {})[m.group(2)] = line
+        specs.append(spec)
+    flat = [{(n, k): line.value for n, d in spec.items() for k, line in d.items()} for spec in specs]
+    if any(f != flat[0] for f in flat):
+        raise ConfigError(f"{source}: panels use different bad-pixel masks; only one mask for all panels is supported")
+    spec = specs[0]
+    with_data = sorted(n for n, d in spec.items() if "data" in d or "file" in d)
+    if len(with_data) > 1:
+        raise ConfigError(f"{source}: several bad-pixel masks (mask{', mask'.join(with_data)}); only one is supported")
+    if not with_data:
+        if spec:
+            line = next(iter(next(iter(spec.values())).values()))
+            raise _fail(source, line, "mask good/bad bits given without a mask location (mask0_data)")
+        return {}
+    d = spec[with_data[0]]
+    if "data" not in d:
+        raise _fail(source, d["file"], "a mask file needs a data location too (mask0_data)")
+    if not d["data"].value.startswith("/"):
+        raise _fail(source, d["data"], f"invalid mask location {d['data'].value!r} (must start with '/')")
+    out: dict[str, str | int] = {"data": d["data"].value}
+    if "file" in d:
+        out["file"] = d["file"].value
+    for key in ("goodbits", "badbits"):
+        if key in d:
+            out[key] = _parse_bits(source, d[key])
+    if ("goodbits" in out) != ("badbits" in out):
+        out.setdefault("goodbits", 0)
+        out.setdefault("badbits", 0)
+    return out
+
+
+def _bad_regions(
+    source: str, bad: dict[str, dict[str, _Line]], panels: list[Panel]
+) -> tuple[list[BadRegion], list[BadRegionXY]]:
+    from sfx_cnnhit.io.geometry import BadRegion, BadRegionXY
+
+    regions: list[BadRegion] = []
+    regions_xy: list[BadRegionXY] = []
+    by_name = {p.name: p for p in panels}
+    fsss_keys, xy_keys = ("min_fs", "max_fs", "min_ss", "max_ss"), ("min_x", "max_x", "min_y", "max_y")
+    for name, values in bad.items():
+        first = min(values.values(), key=lambda line: line.number)
+        unknown = set(values) - {*fsss_keys, *xy_keys, "panel"}
+        if unknown:
+            raise _fail(source, values[sorted(unknown)[0]], f"unknown bad-region key {sorted(unknown)[0]!r}")
+        is_fsss, is_xy = any(k in values for k in fsss_keys), any(k in values for k in xy_keys)
+        if is_fsss and is_xy:
+            raise _fail(source, first, f"bad region {name} mixes x/y and fs/ss coordinates")
+        needed = fsss_keys if is_fsss else xy_keys
+        missing = [k for k in needed if k not in values]
+        if missing or not (is_fsss or is_xy):
+            raise _fail(source, first, f"bad region {name} is missing {', '.join(missing or needed)}")
+        panel_name = values["panel"].value if "panel" in values else None
+        if panel_name is not None and panel_name not in by_name:
+            raise _fail(source, values["panel"], f"bad region {name}: no such panel {panel_name!r}")
+        if is_xy:
+            regions_xy.append(BadRegionXY(name, *(_parse_float(source, values[k]) for k in xy_keys), panel_name))
+            continue
+        if panel_name is None:
+            if len(panels) != 1:
+                raise _fail(source, first, f"bad region {name} in fs/ss needs '{name}/panel'")
+            panel_name = panels[0].name
+        min_fs, max_fs, min_ss, max_ss = (_parse_int(source, values[k]) for k in fsss_keys)
+        p = by_name[panel_name]
+        if min_fs < p.min_fs or max_fs > p.max_fs or min_ss < p.min_ss or max_ss > p.max_ss:
+            raise _fail(
+                source,
+                first,
+                f"bad region {name} lies outside panel {panel_name} "
+                f"(fs {p.min_fs}..{p.max_fs}, ss {p.min_ss}..{p.max_ss})",
+            )
+        regions.append(BadRegion(name, min_fs, max_fs, min_ss, max_ss, panel_name))
+    return regions, regions_xy
+
+
+def _fmt(value: float) -> str:
+    """A number exactly as Python reads it back (integers without a decimal point)."""
+    v = float(value)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+
+
+def format_geometry(
+    geometry: DetectorGeometry,
+    *,
+    data_path: str | None = None,
+    stacked: bool = True,
+    peak_list: str | None = "/entry_1/result_1",
+    photon_energy: float | str | None = None,
+    clen: float | str | None = None,
+    mask_path: str | None = None,
+    mask_file: str | None = None,
+) -> str:
+    """CrystFEL geometry text for ``geometry`` reading frames from ``data_path``.
+
+    Args:
+        data_path: HDF5 path of the frames (default the geometry's ``data_path``).
+        stacked: the data is a ``(N, ss, fs)`` stack: write ``dim0 = %``, ``dim1 = ss``, ``dim2 = fs``.
+        peak_list: CXI peak-list group (``peak_list_type = cxi``); None writes neither line.
+        photon_energy: eV or an HDF5 path; default the geometry's value.
+        clen: metres or an HDF5 path (millimetres there, CrystFEL's rule); default the panels' value.
+        mask_path, mask_file: a bad-pixel mask in Cheetah's convention (0 = good), written as
+            ``mask0_goodbits = 0x0``, ``mask0_badbits = 0xffff``. Default: the geometry's own mask
+            with its ``mask_good``/``mask_bad`` (Cheetah's convention if both are None).
+    """
+    panels = geometry.panels
+    energy = photon_energy if photon_energy is not None else geometry.photon_energy_ev
+    lines = [f"; CrystFEL geometry written by sfx-cnnhit {__version__}", ""]
+    if energy is None:
+        lines.append("; photon_energy = <unknown: set it (eV) before running CrystFEL>")
+    else:
+        lines.append(f"photon_energy = {_fmt(energy) if isinstance(energy, float | int) else energy}")
+    clens = [clen] * len(panels) if clen is not None else [p.clen for p in panels]
+    if any(c != clens[0] for c in clens):
+        raise ConfigError("panels have different clen values; CrystFEL needs one clen (use coffset per panel)")
+    c = clens[0]
+    lines.append(f"clen = {_fmt(c) + ' m' if isinstance(c, float | int) else c}")
+    adus = [p.adu_per_photon for p in panels]
+    if any(a is None for a in adus):
+        lines.append("adu_per_photon = 1  ; not known to sfx-cnnhit: set the real value")
+    lines.append("")
+    lines.append(f"data = {data_path or geometry.data_path}")
+    if stacked:
+        lines += ["dim0 = %", "dim1 = ss", "dim2 = fs"]
+    else:
+        lines += ["dim0 = ss", "dim1 = fs"]
+    if peak_list is not None:
+        lines += [f"peak_list = {peak_list}", "peak_list_type = cxi"]
+    if mask_path is not None:  # a mask in Cheetah's convention, such as the one CXIWriter stores
+        mpath, mfile, good, badbits = mask_path, mask_file, 0, 0xFFFF
+    else:
+        mpath, mfile = geometry.mask_path, geometry.mask_file
+        cheetah = geometry.mask_good is None and geometry.mask_bad is None
+        good, badbits = (0, 0xFFFF) if cheetah else (geometry.mask_good or 0, geometry.mask_bad or 0)
+    if mpath is not None:
+        lines.append(f"mask0_data = {mpath}")
+        if mfile is not None:
+            lines.append(f"mask0_file = {mfile}")
+        lines += [f"mask0_goodbits = {good:#x}", f"mask0_badbits = {badbits:#x}"]
+    lines.append("")
+    for p in panels:
+        rows = [
+            ("min_fs", str(p.min_fs)),
+            ("max_fs", str(p.max_fs)),
+            ("min_ss", str(p.min_ss)),
+            ("max_ss", str(p.max_ss)),
+            ("corner_x", _fmt(p.corner_x)),
+            ("corner_y", _fmt(p.corner_y)),
+            ("fs", format_vector(p.fs_vec)),
+            ("ss", format_vector(p.ss_vec)),
+            ("res", _fmt(p.res)),
+            ("coffset", _fmt(p.coffset)),
+        ]
+        if p.adu_per_photon is not None:
+            rows.append(("adu_per_photon", _fmt(p.adu_per_photon)))
+        if p.max_adu is not None:
+            rows.append(("max_adu", _fmt(p.max_adu)))
+        for key, value in p.extra.items():
+            if key in FLAG_KEYS:
+                rows += [(key, v) for v in value.split()]
+            else:
+                rows.append((key, value))
+        lines += [f"{p.name}/{key} = {value}" for key, value in rows]
+        lines.append("")
+    for r in geometry.bad_regions:
+        lines += [f"{r.name}/{k} = {getattr(r, k)}" for k in ("min_fs", "max_fs", "min_ss", "max_ss")]
+        if r.panel is not None:
+            lines.append(f"{r.name}/panel = {r.panel}")
+        lines.append("")
+    for r in geometry.bad_regions_xy:
+        lines += [f"{r.name}/{k} = {_fmt(getattr(r, k))}" for k in ("min_x", "max_x", "min_y", "max_y")]
+        if r.panel is not None:
+            lines.append(f"{r.name}/panel = {r.panel}")
+        lines.append("")
+    return "\n".join(lines)

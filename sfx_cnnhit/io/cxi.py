@@ -1,0 +1,567 @@
+"""The reduced-CXI writer: selected frames, their peak lists and extra per-frame datasets.
+
+The layout is the one Cheetah writes and CrystFEL reads with ``peak_list_type = cxi`` (see
+``docs/formats.md`` for every dataset, shape, dtype and unit). The file is written as
+``<name>.inprogress``, grows one batch at a time (never more than one batch in memory), can be
+committed and resumed, and is renamed to ``<name>`` when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from sfx_cnnhit.errors import InputError, OutputError
+from sfx_cnnhit.io.atomic import check_output_path, finalize, inprogress_path, write_text_atomic
+from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.types import PeakList
+
+DATA_PATH = "/entry_1/data_1/data"
+MASK_PATH = "/entry_1/data_1/mask"
+RESULT_PATH = "/entry_1/result_1"
+EVENT_ID_PATH = "/entry_1/experiment_identifier"
+SOURCE_FILE_PATH = f"{RESULT_PATH}/source_file"
+SOURCE_INDEX_PATH = f"{RESULT_PATH}/source_index"
+N_PEAKS_PATH = f"{RESULT_PATH}/nPeaks"
+PHOTON_ENERGY_PATH = "/LCLS/photon_energy_eV"
+ENCODER_VALUE_PATH = "/LCLS/detector_1/EncoderValue"
+GEOMETRY_TEXT_PATH = "/entry_1/instrument_1/detector_1/crystfel_geometry"
+METADATA_GROUP = "/entry_1/metadata"
+
+#: CXI peak-array name -> PeakList field. CrystFEL reads the first three; Cheetah/OM tools all six.
+PEAK_DATASETS = {
+    "peakXPosRaw": "fs",
+    "peakYPosRaw": "ss",
+    "peakTotalIntensity": "intensity",
+    "peakNPixels": "num_pixels",
+    "peakMaximumValue": "max_pixel_intensity",
+    "peakSNR": "snr",
+}
+
+#: metadata key -> (dataset path, factor from the key's unit to the file's unit).
+KNOWN_METADATA = {
+    "photon_energy_ev": (PHOTON_ENERGY_PATH, 1.0),
+    "clen_m": (ENCODER_VALUE_PATH, 1e3),  # Cheetah's EncoderValue is in mm
+}
+
+STATE_ATTR = "sfx_cnnhit_state"
+EXTRAS_ATTR = "sfx_cnnhit_extra_datasets"
+COMPRESSIONS = ("gzip", "bitshuffle-lz4", "zstd", "none")
+
+_STR = h5py.string_dtype("utf-8")
+
+
+def result_path(name: str) -> str:
+    """HDF5 path of an extra dataset or table: ``name`` if absolute, else ``/entry_1/result_1/<name>``."""
+    return name if name.startswith("/") else f"{RESULT_PATH}/{name}"
+
+
+def _compression_args(compression: str | None) -> dict[str, Any]:
+    if compression in (None, "none"):
+        return {}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    import hdf5plugin
+
+    if compression == "bitshuffle-lz4":
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    if compression == "zstd":
+        return dict(hdf5plugin.Zstd(clevel=3))
+    raise OutputError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+
+
+class CXIWriter:
+    """Append frames and their results to a reduced CXI file.
+
+    Args:
+        path: final file name; the file lives at ``<path>.inprogress`` until :meth:`finalize`.
+        frame_shape: ``(ss, fs)`` of every frame (the raw slab).
+        max_peaks: columns of the peak arrays; longer peak lists are truncated with a warning.
+        compression: ``"gzip"`` (default, any HDF5 reader and CrystFEL open it), ``"bitshuffle-lz4"``
+            or ``"zstd"`` (readers need hdf5plugin) or ``"none"``; used for frames and extra datasets.
+        extra_datasets: per-frame datasets to create, ``name -> (shape of one frame's entry, dtype)``;
+            a relative name goes under ``/entry_1/result_1``, an absolute one (``/truth/label``) as is.
+        protect: input files the output must never replace (files opened by
+            :func:`sfx_cnnhit.io.sources.open_frames` are protected anyway).
+        geometry: detector geometry; its CrystFEL text is stored in the file and used by
+            :meth:`write_geometry`.
+        mask: ``(ss, fs)`` bool, True = good; stored as ``/entry_1/data_1/mask`` uint16 in Cheetah's
+            convention (0 = good, 1 = bad).
+        resume: reopen an existing ``<path>.inprogress``, check that its layout matches, drop everything
+            after its last :meth:`commit` and expose that commit's :attr:`state`. Without such a file a
+            new one is started.
+
+    Raises:
+        OutputError: if ``path`` is an input, its folder is missing, or a resumed file does not match.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        frame_shape: tuple[int, int],
+        max_peaks: int = 2048,
+        compression: str | None = "gzip",
+        extra_datasets: Mapping[str, tuple[tuple[int, ...], DTypeLike]] | None = None,
+        protect: Sequence[str | os.PathLike[str]] = (),
+        geometry: DetectorGeometry | None = None,
+        mask: NDArray[np.bool_] | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.path = check_output_path(path, protect)
+        self.tmp_path = inprogress_path(self.path)
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.max_peaks = int(max_peaks)
+        if self.max_peaks < 1:
+            raise OutputError(f"{self.path}: max_peaks must be at least 1")
+        self.geometry = geometry
+        if geometry is not None and (
+            geometry.slab_shape[0] > self.frame_shape[0] or geometry.slab_shape[1] > self.frame_shape[1]
+        ):
+            raise OutputError(
+                f"{self.path}: geometry slab {geometry.slab_shape} exceeds frame shape {self.frame_shape}"
+            )
+        self._extras = {
+            result_path(name): (tuple(int(n) for n in shape), np.dtype(dtype))
+            for name, (shape, dtype) in (extra_datasets or {}).items()
+        }
+        self._compression = _compression_args(compression)
+        self._state: dict[str, Any] = {}
+        self._finalized = False
+        if resume and self.tmp_path.exists():
+            self._file = self._reopen()
+            return
+        try:
+            self._file = h5py.File(self.tmp_path, "w")
+        except OSError as err:
+            raise OutputError(f"{self.tmp_path}: cannot create the output ({err})") from None
+        try:
+            self._create(mask)
+        except BaseException:
+            self._file.close()
+            self.tmp_path.unlink(missing_ok=True)
+            raise
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def _create(self, mask: NDArray[np.bool_] | None) -> None:
+        f = self._file
+        f.attrs["creator"] = "sfx-cnnhit"
+        f.create_dataset("cxi_version", data=140)
+        ss, fs = self.frame_shape
+        f.create_dataset(
+            DATA_PATH,
+            shape=(0, ss, fs),
+            maxshape=(None, ss, fs),
+            dtype=np.float32,
+            chunks=(1, ss, fs),
+            **self._compression,
+        )
+        f[DATA_PATH].attrs["axes"] = "experiment_identifier:y:x"
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != self.frame_shape:
+                raise OutputError(f"{self.path}: mask shape {mask.shape} differs from frame shape {self.frame_shape}")
+            f.create_dataset(MASK_PATH, data=(~mask).astype(np.uint16), compression="gzip")
+            f[MASK_PATH].attrs["convention"] = "Cheetah: 0 = good pixel, non-zero = bad"
+        if self.geometry is not None:
+            f.create_dataset(GEOMETRY_TEXT_PATH, data=self.geometry.to_text(), dtype=_STR)
+        rows = max(1, 65536 // self.max_peaks)
+        f.create_dataset(N_PEAKS_PATH, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(4096,))
+        for name in PEAK_DATASETS:
+            f.create_dataset(
+                f"{RESULT_PATH}/{name}",
+                shape=(0, self.max_peaks),
+                maxshape=(None, self.max_peaks),
+                dtype=np.float32,
+                chunks=(rows, self.max_peaks),
+                compression="gzip",
+                shuffle=True,
+            )
+        for path, dtype in ((EVENT_ID_PATH, _STR), (SOURCE_FILE_PATH, _STR), (SOURCE_INDEX_PATH, np.int64)):
+            f.create_dataset(path, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+        for path, (shape, dtype) in self._extras.items():
+            if path in f:
+                raise OutputError(f"{self.path}: extra dataset {path} clashes with a standard dataset")
+            item_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            f.create_dataset(
+                path,
+                shape=(0, *shape),
+                maxshape=(None, *shape),
+                dtype=dtype,
+                chunks=(max(1, 65536 // max(1, item_bytes)), *shape),
+                **self._compression,
+            )
+        f.attrs[EXTRAS_ATTR] = json.dumps(sorted(self._extras))
+        f.attrs[STATE_ATTR] = json.dumps({"n_frames": 0, "tables": {}, "state": {}})
+
+    def _reopen(self) -> h5py.File:
+        try:
+            f = h5py.File(self.tmp_path, "r+")
+        except OSError as err:
+            raise OutputError(
+                f"{self.tmp_path}: cannot resume, the file is unreadable ({err}); delete it to start over"
+            ) from None
+        try:
+            self._check_layout(f)
+            record = json.loads(f.attrs.get(STATE_ATTR, '{"n_frames": 0, "tables": {}, "state": {}}'))
+            n = int(record["n_frames"])
+            for path in self._per_frame_paths(f):
+                f[path].resize(n, axis=0)
+            for path, rows in record["tables"].items():
+                for column in f[path].values():
+                    column.resize(int(rows), axis=0)
+            for path in self._table_paths(f):
+                if path not in record["tables"]:
+                    del f[path]
+        except BaseException:
+            f.close()
+            raise
+        self._state = dict(record["state"])
+        return f
+
+    def _check_layout(self, f: h5py.File) -> None:
+        def mismatch(what: str) -> OutputError:
+            return OutputError(f"{self.tmp_path}: cannot resume, {what}; delete it or use another output name")
+
+        if DATA_PATH not in f or STATE_ATTR not in f.attrs:
+            raise mismatch("it is not a reduced CXI file written by sfx-cnnhit")
+        if f[DATA_PATH].shape[1:] != self.frame_shape:
+            raise mismatch(f"its frames are {f[DATA_PATH].shape[1:]}, not {self.frame_shape}")
+        if f[f"{RESULT_PATH}/peakXPosRaw"].shape[1] != self.max_peaks:
+            raise mismatch(f"it has max_peaks={f[f'{RESULT_PATH}/peakXPosRaw'].shape[1]}, not {self.max_peaks}")
+        declared = json.loads(f.attrs.get(EXTRAS_ATTR, "[]"))
+        if sorted(self._extras) != declared:
+            raise mismatch(f"it has the extra datasets {declared}, not {sorted(self._extras)}")
+        for path, (shape, dtype) in self._extras.items():
+            if f[path].shape[1:] != shape or f[path].dtype != dtype:
+                raise mismatch(f"its extra dataset {path} has another shape or dtype")
+
+    def _per_frame_paths(self, f: h5py.File) -> list[str]:
+        paths = [
+            DATA_PATH,
+            N_PEAKS_PATH,
+            EVENT_ID_PATH,
+            SOURCE_FILE_PATH,
+            SOURCE_INDEX_PATH,
+            *(f"{RESULT_PATH}/{name}" for name in PEAK_DATASETS),
+            *self._extras,
+        ]
+        return paths + self._metadata_paths(f)
+
+    @staticmethod
+    def _table_paths(f: h5py.File) -> list[str]:
+        found: list[str] = []
+        f.visititems(lambda name, obj: found.append("/" + name) if obj.attrs.get("sfx_cnnhit_table") else None)
+        return found
+
+    # -- appending ------------------------------------------------------------------------------
+
+    @property
+    def n_frames(self) -> int:
+        """Frames written so far."""
+        return int(self._file[DATA_PATH].shape[0])
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The ``state`` of the last :meth:`commit` (empty for a new file)."""
+        return dict(self._state)
+
+    def append(
+        self,
+        data: ArrayLike,
+        *,
+        event_ids: Sequence[str],
+        source_files: Sequence[str] | str,
+        source_indices: ArrayLike,
+        peaks: Sequence[PeakList] | None = None,
+        extras: Mapping[str, ArrayLike] | None = None,
+        metadata: Mapping[str, ArrayLike | float] | None = None,
+        tables: Mapping[str, Mapping[str, ArrayLike]] | None = None,
+    ) -> None:
+        """Append ``n`` frames with their event ids, provenance, peaks and extra datasets.
+
+        Args:
+            data: ``(n, ss, fs)`` frames (stored as float32).
+            event_ids: ``n`` event identifiers.
+            source_files: the source file of each frame (one string for all).
+            source_indices: ``(n,)`` index of each frame inside its source file.
+            peaks: ``n`` peak lists (None: no peaks, ``nPeaks = 0``).
+            extras: one ``(n, *shape)`` array for every dataset declared in ``extra_datasets``.
+            metadata: ``(n,)`` arrays or scalars; ``photon_energy_ev`` goes to
+                ``/LCLS/photon_energy_eV``, ``clen_m`` to ``/LCLS/detector_1/EncoderValue`` (in mm),
+                anything else to ``/entry_1/metadata/<key>``; frames without a value get NaN.
+            tables: ``group -> {column -> 1-D array}``: rows appended to growable 1-D columns (a
+                relative group goes under ``/entry_1/result_1``); every column of a group has the
+                same length and a group keeps the columns of its first append.
+        """
+        if self._finalized:
+            raise OutputError(f"{self.path}: already finalized")
+        data = np.asarray(data, dtype=np.float32)
+        if data.ndim != 3 or data.shape[1:] != self.frame_shape:
+            raise ValueError(f"frames must be (n, {self.frame_shape[0]}, {self.frame_shape[1]}), got {data.shape}")
+        n = data.shape[0]
+        if len(event_ids) != n:
+            raise ValueError(f"{len(event_ids)} event ids for {n} frames")
+        files = [source_files] * n if isinstance(source_files, str) else list(source_files)
+        indices = np.asarray(source_indices, dtype=np.int64).reshape(-1)
+        if len(files) != n or indices.size != n:
+            raise ValueError(f"source_files and source_indices need {n} entries")
+        if peaks is not None and len(peaks) != n:
+            raise ValueError(f"{len(peaks)} peak lists for {n} frames")
+        extras = dict(extras or {})
+        given = {result_path(k): v for k, v in extras.items()}
+        missing, unknown = set(self._extras) - set(given), set(given) - set(self._extras)
+        if missing or unknown:
+            raise ValueError(
+                f"extras must be exactly the declared datasets; missing {sorted(missing)}, undeclared {sorted(unknown)}"
+            )
+        extra_arrays = {}
+        for path, value in given.items():
+            shape, dtype = self._extras[path]
+            arr = np.asarray(value, dtype=dtype)
+            if arr.shape != (n, *shape):
+                raise ValueError(f"extra {path} must be {(n, *shape)}, got {arr.shape}")
+            extra_arrays[path] = arr
+
+        f = self._file
+        n0, n1 = self.n_frames, self.n_frames + n
+        for path in self._per_frame_paths(f):
+            f[path].resize(n1, axis=0)
+        f[DATA_PATH][n0:n1] = data
+        f[EVENT_ID_PATH][n0:n1] = np.array(event_ids, dtype=object)
+        f[SOURCE_FILE_PATH][n0:n1] = np.array(files, dtype=object)
+        f[SOURCE_INDEX_PATH][n0:n1] = indices
+        self._write_peaks(n0, n1, peaks)
+        for path, arr in extra_arrays.items():
+            f[path][n0:n1] = arr
+        self._write_metadata(n0, n1, metadata or {})
+        for group, columns in (tables or {}).items():
+            self._append_table(result_path(group), columns)
+
+    def _write_peaks(self, n0: int, n1: int, peaks: Sequence[PeakList] | None) -> None:
+        f, n = self._file, n1 - n0
+        counts = np.zeros(n, np.int32)
+        arrays = {name: np.zeros((n, self.max_peaks), np.float32) for name in PEAK_DATASETS}
+        truncated = 0
+        for i, pl in enumerate(peaks or ()):
+            k = min(pl.num_peaks, self.max_peaks)
+            truncated += pl.num_peaks > self.max_peaks
+            counts[i] = k
+            for name, attr in PEAK_DATASETS.items():
+                arrays[name][i, :k] = getattr(pl, attr)[:k]
+        if truncated:
+            warnings.warn(
+                f"{self.path}: {truncated} frame(s) had more than max_peaks={self.max_peaks} peaks; "
+                "their peak lists were truncated",
+                stacklevel=3,
+            )
+        f[N_PEAKS_PATH][n0:n1] = counts
+        for name, arr in arrays.items():
+            f[f"{RESULT_PATH}/{name}"][n0:n1] = arr
+
+    def _write_metadata(self, n0: int, n1: int, metadata: Mapping[str, ArrayLike | float]) -> None:
+        f, n = self._file, n1 - n0
+        written = set()
+        for key, value in metadata.items():
+            path, factor = KNOWN_METADATA.get(key, (f"{METADATA_GROUP}/{key}", 1.0))
+            if path not in f:
+                f.create_dataset(
+                    path, shape=(n1,), maxshape=(None,), dtype=np.float64, chunks=(4096,), fillvalue=np.nan
+                )
+            f[path][n0:n1] = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)) * factor
+            written.add(path)
+        for path in self._metadata_paths(f):
+            if path not in written:
+                f[path][n0:n1] = np.nan
+
+    @staticmethod
+    def _metadata_paths(f: h5py.File) -> list[str]:
+        paths = [path for path, _ in KNOWN_METADATA.values() if path in f]
+        if METADATA_GROUP in f:
+            paths += [f"{METADATA_GROUP}/{name}" for name in f[METADATA_GROUP]]
+        return paths
+
+    def _append_table(self, group_path: str, columns: Mapping[str, ArrayLike]) -> None:
+        f = self._file
+        arrays = {name: np.asarray(col).reshape(-1) for name, col in columns.items()}
+        lengths = {a.size for a in arrays.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"table {group_path}: columns have different lengths {sorted(lengths)}")
+        rows = lengths.pop() if lengths else 0
+        if group_path not in f:
+            group = f.create_group(group_path)
+            group.attrs["sfx_cnnhit_table"] = True
+            for name, arr in arrays.items():
+                dtype = _STR if arr.dtype.kind in "OUS" else arr.dtype
+                group.create_dataset(
+                    name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(16384,), compression="gzip"
+                )
+        group = f[group_path]
+        if set(group) != set(arrays):
+            raise ValueError(f"table {group_path}: columns {sorted(arrays)} differ from {sorted(group)}")
+        for name, arr in arrays.items():
+            ds = group[name]
+            r0 = ds.shape[0]
+            ds.resize(r0 + rows, axis=0)
+            ds[r0:] = arr.astype(object) if ds.dtype.kind == "O" else arr
+
+    # -- committing and finishing ---------------------------------------------------------------
+
+    def commit(self, state: Mapping[str, Any] | None = None) -> None:
+        """Flush to disk and record ``state`` (JSON-serialisable) as the point a resumed run restarts from."""
+        f = self._file
+        tables = {path: next(iter(f[path].values())).shape[0] if len(f[path]) else 0 for path in self._table_paths(f)}
+        self._state = dict(state or {})
+        f.attrs[STATE_ATTR] = json.dumps({"n_frames": self.n_frames, "tables": tables, "state": self._state})
+        f.flush()
+
+    def finalize(self) -> Path:
+        """Commit, close and rename ``<path>.inprogress`` to ``path``; returns ``path``."""
+        if not self._finalized:
+            self.commit(self._state)
+            self._file.close()
+            finalize(self.path)
+            self._finalized = True
+        return self.path
+
+    def close(self) -> None:
+        """Close without finalizing: the ``.inprogress`` file stays, consistent up to the last commit."""
+        if not self._finalized and self._file.id.valid:
+            self._file.flush()
+            self._file.close()
+
+    def __enter__(self) -> CXIWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.finalize()
+        else:
+            self.close()
+
+    # -- companions -----------------------------------------------------------------------------
+
+    def write_geometry(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        data_path: str = DATA_PATH,
+        protect: Sequence[str | os.PathLike[str]] = (),
+    ) -> Path:
+        """Write a CrystFEL geometry for this file whose ``data =`` is ``data_path`` (e.g. an extra heat map).
+
+        Photon energy and camera length point at ``/LCLS/...`` when every frame so far recorded them,
+        else the geometry's own values are written; the mask is referenced when one was stored.
+        """
+        if self.geometry is None:
+            raise OutputError(f"{path}: no geometry was given to the writer of {self.path}")
+        data_path = result_path(data_path) if data_path != DATA_PATH else data_path
+        if data_path != DATA_PATH and data_path not in self._extras:
+            raise OutputError(f"{path}: {data_path} is not a dataset of {self.path}")
+        if data_path != DATA_PATH and self._extras[data_path][0] != self.frame_shape:
+            raise OutputError(f"{path}: {data_path} is not a stack of {self.frame_shape} frames")
+        return write_geometry(
+            path,
+            self.geometry,
+            data_path=data_path,
+            photon_energy=self._recorded(PHOTON_ENERGY_PATH),
+            clen=self._recorded(ENCODER_VALUE_PATH),
+            mask_path=MASK_PATH if self._has(MASK_PATH) else None,
+            protect=[*protect, self.path, self.tmp_path],
+        )
+
+    def _has(self, path: str) -> bool:
+        if self._file.id.valid:
+            return path in self._file
+        with h5py.File(self.path, "r") as f:
+            return path in f
+
+    def _recorded(self, path: str) -> str | None:
+        def complete(f: h5py.File) -> bool:
+            return path in f and f[path].shape[0] > 0 and bool(np.all(np.isfinite(f[path][()])))
+
+        if self._file.id.valid:
+            return path if complete(self._file) else None
+        with h5py.File(self.path, "r") as f:
+            return path if complete(f) else None
+
+
+def write_geometry(
+    path: str | os.PathLike[str],
+    geometry: DetectorGeometry,
+    *,
+    data_path: str = DATA_PATH,
+    photon_energy: float | str | None = None,
+    clen: float | str | None = None,
+    mask_path: str | None = None,
+    protect: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
+    """Write the CrystFEL geometry of a reduced CXI file (``dim0 = %``, ``peak_list_type = cxi``).
+
+    ``data_path`` may name an extra ``(N, ss, fs)`` dataset such as ``/entry_1/result_1/gradcam``: the
+    result opens that dataset in CrystFEL's viewer with the same panels. ``photon_energy``/``clen``
+    override the geometry's values (numbers in eV/m, or HDF5 paths; a path for ``clen`` is in mm).
+    """
+    text = geometry.to_text(
+        data_path=data_path,
+        photon_energy=photon_energy,
+        clen=clen,
+        mask_path=mask_path,
+        mask_file=None,
+        peak_list=RESULT_PATH,
+    )
+    return write_text_atomic(path, text + "\n", protect=protect)
+
+
+def write_lst(
+    path: str | os.PathLike[str],
+    cxi_path: str | os.PathLike[str],
+    n_events: int,
+    *,
+    protect: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
+    """Write a CrystFEL event list (``<cxi_path> //<i>`` per line) for ``indexamajig -i``."""
+    lines = "".join(f"{cxi_path} //{i}\n" for i in range(int(n_events)))
+    return write_text_atomic(path, lines, protect=[*protect, cxi_path])
+
+
+def read_peak_lists(
+    path: str | os.PathLike[str], *, group: str = RESULT_PATH, start: int = 0, stop: int | None = None
+) -> list[PeakList]:
+    """Peak lists of frames ``start:stop`` from a CXI file's ``nPeaks``/``peak*`` arrays (Cheetah, OM or ours).
+
+    Missing optional arrays (``peakNPixels``, ``peakMaximumValue``, ``peakSNR``) read as zeros.
+    """
+    from sfx_cnnhit.io.hdf5 import guarded_read, open_hdf5
+
+    with open_hdf5(path) as f:
+        if f"{group}/nPeaks" not in f:
+            raise InputError(f"{path}: no peak list at {group} (expected {group}/nPeaks)")
+        counts = guarded_read(path, f"{group}/nPeaks", lambda: f[f"{group}/nPeaks"][start:stop])
+        arrays = {}
+        for name, attr in PEAK_DATASETS.items():
+            if f"{group}/{name}" in f:
+                arrays[attr] = guarded_read(path, f"{group}/{name}", lambda n=name: f[f"{group}/{n}"][start:stop])
+        if "fs" not in arrays or "ss" not in arrays:
+            raise InputError(f"{path}: {group} has nPeaks but no peakXPosRaw/peakYPosRaw")
+    out = []
+    for i, k in enumerate(np.asarray(counts, np.int64)):
+        k = int(min(k, arrays["fs"].shape[1]))
+        out.append(
+            PeakList(
+                **{attr: arrays[attr][i, :k] if attr in arrays else np.zeros(k) for attr in PEAK_DATASETS.values()}
+            )
+        )
+    return out

@@ -1,0 +1,156 @@
+"""Read-only HDF5 access with one-line errors: open, check filters, find image datasets, read."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import h5py
+import numpy as np
+
+from sfx_cnnhit.errors import InputError
+
+try:  # registers bitshuffle, LZ4, zstd, Blosc ... with HDF5
+    import hdf5plugin
+except ImportError:  # pragma: no cover - exercised in a subprocess test
+    hdf5plugin = None
+
+T = TypeVar("T")
+
+#: CXI frame locations tried, in order, when no data path is given.
+CXI_DATA_PATHS = (
+    "/entry_1/data_1/data",
+    "/entry_1/instrument_1/detector_1/data",
+    "/entry_1/instrument_1/detector_1/detector_corrected/data",
+    "/data/data",
+    "/entry/data/data",
+)
+
+_KNOWN_FILTERS = {
+    1: "gzip",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    5: "nbit",
+    6: "scaleoffset",
+    307: "bzip2",
+    32001: "Blosc",
+    32004: "LZ4",
+    32008: "bitshuffle",
+    32015: "zstd",
+    32026: "Blosc2",
+}
+
+DEFAULT_CACHE_BYTES = 64 * 2**20
+MAX_CACHE_BYTES = 512 * 2**20
+
+
+def open_hdf5(path: str | os.PathLike[str], *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> h5py.File:
+    """Open an HDF5 file read-only (no file locking), turning failures into :class:`InputError`."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file")
+    if p.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
+    if not h5py.is_hdf5(p):
+        raise InputError(f"{path}: not an HDF5 file")
+    try:
+        return h5py.File(p, "r", locking=False, rdcc_nbytes=int(cache_bytes), rdcc_nslots=10007, rdcc_w0=1.0)
+    except OSError as err:
+        text = str(err)
+        if "truncated" in text or "eof" in text.lower():
+            raise InputError(f"{path}: truncated HDF5 file (incomplete copy or still being written?)") from None
+        raise InputError(f"{path}: corrupt or unreadable HDF5 file ({_first_line(text)})") from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def filter_names(dset: h5py.Dataset) -> list[str]:
+    """Names of the HDF5 filters (compression ...) of a dataset, in pipeline order."""
+    plist = dset.id.get_create_plist()
+    names = []
+    for i in range(plist.get_nfilters()):
+        code, _flags, _values, name = plist.get_filter(i)
+        names.append(_KNOWN_FILTERS.get(code, name.decode(errors="replace") or f"filter {code}"))
+    return names
+
+
+def check_filters(path: str | os.PathLike[str], dset: h5py.Dataset) -> None:
+    """Raise :class:`InputError` if a filter of ``dset`` is not available to this HDF5 library."""
+    plist = dset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _flags, _values, name = plist.get_filter(i)
+        if h5py.h5z.filter_avail(code):  # h5py marks plugin filters "optional", yet reading still needs them
+            continue
+        label = _KNOWN_FILTERS.get(code) or name.decode(errors="replace").split(";")[0] or "unknown"
+        hint = (
+            "pip install hdf5plugin"
+            if hdf5plugin is None
+            else "hdf5plugin does not provide it: pip install hdf5plugin or the filter's HDF5 plugin (HDF5_PLUGIN_PATH)"
+        )
+        raise InputError(f"{path}:{dset.name}: HDF5 compression filter {code} ({label}) is not available; {hint}")
+
+
+def is_image_like(obj: object) -> bool:
+    """A numeric dataset of rank 2-4 whose last two axes are at least 8 pixels."""
+    return (
+        isinstance(obj, h5py.Dataset)
+        and obj.dtype.kind in "iuf"
+        and 2 <= obj.ndim <= 4
+        and obj.shape[-1] >= 8
+        and obj.shape[-2] >= 8
+    )
+
+
+def image_like_datasets(f: h5py.File) -> list[str]:
+    """Paths of every image-like dataset in the file (following soft links once)."""
+    found: list[str] = []
+    seen: set[object] = set()
+
+    def visit(name: str, obj: object) -> None:
+        if is_image_like(obj) and obj.id not in seen:  # type: ignore[attr-defined]
+            seen.add(obj.id)  # type: ignore[attr-defined]
+            found.append("/" + name)
+
+    f.visititems_links(lambda name, link: visit(name, f.get(name)) if not isinstance(link, h5py.ExternalLink) else None)
+    return found
+
+
+def describe_datasets(paths: list[str], f: h5py.File) -> str:
+    """``/a (10, 32, 32) uint16, /b ...`` for an error message."""
+    if not paths:
+        return "it has no image-like datasets"
+    shown = [f"{p} {f[p].shape} {f[p].dtype}" for p in paths[:8]]
+    more = f" and {len(paths) - 8} more" if len(paths) > 8 else ""
+    return "image-like datasets: " + ", ".join(shown) + more
+
+
+def guarded_read(path: str | os.PathLike[str], what: str, read: Callable[[], T]) -> T:
+    """Run ``read`` and turn HDF5 read failures into :class:`InputError` naming ``path`` and ``what``."""
+    try:
+        return read()
+    except (OSError, RuntimeError, KeyError) as err:
+        text = _first_line(str(err))
+        if "filter" in text.lower() or "plugin" in text.lower():
+            raise InputError(
+                f"{path}: cannot decompress {what} ({text}); a compression filter is missing or the data is "
+                "corrupt (pip install hdf5plugin)"
+            ) from None
+        raise InputError(f"{path}: cannot read {what}: corrupt or truncated HDF5 data ({text})") from None
+
+
+def cache_bytes_for(dset: h5py.Dataset) -> int:
+    """Chunk cache to give a dataset: two chunks, at least the default, at most 512 MiB."""
+    if dset.chunks is None:
+        return DEFAULT_CACHE_BYTES
+    chunk = int(np.prod(dset.chunks, dtype=np.int64)) * dset.dtype.itemsize
+    return int(min(max(2 * chunk, DEFAULT_CACHE_BYTES), MAX_CACHE_BYTES))
+
+
+def decode_strings(values: np.ndarray) -> list[str]:
+    """HDF5 string values (bytes or str, fixed or variable length) as Python strings."""
+    return [v.decode(errors="replace").rstrip("\x00") if isinstance(v, bytes) else str(v) for v in values.tolist()]
