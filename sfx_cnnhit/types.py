@@ -8,7 +8,7 @@ Conventions: frames are float32 arrays of shape ``(ss, fs)`` in the detector's r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ class PeakList:
         max_pixel_intensity: brightest pixel above the local background (ADU).
         snr: true signal-to-noise ratio ``intensity / local_sigma``. OM 23.8.3 stores the local
             background sigma under this name by mistake; ours is the ratio.
+        hit_score: the CNN's hit probability for the frame, when a CNN decided it (else None).
     """
 
     fs: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -37,6 +38,7 @@ class PeakList:
     num_pixels: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
     max_pixel_intensity: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
     snr: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    hit_score: float | None = None
 
     def __post_init__(self) -> None:
         n = None
@@ -60,12 +62,15 @@ class PeakList:
         """Dict-style access, so code written against OM's ``TypePeakList`` dict keeps working."""
         if key == "num_peaks":
             return self.num_peaks
+        if key == "hit_score" and self.hit_score is not None:
+            return self.hit_score
         if key in PEAK_FIELDS:
             return getattr(self, key).tolist()
         raise KeyError(key)
 
     def keys(self) -> tuple[str, ...]:
-        return ("num_peaks", *PEAK_FIELDS)
+        extra = ("hit_score",) if self.hit_score is not None else ()
+        return ("num_peaks", *PEAK_FIELDS, *extra)
 
     def as_om_dict(self) -> dict[str, Any]:
         """The peak list as OM's ``TypePeakList`` dict (lists of Python floats)."""
@@ -73,7 +78,7 @@ class PeakList:
 
     def truncated(self, max_peaks: int) -> PeakList:
         """The first ``max_peaks`` peaks."""
-        return PeakList(**{name: getattr(self, name)[:max_peaks] for name in PEAK_FIELDS})
+        return replace(self, **{name: getattr(self, name)[:max_peaks] for name in PEAK_FIELDS})
 
     @classmethod
     def empty(cls) -> PeakList:

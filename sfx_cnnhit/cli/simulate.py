@@ -1,9 +1,172 @@
-"""`sfx-cnnhit simulate`."""
+"""`sfx-cnnhit simulate`: serial-crystallography frames with ground truth, written as reduced CXI."""
 
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import h5py
+import numpy as np
 import typer
 
-from sfx_cnnhit.cli.pending import register_pending
+from sfx_cnnhit.cli.common import console, handle_errors, progress_bar
+from sfx_cnnhit.errors import ConfigError
+from sfx_cnnhit.simulate import CLASS_NAMES, DETECTORS, SimulationConfig
+from sfx_cnnhit.simulate.cells import CELLS
+from sfx_cnnhit.simulate.output import simulate_to_file
+
+
+def parse_range(text: str, option: str) -> tuple[float, float]:
+    """``"9500"`` -> (9500, 9500); ``"9000,10000"`` -> (9000, 10000)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} must be a number or 'low,high', got {text!r}") from None
+    if len(values) == 1:
+        return (values[0], values[0])
+    if len(values) == 2:
+        return (values[0], values[1])
+    raise ConfigError(f"{option} must be a number or 'low,high', got {text!r}")
+
+
+def parse_fractions(text: str) -> list[float]:
+    """Five comma-separated class shares."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--class-fractions must be {len(CLASS_NAMES)} numbers, got {text!r}") from None
+    if len(values) != len(CLASS_NAMES):
+        raise ConfigError(f"--class-fractions needs {len(CLASS_NAMES)} numbers ({','.join(CLASS_NAMES)}), got {text!r}")
+    return values
+
+
+def load_config(path: Path | None) -> SimulationConfig:
+    """A config from a JSON or YAML file holding :meth:`SimulationConfig.to_dict`'s nested layout."""
+    if path is None:
+        return SimulationConfig()
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the simulation config ({err.strerror})") from None
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text)
+    except (ValueError, ImportError) as err:
+        raise ConfigError(f"{path}: not a valid simulation config ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the simulation config must be a mapping of sections")
+    try:
+        return SimulationConfig.from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def build_config(
+    base: SimulationConfig,
+    *,
+    detector: str | None,
+    size: int | None,
+    photon_energy: str | None,
+    clen: str | None,
+    cells: Sequence[str] | None,
+) -> SimulationConfig:
+    """Apply the command-line overrides to ``base``."""
+    overrides: dict[str, Any] = {}
+    if detector is not None:
+        overrides["detector__name"] = detector
+    if size is not None:
+        overrides["detector__size"] = size
+    if photon_energy is not None:
+        overrides["beam__photon_energy_ev"] = parse_range(photon_energy, "--photon-energy")
+    if clen is not None:
+        overrides["detector__clen_m"] = parse_range(clen, "--clen")
+    if cells:
+        overrides["crystal__cells"] = tuple(cells)
+    return base.with_overrides(**overrides) if overrides else base
 
 
 def register(app: typer.Typer) -> None:
-    register_pending(app, "simulate", "Simulate serial-crystallography frames with ground truth.")
+    @app.command("simulate")
+    @handle_errors
+    def simulate(
+        output: Annotated[Path, typer.Argument(help="Output reduced-CXI file (ground truth under /truth).")],
+        n_frames: Annotated[int, typer.Option("--n-frames", "-n", min=1, help="Number of frames.")],
+        seed: Annotated[int, typer.Option("--seed", "-s", min=0, help="Base random seed.")],
+        detector: Annotated[
+            str | None, typer.Option("--detector", "-d", help=f"Layout: {', '.join(DETECTORS)} (default square512).")
+        ] = None,
+        size: Annotated[
+            int | None,
+            typer.Option("--size", help="Square side (square512, rayonix) or nearest Pilatus/Eiger model width."),
+        ] = None,
+        hit_rate: Annotated[
+            float | None, typer.Option("--hit-rate", help="Share of hits (weak+good+strong); misses split evenly.")
+        ] = None,
+        class_fractions: Annotated[
+            str | None, typer.Option("--class-fractions", help="Five shares, e.g. 0.2,0.2,0.2,0.2,0.2 (default).")
+        ] = None,
+        split: Annotated[
+            str, typer.Option("--split", help="train, val or test: splits never share random streams.")
+        ] = "train",
+        photon_energy: Annotated[
+            str | None, typer.Option("--photon-energy", help="Photon energy in eV, or a range 'low,high'.")
+        ] = None,
+        clen: Annotated[
+            str | None, typer.Option("--clen", help="Detector distance in m, or a range 'low,high'.")
+        ] = None,
+        cell: Annotated[
+            list[str] | None, typer.Option("--cell", help=f"Unit cell(s), repeatable: {', '.join(CELLS)}.")
+        ] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", help="JSON/YAML file with simulation settings (sections of SimulationConfig)."),
+        ] = None,
+        workers: Annotated[
+            int, typer.Option("--workers", "-j", min=1, help="Simulator processes (results do not depend on it).")
+        ] = 1,
+        chunk: Annotated[int, typer.Option("--chunk", min=1, help="Frames simulated and written per step.")] = 64,
+        compression: Annotated[str, typer.Option("--compression", help="gzip, bitshuffle-lz4, zstd or none.")] = "gzip",
+        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted OUTPUT.inprogress.")] = False,
+    ) -> None:
+        """Simulate serial-crystallography frames (DiffraNet's five classes) with ground truth."""
+        cells = [c.strip() for item in cell or () for c in item.split(",") if c.strip()]
+        cfg = build_config(
+            load_config(config), detector=detector, size=size, photon_energy=photon_energy, clen=clen, cells=cells
+        )
+        fractions = parse_fractions(class_fractions) if class_fractions is not None else None
+        started = time.perf_counter()
+        with progress_bar() as bar:
+            task = bar.add_task("simulating", total=n_frames, rate="")
+
+            def report(done: int, total: int) -> None:
+                elapsed = time.perf_counter() - started
+                bar.update(task, completed=done, rate=f"{done / elapsed:.1f} frames/s" if elapsed > 0 and done else "")
+
+            path = simulate_to_file(
+                output,
+                n_frames,
+                seed,
+                cfg,
+                class_fractions=fractions,
+                hit_rate=hit_rate,
+                split=split,
+                chunk=chunk,
+                progress=report,
+                workers=workers,
+                compression=compression,
+                resume=resume,
+            )
+        elapsed = time.perf_counter() - started
+        with h5py.File(path, "r") as f:
+            counts = np.bincount(f["/truth/label"][()], minlength=len(CLASS_NAMES))
+            shape = f["/entry_1/data_1/data"].shape
+        summary = ", ".join(f"{name} {n}" for name, n in zip(CLASS_NAMES, counts, strict=True))
+        console.print(f"wrote {path} ({shape[0]} frames of {shape[1]}x{shape[2]}; {summary}) in {elapsed:.1f} s")
+        console.print(f"geometry: {path.with_suffix('.geom')}")

@@ -25,3 +25,13 @@ def print_summary(summary: ReduceSummary, console: Console) -> None:
     for role, path in summary.outputs.items():
         table.add_row(role, path)
     console.print(table)
+    if not summary.hits:
+        return
+    out = summary.outputs
+    console.print(
+        f"Index the hits:  indexamajig -i {out['lst']} -g {out['geometry']} --peaks=cxi -o hits.stream ..."
+    )
+    for role, path in out.items():
+        if role.startswith("geometry_"):
+            console.print(f"Heat maps ({role[9:]}):  open {out['cxi']} with the geometry {path} in CrystFEL's viewer")
+    console.print(f"Browse everything:  silx view {out['cxi']}")

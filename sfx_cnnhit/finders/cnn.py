@@ -1,0 +1,133 @@
+"""The CNN hit finder: a cheap CNN veto, with peakfinder8 localising the peaks of hits only.
+
+It is constructed like OM's ``Peakfinder8PeakDetection`` (the peakfinder8 settings then describe the
+peak localisation on hits) plus ``model``, ``threshold`` and ``device``, so a script that calls
+``find_peaks(data=...)`` and tests ``num_peaks`` keeps working: a miss returns an empty peak list.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from sfx_cnnhit.errors import ConfigError
+from sfx_cnnhit.finders.base import register_finder
+from sfx_cnnhit.finders.config import params_from_om_group
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
+from sfx_cnnhit.models.checkpoint import load_model
+from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
+from sfx_cnnhit.models.training import resolve_device
+from sfx_cnnhit.types import Classification, PeakList
+
+
+@register_finder("cnn")
+class CnnHitFinder:
+    """CNN veto + peakfinder8 on hits, behind the :class:`~sfx_cnnhit.finders.base.HitFinder` interface.
+
+    Args:
+        radius_pixel_map, layout_info, crystallography_parameters: OM's arguments of
+            ``Peakfinder8PeakDetection``; when given they build the peakfinder8 that localises peaks
+            on hits (``crystallography_parameters`` is OM's ``peakfinder8_peak_detection`` group).
+        model: checkpoint path or shipped model name (default: the shipped default model).
+        threshold: a frame is a hit when its hit probability is at least this.
+        device: ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``, ...
+        peakfinder: a ready peakfinder8 for hits (instead of OM's arguments); without either, one is
+            made on the first frame with its beam at the frame centre and CrystFEL's default settings.
+        panel_layout: panels of a multi-panel slab for the preprocessing (None: the slab is one image).
+        batch_size: frames per forward pass.
+
+    Attributes:
+        last_score: hit probability of the frame of the last :meth:`find_peaks` call.
+    """
+
+    name: ClassVar[str] = "cnn"
+
+    def __init__(
+        self,
+        radius_pixel_map: NDArray[np.floating] | None = None,
+        layout_info: Mapping[str, int] | None = None,
+        crystallography_parameters: Mapping[str, Any] | None = None,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        threshold: float = 0.5,
+        device: str = "auto",
+        peakfinder: Peakfinder8Finder | None = None,
+        panel_layout: PanelLayout | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"CNN hit finder: threshold must be a probability in [0, 1], got {threshold}")
+        if peakfinder is None and radius_pixel_map is not None:
+            params = params_from_om_group(crystallography_parameters or {}) if crystallography_parameters else None
+            peakfinder = Peakfinder8Finder(params, radius_map=radius_pixel_map, layout=layout_info)
+        self.peakfinder = peakfinder
+        self.threshold = float(threshold)
+        self.device = resolve_device(device)
+        self.model, self.spec = load_model(model, device=self.device, optimize=True)
+        self.model_source = str(model) if model is not None else "default"
+        self.panel_layout = panel_layout
+        self.batch_size = int(batch_size)
+        self._hit_classes = list(self.spec.hit_classes)
+        self.last_score: float | None = None
+
+    def with_threshold(self, threshold: float) -> CnnHitFinder:
+        """The same finder (sharing the loaded model) deciding at another threshold."""
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"CNN hit finder: threshold must be a probability in [0, 1], got {threshold}")
+        other = copy.copy(self)
+        other.threshold = float(threshold)
+        return other
+
+    @torch.inference_mode()
+    def hit_probability(
+        self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
+    ) -> NDArray[np.float64]:
+        """P(hit) of ``(n, ss, fs)`` frames (masks: True = good): the summed probability of hit classes."""
+        frames = np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        out = np.empty(frames.shape[0], np.float64)
+        for i in range(0, frames.shape[0], self.batch_size):
+            m = None if masks is None else masks[i : i + self.batch_size]
+            x = preprocess(frames[i : i + self.batch_size], m, self.spec.preprocess, self.panel_layout)
+            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+            probs = torch.softmax(self.model(x).float(), dim=1)
+            out[i : i + len(x)] = probs[:, self._hit_classes].sum(dim=1).cpu().numpy()
+        return out
+
+    def _localiser(self, frame_shape: tuple[int, int]) -> Peakfinder8Finder:
+        if self.peakfinder is None:
+            self.peakfinder = Peakfinder8Finder.from_beam_center(frame_shape)
+        return self.peakfinder
+
+    def classify(
+        self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
+    ) -> Classification:
+        """Hit probabilities, hit flags (``P(hit) >= threshold``) and peaks (found on hits only)."""
+        frames = np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+            masks = None if masks is None else np.asarray(masks)[None]
+        scores = self.hit_probability(frames, masks)
+        hits = scores >= self.threshold
+        peaks = [PeakList.empty()] * len(frames)
+        if hits.any():
+            pf8 = self._localiser(frames.shape[1:])
+            for i in np.flatnonzero(hits):
+                peaks[i] = pf8.find_peaks_masked(frames[i], None if masks is None else masks[i])
+        return Classification(scores=scores, hits=hits, peaks=peaks)
+
+    def find_peaks(self, data: NDArray[np.floating]) -> PeakList:
+        """OM-style: peaks of a hit, an empty list for a miss; the hit probability is ``last_score``."""
+        result = self.classify(np.asarray(data)[None])
+        self.last_score = float(result.scores[0])
+        peaks = result.peaks[0] if result.peaks else PeakList.empty()
+        return replace(peaks, hit_score=self.last_score)
+

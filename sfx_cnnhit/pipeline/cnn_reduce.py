@@ -1,0 +1,85 @@
+"""The main job as a library call: CNN veto + peakfinder8 on hits + heat maps, through :func:`reduce_run`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from sfx_cnnhit.errors import ConfigError
+from sfx_cnnhit.finders.cnn import CnnHitFinder
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
+from sfx_cnnhit.io.sources import FrameSource
+from sfx_cnnhit.models.checkpoint import load_checkpoint, resolve_model_path
+from sfx_cnnhit.models.metrics import threshold_for_recall
+from sfx_cnnhit.models.preprocess import panel_layout_for
+from sfx_cnnhit.pipeline.reduce import HeatMapExplainer, ReduceSummary, reduce_run
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def resolve_threshold(
+    model: str | os.PathLike[str] | None, threshold: float | None, target_hit_recall: float | None
+) -> float:
+    """The decision threshold: given, or chosen on the model's stored validation scores for a hit recall."""
+    if threshold is not None and target_hit_recall is not None:
+        raise ConfigError("give either a hit threshold or a target hit recall, not both")
+    if target_hit_recall is None:
+        return DEFAULT_THRESHOLD if threshold is None else threshold
+    path = resolve_model_path(model)
+    return threshold_for_recall(load_checkpoint(path).metrics, target_hit_recall, source=str(path))
+
+
+Explain = Literal["gradcam", "guided", "none"]
+
+
+def make_explainers(finder: CnnHitFinder, explain: Explain) -> tuple[HeatMapExplainer, ...]:
+    """The heat-map makers for ``explain`` on the finder's model."""
+    if explain == "none":
+        return ()
+    from sfx_cnnhit.explain.gradcam import GradCamExplainer
+
+    return (GradCamExplainer(finder.model, finder.spec, method=explain, layout=finder.panel_layout),)
+
+
+def cnn_reduce(
+    source: FrameSource,
+    outdir: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | None = None,
+    threshold: float | None = None,
+    target_hit_recall: float | None = None,
+    explain: Explain = "gradcam",
+    peakfinder: Peakfinder8Finder | None = None,
+    peakfinder_settings: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReduceSummary:
+    """Reduce ``source`` with the CNN hit finder into ``outdir`` (see :func:`reduce_run` for the outputs)."""
+    finder = CnnHitFinder(
+        model=model,
+        threshold=resolve_threshold(model, threshold, target_hit_recall),
+        device=device,
+        peakfinder=peakfinder,
+        panel_layout=panel_layout_for(source.geometry),
+        batch_size=batch_size,
+    )
+    settings = {
+        "model": str(resolve_model_path(model)),
+        "threshold": finder.threshold,
+        "explain": explain,
+        "peakfinder8": dict(peakfinder_settings or {}),
+    }
+    return reduce_run(
+        source,
+        finder,
+        outdir,
+        method="cnn",
+        settings=settings,
+        explainers=make_explainers(finder, explain),
+        batch_size=batch_size,
+        overwrite=overwrite,
+        progress=progress,
+    )

@@ -1,0 +1,105 @@
+"""The CNN hit finder: OM-compatible construction, veto semantics, peaks on hits only, `reduce`."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from sfx_cnnhit.errors import ConfigError
+from sfx_cnnhit.finders.cnn import CnnHitFinder
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8PeakDetection, radius_map_from_beam_center
+from sfx_cnnhit.io.sources import open_frames
+from sfx_cnnhit.models.checkpoint import save_checkpoint
+from sfx_cnnhit.models.zoo import create_model
+from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
+from tests.synthetic import make_frame
+
+SHAPE = (64, 96)
+OM_PARAMS = {
+    "max_num_peaks": 2048,
+    "adc_threshold": 100.0,
+    "minimum_snr": 5.0,
+    "min_pixel_count": 1,
+    "max_pixel_count": 30,
+    "local_bg_radius": 3,
+    "min_res": 0,
+    "max_res": 1000,
+}
+LAYOUT = {"asic_nx": 48, "asic_ny": 32, "nasics_x": 2, "nasics_y": 2}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    model, spec = create_model("hitnet_test", task="hitmiss")
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", model.eval(), spec)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(3)
+    return np.stack([make_frame(rng, SHAPE, n_spots=12 if i % 2 else 0).data for i in range(6)]).astype(np.float32)
+
+
+def _om_style_script(detection_class, frames, **extra):
+    """A reduction loop written against OM's Peakfinder8PeakDetection (min < n < max, as OM)."""
+    detection = detection_class(
+        radius_pixel_map=radius_map_from_beam_center(SHAPE),
+        layout_info=LAYOUT,
+        crystallography_parameters=OM_PARAMS,
+        **extra,
+    )
+    hits = []
+    for i, frame in enumerate(frames):
+        peak_list = detection.find_peaks(data=frame)
+        if 3 < len(peak_list["intensity"]) < 5000:
+            hits.append((i, peak_list["num_peaks"], peak_list["fs"]))
+    return hits
+
+
+def test_om_script_runs_with_one_import_and_one_config_change(model_path, frames):
+    om_hits = _om_style_script(Peakfinder8PeakDetection, frames)
+    assert om_hits, "the test frames must contain peakfinder8 hits"
+    # threshold 0 lets every frame through the veto, so the peaks are peakfinder8's
+    cnn_hits = _om_style_script(CnnHitFinder, frames, model=model_path, threshold=0.0)
+    assert cnn_hits == om_hits
+    # threshold above any probability vetoes everything: empty peak lists, no hits
+    assert _om_style_script(CnnHitFinder, frames, model=model_path, threshold=1.0) == []
+
+
+def test_classify_scores_and_peaks_only_on_hits(model_path, frames):
+    finder = CnnHitFinder(model=model_path, threshold=0.5)
+    result = finder.classify(frames)
+    assert result.scores.shape == (6,) and np.all((result.scores >= 0) & (result.scores <= 1))
+    np.testing.assert_array_equal(result.hits, result.scores >= 0.5)
+    for hit, peaks in zip(result.hits, result.peaks, strict=True):
+        if not hit:
+            assert peaks.num_peaks == 0
+    # the same frames one by one give the same probabilities as the batch
+    single = np.array([finder.hit_probability(f)[0] for f in frames])
+    np.testing.assert_allclose(single, result.scores, rtol=1e-5, atol=1e-6)
+    peaks = finder.with_threshold(0.0).find_peaks(frames[1])
+    assert peaks.hit_score == pytest.approx(result.scores[1], rel=1e-5)
+    assert peaks.as_om_dict()["hit_score"] == peaks.hit_score
+    with pytest.raises(ConfigError):
+        CnnHitFinder(model=model_path, threshold=1.5)
+
+
+@pytest.mark.parametrize("explain", ["none", "gradcam"])
+def test_cnn_reduce_writes_hits_with_frame_shaped_heat_maps(model_path, frames, tmp_path, explain):
+    path = tmp_path / "run.cxi"
+    with h5py.File(path, "w") as f:
+        f["/entry_1/data_1/data"] = frames
+    summary = cnn_reduce(
+        open_frames([path]), tmp_path / "out", model=model_path, threshold=0.0, explain=explain, batch_size=4
+    )
+    assert summary.hits == 6
+    with h5py.File(tmp_path / "out" / "hits.cxi", "r") as f:
+        np.testing.assert_array_equal(f["/entry_1/data_1/data"][()], frames)
+        assert f["/entry_1/result_1/hit_score"].shape == (6,)
+        if explain == "gradcam":
+            maps = f["/entry_1/result_1/gradcam"][()]
+            assert maps.shape == (6, *SHAPE) and maps.dtype == np.float32
+            assert np.all((maps >= 0) & (maps <= 1))
+            assert f["/entry_1/result_1/gradcam_max"].shape == (6,)
+            assert "data = /entry_1/result_1/gradcam" in (tmp_path / "out" / "gradcam.geom").read_text()
