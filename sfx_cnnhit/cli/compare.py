@@ -1,9 +1,200 @@
-"""`sfx-cnnhit compare`."""
+"""`sfx-cnnhit compare`: the CNN, real DIALS spot finding, the built-in dispersion finder and peakfinder8
+on the same frames, side by side (per-frame CSV, compare.json, disagreement gallery, Markdown report)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-from sfx_cnnhit.cli.pending import register_pending
+from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
+from sfx_cnnhit.cli.inputs import (
+    BatchSize,
+    DataPath,
+    GeometryFile,
+    Inputs,
+    MaskBadbits,
+    MaskGoodbits,
+    MaskPath,
+    OutDir,
+    Overwrite,
+    open_inputs,
+)
+from sfx_cnnhit.cli.peakfinder8 import (
+    ConfigFile,
+    LocalBgRadius,
+    MaxPixCount,
+    MaxRes,
+    MinPeaks,
+    MinPixCount,
+    MinRes,
+    MinSnr,
+    Threshold,
+    peakfinder8_from_options,
+)
+from sfx_cnnhit.errors import ConfigError
+
+UseDials = Annotated[bool, typer.Option("--dials", help="Real DIALS spot finding (built-in fallback if absent).")]
+UseDispersion = Annotated[bool, typer.Option("--dispersion", help="Built-in DIALS-style spot finding.")]
+UsePeakfinder8 = Annotated[bool, typer.Option("--peakfinder8", help="peakfinder8 (CrystFEL-style options below).")]
+UseCnn = Annotated[bool, typer.Option("--cnn", help="The CNN hit finder.")]
+Model = Annotated[str, typer.Option("--model", help="CNN model name or checkpoint file.")]
+CnnThreshold = Annotated[float, typer.Option("--cnn-threshold", help="CNN: hit if P(hit) >= this.")]
+Device = Annotated[str, typer.Option("--device", help="CNN device: auto, cpu, cuda.")]
+Labels = Annotated[
+    str | None,
+    typer.Option("--labels", help="True labels: a dataset in each input (/truth/hit) or a CSV (event_id,label)."),
+]
+DialsPreset = Annotated[
+    str | None, typer.Option("--dials-preset", help="DIALS parameters of the seed's Table 6: ke2018_ln83, ke2018_ln84.")
+]
+DialsMinSpots = Annotated[int | None, typer.Option("--dials-min-spots", help="DIALS hit if n_spots >= this.")]
+DialsParam = Annotated[
+    list[str] | None,
+    typer.Option("--dials-param", help="A DIALS parameter, repeatable: gain=0.31, kernel_size=3,3, algorithm=..."),
+]
+MaxFrames = Annotated[int | None, typer.Option("--max-frames", min=1, help="Compare only the first N frames.")]
+Gallery = Annotated[int, typer.Option("--gallery", min=0, help="Most frames in the disagreement gallery (0: none).")]
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """``["gain=0.5", "kernel_size=3,3"]`` -> ``{"gain": "0.5", "kernel_size": "3,3"}``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--dials-param {item!r}: expected NAME=VALUE, e.g. gain=0.31")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:
+    table = Table(title=f"compare: {summary['n_frames']} frames", title_justify="left")
+    for column in ("method", "frames/s", "hits", "accuracy", "precision", "recall"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for name, m in summary["methods"].items():
+        fps = m["frames_per_second"]
+        table.add_row(name, "-" if fps is None else f"{fps:.1f}", str(m["n_hits_called"]),
+                      fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]))
+    console.print(table)
+    for role, path in paths.items():
+        console.print(f"{role}: {path}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    register_pending(app, "compare", "Compare the CNN with DIALS spot finding and peakfinder8.")
+    @app.command("compare")
+    @handle_errors
+    def compare(
+        inputs: Inputs,
+        output: OutDir,
+        dials: UseDials = False,
+        dispersion: UseDispersion = False,
+        peakfinder8: UsePeakfinder8 = False,
+        cnn: UseCnn = False,
+        model: Model = "default",
+        cnn_threshold: CnnThreshold = 0.5,
+        device: Device = "auto",
+        labels: Labels = None,
+        dials_preset: DialsPreset = None,
+        dials_min_spots: DialsMinSpots = None,
+        dials_param: DialsParam = None,
+        config: ConfigFile = None,
+        geometry: GeometryFile = None,
+        data_path: DataPath = None,
+        mask_path: MaskPath = None,
+        mask_goodbits: MaskGoodbits = None,
+        mask_badbits: MaskBadbits = None,
+        threshold: Threshold = None,
+        min_snr: MinSnr = None,
+        min_pix_count: MinPixCount = None,
+        max_pix_count: MaxPixCount = None,
+        local_bg_radius: LocalBgRadius = None,
+        min_res: MinRes = None,
+        max_res: MaxRes = None,
+        min_peaks: MinPeaks = None,
+        max_frames: MaxFrames = None,
+        gallery: Gallery = 8,
+        batch_size: BatchSize = 64,
+        overwrite: Overwrite = False,
+    ) -> None:
+        """Run hit finders side by side on the same frames, against labels if given.
+
+        Without a method flag, every available method runs (real DIALS only where installed).
+        --threshold and the other peakfinder8 options use CrystFEL's names; the CNN's P(hit)
+        threshold is --cnn-threshold.
+        """
+        from sfx_cnnhit.comparisons import (
+            CnnChoice,
+            MethodChoice,
+            RunContext,
+            build_methods,
+            dials_settings,
+            load_labels,
+            run_comparison,
+            write_comparison,
+        )
+        from sfx_cnnhit.comparisons.report import check_outdir
+
+        check_outdir(output, overwrite=overwrite)
+        source = open_inputs(
+            inputs,
+            data_path=data_path,
+            mask_path=mask_path,
+            mask_goodbits=mask_goodbits,
+            mask_badbits=mask_badbits,
+            geometry=geometry,
+        )
+        everything = not (dials or dispersion or peakfinder8 or cnn)
+        pf8 = None  # the peakfinder8 method, and the localiser of the CNN's hits
+        if peakfinder8 or cnn or everything:
+            pf8 = peakfinder8_from_options(
+                source,
+                config,
+                threshold=threshold,
+                min_snr=min_snr,
+                min_pix_count=min_pix_count,
+                max_pix_count=max_pix_count,
+                local_bg_radius=local_bg_radius,
+                min_res=min_res,
+                max_res=max_res,
+                min_peaks=min_peaks,
+            )
+        params, rule = dials_settings(dials_preset, dials_min_spots, parse_assignments(dials_param))
+        choice = MethodChoice(
+            dials=dials or everything,
+            dispersion=dispersion or everything,
+            peakfinder8=pf8 if peakfinder8 or everything else None,
+            cnn_peakfinder=pf8,
+            cnn=CnnChoice(model=model, threshold=cnn_threshold, device=device) if cnn or everything else None,
+            dials_params=params,
+            dials_rule=rule,
+            optional=everything,
+        )
+        methods, warnings = build_methods(choice, geometry=source.geometry)
+        for warning in warnings:
+            console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+        truth = load_labels(labels) if labels else None
+        with frame_progress("compare") as update:
+            result = run_comparison(
+                source, methods, labels=truth, batch_size=batch_size, max_frames=max_frames, progress=update
+            )
+        command = shlex.join(["sfx-cnnhit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "sfx-cnnhit" else ""
+        context = RunContext(command=command, warnings=warnings, n_frames_available=source.n_frames)
+        paths, summary = write_comparison(
+            result,
+            output,
+            source=source,
+            gallery=gallery,
+            context=context,
+            overwrite=overwrite,
+            status=lambda text: console.print(text, markup=False, highlight=False),
+        )
+        _print_summary(summary, paths)

@@ -11,7 +11,7 @@ import copy
 import os
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from sfx_cnnhit.models.checkpoint import load_model
 from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
 from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.types import Classification, PeakList
+
+if TYPE_CHECKING:
+    from sfx_cnnhit.explain.gradcam import GradCamExplainer
 
 
 @register_finder("cnn")
@@ -75,6 +78,7 @@ class CnnHitFinder:
         self.panel_layout = panel_layout
         self.batch_size = int(batch_size)
         self._hit_classes = list(self.spec.hit_classes)
+        self._explainers: dict[str, Any] = {}
         self.last_score: float | None = None
 
     def with_threshold(self, threshold: float) -> CnnHitFinder:
@@ -123,6 +127,23 @@ class CnnHitFinder:
             for i in np.flatnonzero(hits):
                 peaks[i] = pf8.find_peaks_masked(frames[i], None if masks is None else masks[i])
         return Classification(scores=scores, hits=hits, peaks=peaks)
+
+    def explainer(self, method: Literal["gradcam", "guided"] = "gradcam") -> GradCamExplainer:
+        """The heat-map maker of this finder's model (made once per method; hooks live only per call)."""
+        if method not in self._explainers:
+            from sfx_cnnhit.explain.gradcam import GradCamExplainer
+
+            self._explainers[method] = GradCamExplainer(self.model, self.spec, method=method, layout=self.panel_layout)
+        return self._explainers[method]
+
+    def heatmaps(
+        self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Grad-CAM of the hit decision on ``(k, ss, fs)`` frames: maps in [0, 1] on the frames' own
+        pixel grid and each map's raw (unnormalised) maximum."""
+        frames = np.asarray(frames, np.float32)
+        masks = np.ones(frames.shape, bool) if masks is None else np.asarray(masks, bool)
+        return self.explainer("gradcam")(frames, masks)
 
     def find_peaks(self, data: NDArray[np.floating]) -> PeakList:
         """OM-style: peaks of a hit, an empty list for a miss; the hit probability is ``last_score``."""

@@ -35,11 +35,7 @@ Explain = Literal["gradcam", "guided", "none"]
 
 def make_explainers(finder: CnnHitFinder, explain: Explain) -> tuple[HeatMapExplainer, ...]:
     """The heat-map makers for ``explain`` on the finder's model."""
-    if explain == "none":
-        return ()
-    from sfx_cnnhit.explain.gradcam import GradCamExplainer
-
-    return (GradCamExplainer(finder.model, finder.spec, method=explain, layout=finder.panel_layout),)
+    return () if explain == "none" else (finder.explainer(explain),)
 
 
 def cnn_reduce(

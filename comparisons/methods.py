@@ -1,0 +1,252 @@
+"""Build the methods a comparison runs: real DIALS (or its built-in fallback), dispersion, peakfinder8, CNN.
+
+:func:`build_methods` turns a :class:`MethodChoice` into :class:`~sfx_cnnhit.comparisons.runner.Method`
+objects, with a description, parameters and notes for the report. Asking for DIALS where it is not
+installed gives the built-in ``dispersion`` finder with the same parameters instead, and a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sfx_cnnhit.errors import ConfigError, NotAvailableError
+from sfx_cnnhit.finders.base import HitRule, create_finder
+from sfx_cnnhit.finders.dials import INSTALL_HINT, DialsSpotFinder, dials_available, dials_python
+from sfx_cnnhit.finders.dispersion import DEFAULT_HIT_RULE, DialsParams, DispersionSpotFinder, dials_preset
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
+from sfx_cnnhit.io.geometry import DetectorGeometry
+
+from .runner import Method
+
+CNN_MODULE = "sfx_cnnhit.finders.cnn"
+
+
+@dataclass(frozen=True)
+class CnnChoice:
+    """How to build the CNN hit finder: model name or checkpoint path, P(hit) threshold, device."""
+
+    model: str = "default"
+    threshold: float = 0.5
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """Which methods to run and with what parameters.
+
+    Attributes:
+        dials: run real DIALS (falls back to the built-in finder when DIALS is not installed).
+        dispersion: run the built-in DIALS-style finder.
+        peakfinder8: the peakfinder8 finder to run, or None.
+        cnn: the CNN to build, or None.
+        dials_params, dials_rule: parameters and hit rule of both DIALS-style methods.
+        cnn_peakfinder: localises the peaks of the CNN's hits (default: ``peakfinder8``).
+        optional: the choice is the default "everything available": methods that cannot be built
+            (DIALS, the CNN) are left out with a warning instead of an error.
+    """
+
+    dials: bool = False
+    dispersion: bool = False
+    peakfinder8: Peakfinder8Finder | None = None
+    cnn: CnnChoice | None = None
+    dials_params: DialsParams = field(default_factory=DialsParams)
+    dials_rule: HitRule = DEFAULT_HIT_RULE
+    cnn_peakfinder: Peakfinder8Finder | None = None
+    optional: bool = False
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--dials-param`` value: none, an integer, a number, ``3,3`` (integers) or a word."""
+    if text.lower() in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    if "," in text:
+        try:
+            return tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise ConfigError(f"DIALS parameter value {text!r}: a list must be integers such as 3,3") from None
+    return text
+
+
+def dials_settings(
+    preset: str | None = None, min_spots: int | None = None, overrides: Mapping[str, str] | None = None
+) -> tuple[DialsParams, HitRule]:
+    """DIALS parameters and hit rule: DIALS's defaults (or a preset) < ``overrides`` < ``min_spots``.
+
+    Args:
+        preset: a name from :data:`sfx_cnnhit.finders.dispersion.PRESETS` (``ke2018_ln83``, ...).
+        min_spots: hit if ``n_spots >= min_spots`` (default: the preset's, else 14).
+        overrides: DIALS parameter names to values as text (``{"gain": "0.5", "kernel_size": "3,3"}``).
+
+    Raises:
+        ConfigError: unknown preset or parameter, or an invalid value.
+    """
+    params, rule = dials_preset(preset) if preset else (DialsParams(), DEFAULT_HIT_RULE)
+    if overrides:
+        try:
+            params = params.with_overrides(**{k: _parse_value(v) for k, v in overrides.items()})
+        except TypeError as err:
+            raise ConfigError(f"invalid DIALS parameter value ({err})") from None
+    if min_spots is not None:
+        if min_spots < 1:
+            raise ConfigError(f"the DIALS hit rule needs min_spots >= 1, got {min_spots}")
+        rule = HitRule(min_peaks=min_spots)
+    return params, rule
+
+
+def describe_rule(rule: HitRule, count: str) -> str:
+    """A hit rule in words, e.g. ``n_peaks >= 10`` or ``10 < n_peaks < 2048``."""
+    op = "<=" if rule.inclusive else "<"
+    if rule.max_peaks is None:
+        return f"{count} {'>=' if rule.inclusive else '>'} {rule.min_peaks}"
+    return f"{rule.min_peaks} {op} {count} {op} {rule.max_peaks}"
+
+
+@functools.cache
+def dials_version(python: str) -> str:
+    """The version DIALS reports under ``python`` (``DIALS 3.12``), or ``unknown``."""
+    done = subprocess.run(
+        [python, "-c", "from dials.util.version import dials_version; print(dials_version())"],
+        capture_output=True,
+        text=True,
+    )
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if done.returncode == 0 and lines else "unknown"
+
+
+def _dials_like(
+    finder: DispersionSpotFinder | DialsSpotFinder, name: str, what: str, notes: list[str]
+) -> Method:
+    params, rule = finder.params, finder.hit_rule
+    return Method(
+        name=name,
+        finder=finder,
+        score_name="n_spots",
+        description=f"{what}, algorithm {params.algorithm}, hit if {describe_rule(rule, 'n_spots')}",
+        settings={"dials": params.as_dict(), "hit_rule": dataclasses.asdict(rule)},
+        notes=notes,
+    )
+
+
+def dispersion_method(
+    params: DialsParams, rule: HitRule, *, geometry: DetectorGeometry | None = None, notes: list[str] | None = None
+) -> Method:
+    """The built-in DIALS-style spot finder (same criteria as DIALS 3.12, no DIALS needed)."""
+    finder = DispersionSpotFinder(params, geometry=geometry, hit_rule=rule)
+    return _dials_like(finder, "dispersion", "built-in DIALS-style spot finding (numpy)", list(notes or []))
+
+
+def dials_method(
+    params: DialsParams, rule: HitRule, *, geometry: DetectorGeometry | None = None, frames_per_call: int = 256
+) -> Method:
+    """Real DIALS spot finding, run as a subprocess.
+
+    Raises:
+        NotAvailableError: DIALS is not installed.
+    """
+    finder = DialsSpotFinder(params, geometry=geometry, hit_rule=rule, frames_per_call=frames_per_call)
+    version = dials_version(finder.python)
+    method = _dials_like(
+        finder,
+        "dials",
+        f"real {version} spot finding (SpotFinderFactory, in {finder.python})",
+        [
+            "DIALS runs in its own Python: its time includes starting one DIALS process per batch of frames "
+            "and handing the frames over as .npy files; the time inside DIALS is given separately"
+        ],
+    )
+    method.settings["dials_version"] = version
+    method.inner_seconds = lambda: finder.seconds_in_dials
+    return method
+
+
+def peakfinder8_method(finder: Peakfinder8Finder) -> Method:
+    """Our peakfinder8 (identical to OM's) with its hit rule."""
+    return Method(
+        name="peakfinder8",
+        finder=finder,
+        score_name="n_peaks",
+        description=f"peakfinder8 (sfx-cnnhit's, same results as OM 23.8.3), hit if "
+        f"{describe_rule(finder.hit_rule, 'n_peaks')}",
+        settings={"peakfinder8": dataclasses.asdict(finder.params), "hit_rule": dataclasses.asdict(finder.hit_rule)},
+    )
+
+
+def cnn_method(choice: CnnChoice, peakfinder: Peakfinder8Finder | None = None) -> Method:
+    """The CNN hit finder (``sfx_cnnhit.finders.cnn``), built on demand.
+
+    Args:
+        choice: model, threshold, device.
+        peakfinder: localises the peaks of the CNN's hits (default: the CNN finder's own, peakfinder8
+            with CrystFEL's defaults and the beam at the frame centre).
+
+    Raises:
+        NotAvailableError: the CNN hit finder or its model is not available.
+    """
+    if importlib.util.find_spec(CNN_MODULE) is None:
+        raise NotAvailableError(
+            f"the CNN hit finder ({CNN_MODULE}) is not part of this installation; run compare without --cnn"
+        )
+    model = None if choice.model == "default" else choice.model
+    finder = create_finder("cnn", model=model, threshold=choice.threshold, device=choice.device, peakfinder=peakfinder)
+    import torch
+
+    localiser = "peakfinder8 with CrystFEL's defaults" if peakfinder is None else "peakfinder8 (`localiser` settings)"
+    return Method(
+        name="cnn",
+        finder=finder,
+        score_name="p_hit",
+        description=f"CNN {choice.model}, hit if P(hit) >= {choice.threshold:g}",
+        settings={
+            **dataclasses.asdict(choice),
+            "localiser": None if peakfinder is None else dataclasses.asdict(peakfinder.params),
+            "torch_version": torch.__version__,
+        },
+        notes=[f"peaks of the CNN's hits are localised with {localiser}; its time includes that localisation"],
+    )
+
+
+def build_methods(choice: MethodChoice, *, geometry: DetectorGeometry | None = None) -> tuple[list[Method], list[str]]:
+    """The methods of ``choice``, in the order dials, dispersion, peakfinder8, cnn, and warnings.
+
+    Raises:
+        NotAvailableError: the CNN was asked for explicitly and cannot be built.
+        ConfigError: nothing to run.
+    """
+    methods: list[Method] = []
+    warnings: list[str] = []
+    fallback: list[str] = []
+    if choice.dials:
+        if dials_available():
+            methods.append(dials_method(choice.dials_params, choice.dials_rule, geometry=geometry))
+        else:
+            message = (
+                f"real DIALS is not available under {dials_python()}: {INSTALL_HINT}. "
+                "Using the built-in 'dispersion' finder with the same parameters instead"
+            )
+            warnings.append(message)
+            fallback.append(f"DIALS was asked for but is not installed; {message}")
+    if choice.dispersion or fallback:
+        methods.append(dispersion_method(choice.dials_params, choice.dials_rule, geometry=geometry, notes=fallback))
+    if choice.peakfinder8 is not None:
+        methods.append(peakfinder8_method(choice.peakfinder8))
+    if choice.cnn is not None:
+        try:
+            methods.append(cnn_method(choice.cnn, choice.cnn_peakfinder or choice.peakfinder8))
+        except NotAvailableError as err:
+            if not choice.optional:
+                raise
+            warnings.append(f"CNN left out: {err}")
+    if not methods:
+        raise ConfigError("compare: no method to run")
+    return methods, warnings
