@@ -13,12 +13,13 @@ and its decisions are compared with labels and with the other methods::
     result = run_comparison(source, methods, labels=load_labels("/truth/hit"))
     write_comparison(result, "compare_out", source=source)
 
-Modules: :mod:`.labels` (true labels), :mod:`.runner` (running and timing), :mod:`.methods`
+Modules: labels come from :mod:`sfx_cnnhit.io.labels`; :mod:`.runner` (running and timing), :mod:`.methods`
 (building the methods), :mod:`.metrics` (figures), :mod:`.gallery` (disagreement gallery),
 :mod:`.report` (CSV, JSON and Markdown outputs).
 """
 
-from .labels import CsvLabels, DatasetLabels, FrameLabels, load_labels
+from sfx_cnnhit.io.labels import CsvLabels, DatasetLabels, FrameLabels, load_labels
+
 from .methods import CnnChoice, MethodChoice, build_methods, dials_settings
 from .metrics import agreement, cohen_kappa, hit_metrics
 from .report import RunContext, summarize, write_comparison

@@ -19,9 +19,8 @@ from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitFinder
+from sfx_cnnhit.io.labels import UNKNOWN, FrameLabels
 from sfx_cnnhit.io.sources import FrameSource
-
-from .labels import UNKNOWN, FrameLabels
 
 HeatMaps = Callable[[NDArray[np.float32], NDArray[np.bool_]], tuple[NDArray[np.float32], NDArray[np.float32]]]
 
@@ -135,7 +134,7 @@ def run_comparison(
     Args:
         source: the frames (see :func:`sfx_cnnhit.io.sources.open_frames`).
         methods: the methods, with distinct names.
-        labels: true labels (see :func:`sfx_cnnhit.comparisons.labels.load_labels`), or None.
+        labels: true labels (see :func:`sfx_cnnhit.io.labels.load_labels`), or None.
         batch_size: frames per batch (memory is bounded by it; the real DIALS backend starts one
             process per batch).
         max_frames: compare only the first this many frames.

@@ -1,9 +1,68 @@
-"""`sfx-cnnhit evaluate`."""
+"""`sfx-cnnhit evaluate`: accuracy, confusion matrices in the seed's Table 3/5 forms, ROC/PR, threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from sfx_cnnhit.cli.pending import register_pending
+from sfx_cnnhit.cli.common import console, handle_errors
+from sfx_cnnhit.io.atomic import write_text_atomic
 
 
 def register(app: typer.Typer) -> None:
-    register_pending(app, "evaluate", "Evaluate a model on labelled frames (confusion matrix, ROC, threshold).")
+    @app.command("evaluate")
+    @handle_errors
+    def evaluate(
+        data: Annotated[list[Path], typer.Argument(help="Labelled CXI/HDF5 files.")],
+        model: Annotated[
+            str | None, typer.Option("--model", "-m", help="Checkpoint or shipped model (default: shipped).")
+        ] = None,
+        labels: Annotated[
+            str, typer.Option("--labels", help="/truth/label (five classes), /truth/hit (hit/miss) or a CSV.")
+        ] = "/truth/label",
+        target_hit_recall: Annotated[
+            float, typer.Option("--target-hit-recall", help="Hit recall the threshold chooser must keep.")
+        ] = 0.995,
+        json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure as JSON.")] = None,
+        plots: Annotated[Path | None, typer.Option("--plots", help="Folder for ROC/PR curves (PNG).")] = None,
+        max_frames: Annotated[int | None, typer.Option("--max-frames", help="At most this many per file.")] = None,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    ) -> None:
+        """Evaluate a model on labelled frames (simulated files carry /truth/label and /truth/hit)."""
+        from sfx_cnnhit.models.fit import evaluate_files
+        from sfx_cnnhit.models.metrics import format_table5, plot_curves
+
+        summary, p_hit, is_hit, spec = evaluate_files(
+            [str(p) for p in data],
+            model=model,
+            labels=labels,
+            target_hit_recall=target_hit_recall,
+            batch_size=batch_size,
+            max_frames=max_frames,
+        )
+        summary["model"] = model or "default"
+        console.print(f"[bold]{spec.name}[/bold] ({spec.task}) on {summary['n_frames']} frames")
+        console.print(summary["table3"])
+        console.print(f"accuracy {summary['accuracy']:.4f}")
+        console.print("hit/miss (rows: true hit, miss; columns: predicted hit, miss; %):")
+        console.print(format_table5(summary["hit_confusion_percent"]))
+        console.print(
+            f"hit accuracy {summary['hit_accuracy']:.4f}, hit recall {summary['hit_recall']:.4f}, "
+            f"miss rejection {summary['miss_rejection']:.4f}"
+        )
+        choice = summary["threshold"]
+        if choice:
+            console.print(
+                f"threshold for hit recall >= {choice['target_recall']}: {choice['threshold']:.4g} keeps "
+                f"{100 * choice['hit_recall']:.2f} % of hits, rejects {100 * choice['miss_rejection']:.2f} % of "
+                f"misses, data reduction {choice['data_reduction']:.1f}x"
+            )
+        if plots is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+            summary["plots"] = str(plot_curves(is_hit, p_hit, plots / "roc_pr.png", title=spec.name))
+            console.print(f"ROC/PR curves: {summary['plots']}")
+        if json_out is not None:
+            write_text_atomic(json_out, json.dumps(summary, indent=2) + "\n", protect=[str(p) for p in data])

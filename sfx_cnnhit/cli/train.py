@@ -1,9 +1,67 @@
-"""`sfx-cnnhit train`."""
+"""`sfx-cnnhit train`: train a zoo CNN on simulated or labelled frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 
-from sfx_cnnhit.cli.pending import register_pending
+from sfx_cnnhit.cli.common import console, handle_errors
 
 
 def register(app: typer.Typer) -> None:
-    register_pending(app, "train", "Train a CNN hit finder on simulated or labelled frames.")
+    @app.command("train")
+    @handle_errors
+    def train(
+        data: Annotated[list[Path] | None, typer.Argument(help="Labelled CXI/HDF5 files (e.g. from simulate).")] = None,
+        output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (.pt).")] = Path("model.pt"),
+        val: Annotated[list[Path] | None, typer.Option("--val", help="Labelled validation file(s).")] = None,
+        labels: Annotated[
+            str, typer.Option("--labels", help="Label dataset in each file (/truth/label, /truth/hit) or a CSV.")
+        ] = "/truth/label",
+        simulate: Annotated[
+            int | None, typer.Option("--simulate", help="Also simulate this many fresh frames every epoch.")
+        ] = None,
+        task: Annotated[Literal["fiveclass", "hitmiss"], typer.Option("--task")] = "fiveclass",
+        arch: Annotated[str, typer.Option("--arch", help="Zoo model: hitnet, alexnet, resnet18/50/101.")] = "hitnet",
+        preset: Annotated[str, typer.Option("--preset", help="hitnet (ours) or seed (the paper's).")] = "hitnet",
+        epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+        lr: Annotated[float | None, typer.Option("--lr", help="Initial learning rate of Adam.")] = None,
+        lr_gamma: Annotated[float | None, typer.Option("--lr-gamma", help="Learning-rate decay per epoch.")] = None,
+        seed: Annotated[int | None, typer.Option("--seed")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda ...")] = None,
+        max_frames: Annotated[int | None, typer.Option("--max-frames", help="Use at most this many per file.")] = None,
+        workdir: Annotated[
+            Path | None, typer.Option("--workdir", help="Folder of last.pt/best.pt (default OUTPUT.work).")
+        ] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue from WORKDIR/last.pt.")] = False,
+    ) -> None:
+        """Train a CNN (Adam, exponential lr decay, augmentation, class weighting, validation per epoch).
+
+        The checkpoint holds the architecture, classes, preprocessing, data recipe, code version,
+        metrics and the validation scores that `reduce --target-hit-recall` uses.
+        """
+        from sfx_cnnhit.models.fit import fit
+
+        path, result = fit(
+            output=output,
+            train_files=[str(p) for p in data or []],
+            simulate_per_epoch=simulate,
+            val_files=[str(p) for p in val or []],
+            labels=labels,
+            task=task,
+            arch=arch,
+            preset=preset,
+            overrides={
+                "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_gamma": lr_gamma, "seed": seed,
+                "device": device,
+            },
+            workdir=workdir,
+            resume=resume,
+            max_frames=max_frames,
+        )
+        best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
+        console.print(f"wrote {path} (best epoch {result.best_epoch + 1}: "
+                      + ", ".join(f"{k} {v:.4g}" for k, v in best.items() if isinstance(v, float)) + ")")

@@ -130,7 +130,7 @@ def test_dataset_labels_five_class_and_stated_classes(tmp_path):
         named = f.create_group("named")
         named.attrs["class_names"] = ["miss", "hit", "maybe"]
         named["label"] = np.array([2, 0, 1])
-    from sfx_cnnhit.comparisons.labels import hits_from_dataset
+    from sfx_cnnhit.io.labels import hits_from_dataset
 
     with h5py.File(path, "r") as f:
         assert hits_from_dataset(f["/plain/label"])[0].tolist() == [0, 0, 1, 1, 1]

@@ -1,0 +1,158 @@
+"""Labelled frames from files, streamed in batches for training and evaluation.
+
+Each input file is read through the same frame sources as every other command (so simulated files
+and real CXI files with a label dataset or a CSV of labels train alike); a batch never spans two files,
+so files of different detectors can be mixed, each batch carrying its own panel layout.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from sfx_cnnhit.errors import InputError
+from sfx_cnnhit.io.labels import load_labels
+from sfx_cnnhit.io.sources import FrameSource, open_frames
+from sfx_cnnhit.models.preprocess import PanelLayout, panel_layout_for
+from sfx_cnnhit.models.tasks import TASK_CLASSES
+from sfx_cnnhit.types import FrameBatch
+
+HITMISS = TASK_CLASSES["hitmiss"]
+
+
+def source_layout(source: FrameSource) -> PanelLayout | None:
+    """The panel layout preprocessing uses for a source: its geometry's panels, or its ASIC modules."""
+    if source.geometry is not None:
+        return panel_layout_for(source.geometry)
+    info = source.layout_info
+    if info and info["nasics_x"] * info["nasics_y"] > 1:
+        return PanelLayout.regular(info["nasics_y"], info["nasics_x"], info["asic_ny"], info["asic_nx"])
+    return None
+
+
+class LabelledFrames:
+    """Frames with class labels, re-iterable per epoch: ``for data, mask, labels, layout in frames(epoch)``.
+
+    Args:
+        paths: CXI/HDF5 files (or anything :func:`~sfx_cnnhit.io.sources.open_frames` reads), one
+            source each.
+        labels: a label dataset in each file (``/truth/label``, ``/truth/hit``) or a CSV of
+            ``event_id,label`` (see :mod:`sfx_cnnhit.io.labels`).
+        class_names: the model's classes; ``("miss", "hit")`` takes hit flags, any other list takes
+            class names (or their indices) as written in the labels.
+        batch_size: frames per batch (a batch is a contiguous run of one file).
+        shuffle: visit the batches in a new order every epoch (seeded by ``seed`` and the epoch).
+        max_frames: use at most this many frames of each file.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        labels: str = "/truth/label",
+        *,
+        class_names: Sequence[str],
+        batch_size: int = 64,
+        shuffle: bool = True,
+        seed: int = 0,
+        max_frames: int | None = None,
+        data_path: str | None = None,
+    ) -> None:
+        if not paths:
+            raise InputError("no labelled input files given")
+        self.sources = [open_frames([p], data_path=data_path) for p in paths]
+        self.layouts = [source_layout(s) for s in self.sources]
+        self.labels = load_labels(labels)
+        self.class_names = tuple(class_names)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
+        self.sizes = [s.n_frames if max_frames is None else min(s.n_frames, max_frames) for s in self.sources]
+
+    @property
+    def n_frames(self) -> int:
+        return sum(self.sizes)
+
+    def __len__(self) -> int:
+        return sum(math.ceil(n / self.batch_size) for n in self.sizes)
+
+    def targets(self, batch: FrameBatch) -> torch.Tensor:
+        """Class indices of a batch's frames."""
+        text, hits = self.labels.for_batch(batch)
+        if self.class_names == HITMISS:
+            if (hits < 0).any():
+                raise InputError(f"{batch.source_file}: frames without a label")
+            return torch.as_tensor(hits, dtype=torch.long)
+        out = []
+        for value in text:
+            if value in self.class_names:
+                out.append(self.class_names.index(value))
+            elif value.lstrip("-").isdigit() and 0 <= int(value) < len(self.class_names):
+                out.append(int(value))
+            else:
+                raise InputError(
+                    f"{batch.source_file}: label {value!r} is none of the model's classes {', '.join(self.class_names)}"
+                )
+        return torch.as_tensor(out, dtype=torch.long)
+
+    def for_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        chunks = [(i, s) for i, n in enumerate(self.sizes) for s in range(0, n, self.batch_size)]
+        if self.shuffle:
+            np.random.default_rng([self.seed, epoch]).shuffle(chunks)
+        for i, start in chunks:
+            stop = min(start + self.batch_size, self.sizes[i])
+            for batch in self.sources[i].batches(self.batch_size, start=start, stop=stop):
+                yield (
+                    torch.from_numpy(batch.data),
+                    torch.from_numpy(batch.mask),
+                    self.targets(batch),
+                    self.layouts[i],
+                )
+
+    def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        return self.for_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        return self.for_epoch(0)
+
+
+class SimulatedFrames:
+    """Fresh simulated frames every epoch (on-the-fly training data): ``n_frames`` per epoch.
+
+    Epoch ``e`` uses the simulator's base seed ``seed + e`` on the ``train`` split, which never shares
+    random streams with the ``val`` and ``test`` splits, whatever their seeds.
+    """
+
+    def __init__(
+        self,
+        n_frames: int,
+        *,
+        class_names: Sequence[str],
+        seed: int = 0,
+        batch_size: int = 64,
+        config: Any = None,
+        split: str = "train",
+    ) -> None:
+        from sfx_cnnhit.simulate import Simulator
+
+        self._simulator = Simulator
+        self.n_frames, self.class_names, self.seed = int(n_frames), tuple(class_names), int(seed)
+        self.batch_size, self.config, self.split = int(batch_size), config, split
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_frames / self.batch_size)
+
+    def for_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        with self._simulator(self.config, seed=self.seed + epoch, split=self.split) as sim:
+            layout = panel_layout_for(sim.geometry)
+            for batch in sim.stream(self.n_frames, batch_size=self.batch_size):
+                labels = batch.hit.astype(np.int64) if self.class_names == HITMISS else batch.labels
+                yield torch.from_numpy(batch.data), torch.from_numpy(batch.mask), torch.from_numpy(labels), layout
+
+    def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        return self.for_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        return self.for_epoch(0)

@@ -1,0 +1,196 @@
+"""Training and evaluation as library calls (what ``sfx-cnnhit train`` and ``evaluate`` run)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sfx_cnnhit.errors import ConfigError, OutputError
+from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model, save_checkpoint
+from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames
+from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
+from sfx_cnnhit.models.tasks import Task
+from sfx_cnnhit.models.training import PRESETS, BatchSource, TrainResult, predict_batches, train
+from sfx_cnnhit.models.zoo import ModelSpec, build_model, create_model
+
+
+def data_recipe(paths: list[str]) -> list[dict[str, Any]]:
+    """Where training data came from: each file with the simulator's seed/split when it records them."""
+    import h5py
+
+    out = []
+    for path in paths:
+        entry: dict[str, Any] = {"path": str(path)}
+        with h5py.File(path, "r") as f:
+            if "/truth" in f:
+                attrs = f["/truth"].attrs
+                for key in ("seed", "split"):
+                    if key in attrs:
+                        value = attrs[key]
+                        entry[key] = value.item() if hasattr(value, "item") else value
+            entry["n_frames"] = int(f["/entry_1/data_1/data"].shape[0]) if "/entry_1/data_1/data" in f else None
+        out.append(entry)
+    return out
+
+
+def hit_scores_of_true_hits(probs: np.ndarray, labels: np.ndarray, spec: ModelSpec) -> list[float]:
+    """P(hit) of every frame whose label is a hit class, sorted descending (for threshold choice)."""
+    hit_idx = list(spec.hit_classes)
+    p_hit = probs[:, hit_idx].sum(axis=1)
+    true_hit = np.isin(labels, hit_idx)
+    return [round(float(v), 7) for v in np.sort(p_hit[true_hit])[::-1]]
+
+
+def fit(
+    *,
+    output: str | os.PathLike[str],
+    train_files: list[str] | None = None,
+    simulate_per_epoch: int | None = None,
+    val_files: list[str] | None = None,
+    labels: str = "/truth/label",
+    task: Task = "fiveclass",
+    arch: str = "hitnet",
+    preset: str = "hitnet",
+    overrides: dict[str, Any] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, TrainResult]:
+    """Train a zoo model and write one checkpoint that carries everything inference needs.
+
+    Args:
+        output: the final checkpoint (the best validation epoch, with its metrics and the validation
+            P(hit) of the true hits, used by ``reduce --target-hit-recall``).
+        train_files: labelled files (``labels`` names the dataset or CSV), and/or
+        simulate_per_epoch: that many freshly simulated frames every epoch.
+        val_files: labelled validation files, evaluated every epoch.
+        task, arch, preset: classes, architecture and optimisation preset (see ``PRESETS``).
+        overrides: fields of :class:`~sfx_cnnhit.models.training.TrainConfig` to change.
+        workdir: folder of ``last.pt``/``best.pt`` (default ``<output>.work``); ``resume`` continues
+            from its ``last.pt``.
+    """
+    output = Path(output)
+    if output.exists():
+        raise OutputError(f"{output}: exists; choose another name (checkpoints are never overwritten)")
+    if not train_files and not simulate_per_epoch:
+        raise ConfigError("no training data: give labelled files and/or a number of frames to simulate per epoch")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
+    config = replace(PRESETS[preset], **{k: v for k, v in (overrides or {}).items() if v is not None})
+    model, spec = create_model(arch, task=task)
+    workdir = Path(workdir) if workdir is not None else output.with_name(output.name + ".work")
+    sources: list[BatchSource] = []
+    if train_files:
+        sources.append(
+            LabelledFrames(
+                train_files, labels, class_names=spec.class_names, batch_size=config.batch_size,
+                seed=config.seed, max_frames=max_frames,
+            )
+        )
+    if simulate_per_epoch:
+        sources.append(
+            SimulatedFrames(simulate_per_epoch, class_names=spec.class_names, seed=config.seed,
+                            batch_size=config.batch_size)
+        )
+    train_data = sources[0] if len(sources) == 1 else _Interleaved(sources)
+    val = (
+        LabelledFrames(val_files, labels, class_names=spec.class_names, batch_size=config.batch_size, shuffle=False)
+        if val_files
+        else None
+    )
+    recipe = {
+        "train_files": data_recipe(train_files or []),
+        "simulate_per_epoch": simulate_per_epoch,
+        "val_files": data_recipe(val_files or []),
+        "labels": labels,
+        "max_frames": max_frames,
+        "preset": preset,
+    }
+    last = workdir / "last.pt"
+    result = train(
+        model, spec, train_data, val_data=val, config=config, checkpoint_dir=workdir,
+        resume=last if resume and last.exists() else None, recipe=recipe, progress=progress,
+    )
+    best = load_checkpoint(workdir / "best.pt")
+    metrics = dict(best.metrics)
+    if val is not None:
+        best_model, _ = load_model(workdir / "best.pt")
+        probs, y = predict_batches(best_model, spec, val, layout=None)
+        metrics[VALIDATION_HIT_SCORES] = hit_scores_of_true_hits(probs, y, spec)
+    final_model = build_model(spec)
+    final_model.load_state_dict(best.state_dict)
+    save_checkpoint(output, final_model.eval(), spec, recipe=best.recipe, metrics={
+        **metrics, "history": result.history, "best_epoch": result.best_epoch})
+    return output, result
+
+
+class _Interleaved:
+    """Batches of several sources, alternating, for one epoch each."""
+
+    def __init__(self, sources: list[Any]) -> None:
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources)
+
+    def __call__(self, epoch: int) -> Any:
+        iters = [iter(s(epoch)) for s in self.sources]
+        while iters:
+            for it in list(iters):
+                try:
+                    yield next(it)
+                except StopIteration:
+                    iters.remove(it)
+
+
+def evaluate_files(
+    paths: list[str],
+    *,
+    model: str | os.PathLike[str] | None = None,
+    labels: str = "/truth/label",
+    target_hit_recall: float = 0.995,
+    batch_size: int = 64,
+    max_frames: int | None = None,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, ModelSpec]:
+    """Evaluate a model on labelled files: the :func:`evaluation_summary` dict, P(hit), true hit flags.
+
+    Hit/miss labels (``/truth/hit``) with a five-class model are compared as hit/miss; five-class
+    labels with a hit/miss model too.
+    """
+    net, spec = load_model(model)
+    label_space = _label_space(paths[0], labels, spec)
+    frames = LabelledFrames(paths, labels, class_names=label_space, batch_size=batch_size, shuffle=False,
+                            max_frames=max_frames)
+    probs, y = predict_batches(net, spec, frames)
+    summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall)
+    p_hit = probs[:, list(spec.hit_classes)].sum(axis=1)
+    from sfx_cnnhit.models.tasks import to_hitmiss
+
+    return summary, p_hit, to_hitmiss(y, label_space).astype(bool), spec
+
+
+def _label_space(path: str, labels: str, spec: ModelSpec) -> tuple[str, ...]:
+    """The classes the labels are written in: hit flags, or the file's (five) class names."""
+    from sfx_cnnhit.models.tasks import TASK_CLASSES
+
+    if not labels.startswith("/"):
+        return spec.class_names
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if labels not in f:
+            return spec.class_names
+        dset = f[labels]
+        if dset.dtype.kind == "b":
+            return TASK_CLASSES["hitmiss"]
+        names = dset.attrs.get("class_names", dset.parent.attrs.get("class_names"))
+        if names is not None:
+            return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in np.asarray(names).ravel())
+        values = dset[()]
+        return TASK_CLASSES["hitmiss"] if values.size and values.max() <= 1 else TASK_CLASSES["fiveclass"]
+

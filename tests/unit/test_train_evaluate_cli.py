@@ -1,0 +1,65 @@
+"""`train` -> checkpoint -> `evaluate` -> `reduce --target-hit-recall`, end to end on tiny simulated files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sfx_cnnhit.cli.app import app
+from sfx_cnnhit.models.checkpoint import load_checkpoint
+from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES
+from sfx_cnnhit.simulate import simulate_to_file
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    from sfx_cnnhit.simulate import SimulationConfig
+
+    config = SimulationConfig().with_overrides(detector__size=128)
+    train = simulate_to_file(root / "train.cxi", 40, seed=1, config=config, split="train")
+    val = simulate_to_file(root / "val.cxi", 20, seed=2, config=config, split="val")
+    return root, train, val
+
+
+def test_train_evaluate_reduce(files):
+    root, train, val = files
+    runner = CliRunner()
+    model = root / "m.pt"
+    result = runner.invoke(
+        app,
+        ["train", str(train), "--val", str(val), "-o", str(model), "--arch", "hitnet_test", "--epochs", "2",
+         "--batch-size", "8", "--task", "fiveclass", "--seed", "3"],
+    )
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(model)
+    assert ckpt.spec.name == "hitnet_test" and ckpt.spec.task == "fiveclass"
+    assert len(ckpt.metrics["history"]) == 2
+    assert ckpt.recipe["train_files"][0]["split"] == "train"
+    hits_in_val = sum(1 for _ in ckpt.metrics[VALIDATION_HIT_SCORES])
+    assert hits_in_val == 12  # 3 of 5 equal class shares of 20 frames are hits
+    # the same command refuses to overwrite the checkpoint
+    again = runner.invoke(app, ["train", str(train), "-o", str(model), "--arch", "hitnet_test", "--epochs", "1"])
+    assert again.exit_code == 2 and "exists" in again.output
+
+    out = root / "eval.json"
+    result = runner.invoke(app, ["evaluate", str(val), "--model", str(model), "--json", str(out), "--plots", str(root)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    for key in ("n_frames", "class_names", "accuracy", "precision", "recall", "confusion_matrix", "hit_accuracy",
+                "hit_recall", "miss_rejection", "threshold"):
+        assert key in summary
+    assert summary["n_frames"] == 20 and sum(map(sum, summary["confusion_matrix"])) == 20
+    assert (root / "roc_pr.png").exists()
+    hitmiss = runner.invoke(app, ["evaluate", str(val), "--model", str(model), "--labels", "/truth/hit"])
+    assert hitmiss.exit_code == 0, hitmiss.output
+
+    result = runner.invoke(
+        app, ["reduce", str(val), "-o", str(root / "red"), "--model", str(model), "--target-hit-recall", "1.0",
+              "--explain", "none"],
+    )
+    assert result.exit_code == 0, result.output
+    red = json.loads((root / "red" / "summary.json").read_text())
+    assert red["settings"]["threshold"] == pytest.approx(min(ckpt.metrics[VALIDATION_HIT_SCORES]), abs=1e-6)
