@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,om]"
 .venv/bin/python -m pip install -q --no-deps ondamonitor==23.8.3 || echo "note: OM's peakfinder8 oracle not installed"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   if ! [ -x /usr/bin/dials.find_spots ] || ! command -v mpirun >/dev/null; then

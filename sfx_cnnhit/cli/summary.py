@@ -28,9 +28,8 @@ def print_summary(summary: ReduceSummary, console: Console) -> None:
     if not summary.hits:
         return
     out = summary.outputs
-    console.print(
-        f"Index the hits:  indexamajig -i {out['lst']} -g {out['geometry']} --peaks=cxi -o hits.stream ..."
-    )
+    if "crystfel_recipe" in out:
+        console.print(f"Index the hits with CrystFEL:  {out['crystfel_recipe']}  (indexamajig on {out['lst']})")
     for role, path in out.items():
         if role.startswith("geometry_"):
             console.print(f"Heat maps ({role[9:]}):  open {out['cxi']} with the geometry {path} in CrystFEL's viewer")

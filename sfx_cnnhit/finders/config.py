@@ -234,7 +234,9 @@ _OM_KEYS = {
     "local_bg_radius", "min_res", "max_res", "bad_pixel_map_filename", "bad_pixel_map_hdf5_path",
     "fast_mode", "number_of_pixel_per_bin_in_radial_statistics",
 }
-_OM_IGNORED_KEYS = {"detector_type"}  # appears in OM's example files, read by no OM 23.8.3 code
+# "detector_type" appears in OM's example files and is read by no OM 23.8.3 code; "name" is added to
+# every group by OM's MonitorParameters (the group's own name).
+_OM_IGNORED_KEYS = {"detector_type", "name"}
 
 
 def params_from_om_group(

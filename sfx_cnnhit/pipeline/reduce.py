@@ -10,11 +10,16 @@ peakfinder8`` with peakfinder8). It writes into one output folder:
 ``<map>.geom``      the same panels with ``data =`` the heat-map dataset (one per explainer)
 ``hits.lst``        ``hits.cxi //N`` events for ``indexamajig -i``
 ``summary.json``    frames read, hits, hit rate, data reduction factor, frames/s, settings
+``index_hits.sh``   the ``indexamajig`` command that indexes the hits (:mod:`sfx_cnnhit.plugins.crystfel`)
 ==================  ====================================================================
 
 Every output is written as ``*.inprogress`` and renamed when the run completes. The CXI file and
 the CSV table are committed together after each batch, so a killed run resumes where it stopped
 when it is started again with the same settings, losing and duplicating nothing.
+
+A reader thread prefetches the next batch while the current one is classified (``prefetch``), and
+a run can take one share of the frames (``rank`` of ``n_ranks``: global frames ``rank, rank +
+n_ranks, ...``), which is how :mod:`sfx_cnnhit.pipeline.mpi` spreads a run over MPI processes.
 """
 
 from __future__ import annotations
@@ -22,21 +27,24 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from sfx_cnnhit.errors import OutputError
+from sfx_cnnhit.errors import ConfigError, OutputError
 from sfx_cnnhit.finders.base import HitFinder
 from sfx_cnnhit.io.atomic import finalize, inprogress_path, write_text_atomic
 from sfx_cnnhit.io.cxi import CXIWriter, write_lst
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.sources import FrameSource
+from sfx_cnnhit.plugins.crystfel import write_recipe
 from sfx_cnnhit.types import FrameBatch
 
 CXI_NAME = "hits.cxi"
@@ -46,6 +54,8 @@ LST_NAME = "hits.lst"
 SUMMARY_NAME = "summary.json"
 CSV_COLUMNS = ("event_id", "source_file", "source_index", "score", "hit", "n_peaks")
 SCORE_DATASET = "hit_score"
+
+T = TypeVar("T")
 
 
 class HeatMapExplainer(Protocol):
@@ -141,6 +151,58 @@ class _FrameTable:
         self._fh.close()
 
 
+def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Iterate ``items`` while a reader thread keeps up to ``depth`` of the next ones ready.
+
+    Reading (HDF5 decompression, dtype conversion, masking) then overlaps with the caller's work;
+    numpy, h5py's decompression filters and torch release the GIL for large arrays. At most
+    ``depth + 2`` items exist at once (queued, being read, held by the caller). An exception in the
+    reader is raised in the caller; when the caller stops early the reader stops after its current
+    item and ``items`` is closed (its files too). ``depth = 0`` iterates in the caller's thread.
+    """
+    if depth < 1:
+        yield from items
+        return
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put((False, item)):
+                    return
+            put((True, None))
+        except BaseException as err:  # handed to the caller, who raises it
+            put((True, err))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=read, name="sfx-cnnhit-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            last, value = slots.get()
+            if last:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        reader.join()
+
+
 def _batch_rows(
     batch: FrameBatch, scores: NDArray[np.float64], hits: NDArray[np.bool_], n_peaks: list[int]
 ) -> list[tuple[Any, ...]]:
@@ -163,6 +225,9 @@ def reduce_run(
     compression: str = "gzip",
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    prefetch: int = 1,
+    rank: int = 0,
+    n_ranks: int = 1,
 ) -> ReduceSummary:
     """Classify every frame of ``source`` with ``finder`` and write the hits to ``outdir``.
 
@@ -180,12 +245,18 @@ def reduce_run(
         max_peaks: columns of the CXI peak arrays.
         compression: compression of the CXI datasets (``gzip`` is readable everywhere).
         overwrite: replace a completed run in ``outdir`` instead of refusing.
-        progress: called with ``(frames done, total frames)`` after each batch.
+        progress: called with ``(frames done, total frames)`` after each batch (this rank's frames).
+        prefetch: batches a reader thread reads ahead (0: read in this thread); see :func:`prefetched`.
+        rank, n_ranks: process only global frames ``rank, rank + n_ranks, ...`` (one MPI rank's share);
+            the summary and outputs then cover those frames, and a resume needs the same partition.
 
     Raises:
         OutputError: if ``outdir`` holds a completed run (without ``overwrite``) or a partial run with
             other settings.
+        ConfigError: if ``rank`` is not in ``0 .. n_ranks - 1``.
     """
+    if not 0 <= rank < n_ranks:
+        raise ConfigError(f"rank must lie in 0 .. n_ranks - 1, got rank {rank} of {n_ranks}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     names = tuple(e.dataset for e in explainers)
@@ -196,6 +267,9 @@ def reduce_run(
         "n_frames": source.n_frames,
         **dict(settings or {}),
     }
+    if n_ranks > 1:
+        run_settings["partition"] = {"rank": rank, "n_ranks": n_ranks}
+    n_mine = len(range(rank, source.n_frames, n_ranks))
     if paths["summary"].exists():
         if not overwrite:
             raise OutputError(f"{outdir}: already holds a completed run ({SUMMARY_NAME}); choose another folder")
@@ -234,10 +308,11 @@ def reduce_run(
         writer.close()
         raise
     if progress:
-        progress(done, source.n_frames)
+        progress(done, n_mine)
+    stream = prefetched(source.batches(batch_size, start=rank + done * n_ranks, stride=n_ranks), prefetch)
     t0 = time.perf_counter()
     try:
-        for batch in source.batches(batch_size, start=done):
+        for batch in stream:
             result = finder.classify(batch.data, batch.mask)
             hits = np.asarray(result.hits, bool)
             idx = np.flatnonzero(hits)
@@ -272,8 +347,9 @@ def reduce_run(
                 }
             )
             if progress:
-                progress(done, source.n_frames)
+                progress(done, n_mine)
     except BaseException:
+        stream.close()  # stops the reader thread and closes the input files
         table.close()
         writer.close()
         raise
@@ -284,6 +360,7 @@ def reduce_run(
     for name in names:
         writer.write_geometry(paths[f"geometry_{name}"], data_path=name, protect=source.input_paths)
     write_lst(paths["lst"], paths["cxi"], n_hits, protect=source.input_paths)
+    paths["crystfel_recipe"] = write_recipe(outdir, paths, protect=source.input_paths)
     summary = ReduceSummary(
         method=method,
         frames_read=done,
