@@ -9,6 +9,7 @@ import pytest
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8PeakDetection, radius_map_from_beam_center
+from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.models.checkpoint import save_checkpoint
 from sfx_cnnhit.models.zoo import create_model
@@ -85,14 +86,16 @@ def test_classify_scores_and_peaks_only_on_hits(model_path, frames):
         CnnHitFinder(model=model_path, threshold=1.5)
 
 
-@pytest.mark.parametrize("explain", ["none", "gradcam"])
-def test_cnn_reduce_writes_hits_with_frame_shaped_heat_maps(model_path, frames, tmp_path, explain):
+@pytest.mark.parametrize(("explain", "panels"), [("none", None), ("gradcam", None), ("gradcam", (32, 48))])
+def test_cnn_reduce_writes_hits_with_frame_shaped_heat_maps(model_path, frames, tmp_path, explain, panels):
     path = tmp_path / "run.cxi"
     with h5py.File(path, "w") as f:
         f["/entry_1/data_1/data"] = frames
-    summary = cnn_reduce(
-        open_frames([path]), tmp_path / "out", model=model_path, threshold=0.0, explain=explain, batch_size=4
-    )
+    # a multi-panel detector: four ASICs, tiled separately by the preprocessing
+    geometry = DetectorGeometry.simple(SHAPE, asic_shape=panels) if panels else None
+    source = open_frames([path], geometry=geometry)
+    assert (source.geometry is not None) == (panels is not None)
+    summary = cnn_reduce(source, tmp_path / "out", model=model_path, threshold=0.0, explain=explain, batch_size=4)
     assert summary.hits == 6
     with h5py.File(tmp_path / "out" / "hits.cxi", "r") as f:
         np.testing.assert_array_equal(f["/entry_1/data_1/data"][()], frames)
