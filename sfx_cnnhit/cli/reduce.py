@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
@@ -33,6 +35,8 @@ from sfx_cnnhit.cli.peakfinder8 import (
 )
 from sfx_cnnhit.cli.summary import print_summary
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
+from sfx_cnnhit.pipeline.mpi import run_ranks, world
+from sfx_cnnhit.pipeline.reduce import ReduceSummary
 
 ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Checkpoint file or shipped model name (default: shipped).")
@@ -48,8 +52,11 @@ TargetRecall = Annotated[
     ),
 ]
 Explain = Annotated[
-    Literal["gradcam", "guided", "none"],
-    typer.Option("--explain", help="Heat maps written for every hit (gradcam, guided Grad-CAM, or none)."),
+    Literal["gradcam", "guided", "hirescam", "none"],
+    typer.Option(
+        "--explain",
+        help="Heat maps for every hit: gradcam, guided (guided Grad-CAM), hirescam (sharper on sparse spots), none.",
+    ),
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
 
@@ -84,7 +91,9 @@ def register(app: typer.Typer) -> None:
         """Classify every frame with the CNN; write hits, their peaks and Grad-CAM maps for CrystFEL.
 
         The peakfinder8 options (--config, --threshold, --min-snr, ...) set how peaks are localised on
-        hits; the CNN alone decides hit or miss.
+        hits; the CNN alone decides hit or miss. Under `mpirun -n K` the frames are shared among K
+        processes: each writes OUTPUT/rank_<r>/, and rank 0 a merged hits.lst, frames.csv and
+        summary.json in OUTPUT (see docs/throughput.md).
         """
         source = open_inputs(
             inputs,
@@ -105,19 +114,32 @@ def register(app: typer.Typer) -> None:
             min_res=min_res,
             max_res=max_res,
         )
-        with frame_progress("reduce") as update:
-            summary = cnn_reduce(
-                source,
-                output,
-                model=model,
-                threshold=hit_threshold,
-                target_hit_recall=target_hit_recall,
-                explain=explain,
-                peakfinder=peakfinder,
-                peakfinder_settings=asdict(peakfinder.params),
-                device=device,
-                batch_size=batch_size,
-                overwrite=overwrite,
-                progress=update,
-            )
+        run = functools.partial(
+            cnn_reduce,
+            source,
+            model=model,
+            threshold=hit_threshold,
+            target_hit_recall=target_hit_recall,
+            explain=explain,
+            peakfinder=peakfinder,
+            peakfinder_settings=asdict(peakfinder.params),
+            device=device,
+            batch_size=batch_size,
+            overwrite=overwrite,
+        )
+        comm = world()
+        if comm is None:
+            with frame_progress("reduce") as update:
+                summary = run(output, progress=update)
+        else:
+
+            def run_rank(folder: Path, rank: int, n_ranks: int) -> ReduceSummary:
+                if rank:
+                    return run(folder, rank=rank, n_ranks=n_ranks)
+                with frame_progress(f"reduce, rank 0 of {n_ranks}") as update:
+                    return run(folder, rank=rank, n_ranks=n_ranks, progress=update)
+
+            summary = run_ranks(run_rank, output, comm=comm, overwrite=overwrite)
+            if comm.Get_rank():
+                return
         print_summary(summary, console)

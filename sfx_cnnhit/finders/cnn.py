@@ -128,7 +128,7 @@ class CnnHitFinder:
                 peaks[i] = pf8.find_peaks_masked(frames[i], None if masks is None else masks[i])
         return Classification(scores=scores, hits=hits, peaks=peaks)
 
-    def explainer(self, method: Literal["gradcam", "guided"] = "gradcam") -> GradCamExplainer:
+    def explainer(self, method: Literal["gradcam", "guided", "hirescam"] = "gradcam") -> GradCamExplainer:
         """The heat-map maker of this finder's model (made once per method; hooks live only per call)."""
         if method not in self._explainers:
             from sfx_cnnhit.explain.gradcam import GradCamExplainer

@@ -30,7 +30,7 @@ def resolve_threshold(
     return threshold_for_recall(load_checkpoint(path).metrics, target_hit_recall, source=str(path))
 
 
-Explain = Literal["gradcam", "guided", "none"]
+Explain = Literal["gradcam", "guided", "hirescam", "none"]
 
 
 def make_explainers(finder: CnnHitFinder, explain: Explain) -> tuple[HeatMapExplainer, ...]:
@@ -52,8 +52,12 @@ def cnn_reduce(
     batch_size: int = 64,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    prefetch: int = 1,
+    rank: int = 0,
+    n_ranks: int = 1,
 ) -> ReduceSummary:
-    """Reduce ``source`` with the CNN hit finder into ``outdir`` (see :func:`reduce_run` for the outputs)."""
+    """Reduce ``source`` with the CNN hit finder into ``outdir`` (see :func:`reduce_run` for the outputs,
+    the reader thread ``prefetch`` and the MPI share ``rank`` of ``n_ranks``)."""
     finder = CnnHitFinder(
         model=model,
         threshold=resolve_threshold(model, threshold, target_hit_recall),
@@ -78,4 +82,7 @@ def cnn_reduce(
         batch_size=batch_size,
         overwrite=overwrite,
         progress=progress,
+        prefetch=prefetch,
+        rank=rank,
+        n_ranks=n_ranks,
     )
