@@ -59,6 +59,14 @@ Explain = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
+Compression = Annotated[
+    Literal["gzip", "bitshuffle-lz4", "zstd", "none"],
+    typer.Option(
+        "--compression",
+        help="Compression of hits.cxi: gzip (any reader) or bitshuffle-lz4 (about twice as fast to write; "
+        "readers need the HDF5 plugin, e.g. hdf5plugin).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -86,6 +94,7 @@ def register(app: typer.Typer) -> None:
         max_res: MaxRes = None,
         device: Device = "auto",
         batch_size: BatchSize = 64,
+        compression: Compression = "gzip",
         overwrite: Overwrite = False,
     ) -> None:
         """Classify every frame with the CNN; write hits, their peaks and Grad-CAM maps for CrystFEL.
@@ -125,6 +134,7 @@ def register(app: typer.Typer) -> None:
             peakfinder_settings=asdict(peakfinder.params),
             device=device,
             batch_size=batch_size,
+            compression=compression,
             overwrite=overwrite,
         )
         comm = world()

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from sfx_cnnhit.errors import NotAvailableError
+from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import Peakfinder8Params
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.cxi import DATA_PATH, read_peak_lists
 from sfx_cnnhit.io.sources import open_frames
+from sfx_cnnhit.models.checkpoint import resolve_model_path
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
-from sfx_cnnhit.pipeline.reduce import SCORE_DATASET, ReduceSummary
+from sfx_cnnhit.pipeline.reduce import SCORE_DATASET, ReduceSummary, reduce_run
 
 #: peakfinder8 settings for the simulated detector (1 ADU per photon): CrystFEL's, with a 100 ADU floor.
 DEMO_PEAKFINDER8 = Peakfinder8Params(adc_threshold=100.0, minimum_snr=5.0)
+#: Used only when no CNN model is shipped: peakfinder8 then decides hit (>= 10 peaks) or miss.
+DEMO_HIT_RULE = HitRule(min_peaks=10)
 
 
 @dataclass
@@ -61,11 +66,11 @@ def hit_figure(reduced_cxi: Path, run: Path, path: Path, n_hits: int = 4) -> Pat
             rows.append(
                 FramePanels(
                     data=out[DATA_PATH][i],
-                    gradcam=out["/entry_1/result_1/gradcam"][i] if "/entry_1/result_1/gradcam" in out else None,
+                    cam=out["/entry_1/result_1/gradcam"][i] if "/entry_1/result_1/gradcam" in out else None,
                     peaks=peaks[i],
                     truth=truth["/truth/bragg_mask"][src],
                     title=f"frame {src}: {names[label] if names else label}, "
-                    f"P(hit) {out[f'/entry_1/result_1/{SCORE_DATASET}'][i]:.3f}",
+                    f"score {out[f'/entry_1/result_1/{SCORE_DATASET}'][i]:.3g}",
                 )
             )
     return save_explanation_figure(path, rows)
@@ -82,7 +87,8 @@ def run_demo(
 ) -> DemoResult:
     """Simulate ``n_frames`` (test split, never used in training), reduce them, draw a few hits.
 
-    A simulated run already in ``folder`` is reused; the reduction is redone each time.
+    A simulated run already in ``folder`` is reused; the reduction is redone each time. Until a CNN
+    model ships with the package, the default run lets peakfinder8 decide (and says so).
     """
     from sfx_cnnhit.simulate import simulate_to_file
 
@@ -92,13 +98,23 @@ def run_demo(
     if not run.exists():
         simulate_to_file(run, n_frames, seed, hit_rate=hit_rate, split="test", progress=progress)
     source = open_frames([run])
-    peakfinder = Peakfinder8Finder.from_beam_center(source.frame_shape, DEMO_PEAKFINDER8)
-    summary = cnn_reduce(
-        source, folder / "reduced", model=model, explain="gradcam", peakfinder=peakfinder,
-        peakfinder_settings={"adc_threshold": DEMO_PEAKFINDER8.adc_threshold,
-                             "minimum_snr": DEMO_PEAKFINDER8.minimum_snr},
-        overwrite=True, progress=progress,
-    )
+    peakfinder = Peakfinder8Finder.from_beam_center(source.frame_shape, DEMO_PEAKFINDER8, DEMO_HIT_RULE)
+    try:
+        resolve_model_path(model)
+    except NotAvailableError:
+        if model is not None:
+            raise
+        # No CNN ships with this version yet: run what exists, the same pipeline with peakfinder8 deciding.
+        summary = reduce_run(
+            source, peakfinder, folder / "reduced", method="peakfinder8 (no CNN model shipped yet)",
+            settings={"peakfinder8": asdict(DEMO_PEAKFINDER8), "hit_rule": asdict(DEMO_HIT_RULE)},
+            overwrite=True, progress=progress,
+        )
+    else:
+        summary = cnn_reduce(
+            source, folder / "reduced", model=model, explain="gradcam", peakfinder=peakfinder,
+            peakfinder_settings=asdict(DEMO_PEAKFINDER8), overwrite=True, progress=progress,
+        )
     figure = hit_figure(Path(summary.outputs["cxi"]), run, folder / "hits.png")
     truth, _ = _ground_truth(run)
     with h5py.File(summary.outputs["cxi"], "r") as f:

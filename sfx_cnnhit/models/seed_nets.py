@@ -1,0 +1,50 @@
+"""The seed paper's networks (AlexNet, ResNet-18/50/101) from torchvision's builders, for 1-channel frames.
+
+Built with ``weights=None`` (nothing is downloaded); only the first convolution changes, to take one
+input channel with the same kernel, stride and padding. AlexNet's adaptive average pool (6 x 6) lets it
+take 512 x 512 frames unchanged (its last feature map is then 15 x 15; the last conv's 31 x 31).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+from torchvision import models as tvm
+
+
+def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
+    """A fresh copy of ``conv`` that takes a single input channel."""
+    return nn.Conv2d(
+        1,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=conv.bias is not None,
+    )
+
+
+def alexnet(num_classes: int = 2, dropout: float = 0.5) -> nn.Module:
+    """torchvision AlexNet with a 1-channel first convolution; Grad-CAM target ``features.10``."""
+    model = tvm.alexnet(weights=None, num_classes=num_classes, dropout=dropout)
+    model.features[0] = _one_channel(model.features[0])
+    return model
+
+
+def _resnet(builder: Callable[..., tvm.ResNet]) -> Callable[..., nn.Module]:
+    def build(num_classes: int = 2) -> nn.Module:
+        model = builder(weights=None, num_classes=num_classes)
+        model.conv1 = _one_channel(model.conv1)
+        return model
+
+    build.__name__ = builder.__name__
+    build.__doc__ = f"torchvision {builder.__name__} with a 1-channel conv1; Grad-CAM target ``layer4``."
+    return build
+
+
+resnet18 = _resnet(tvm.resnet18)
+resnet50 = _resnet(tvm.resnet50)
+resnet101 = _resnet(tvm.resnet101)

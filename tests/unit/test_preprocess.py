@@ -1,0 +1,200 @@
+"""Preprocessing: max-pool binning, masking, robust normalisation, panel tiling and the inverse map."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from sfx_cnnhit.errors import ConfigError, InputError
+from sfx_cnnhit.models.preprocess import PanelLayout, PreprocessConfig, plan_input, preprocess
+
+
+def noise_frames(n: int, shape: tuple[int, int], seed: int = 0, sigma: float = 5.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (100.0 + sigma * rng.standard_normal((n, *shape))).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (1024, 1024), (1000, 37)])
+def test_single_bright_pixel_survives_binning(shape: tuple[int, int]) -> None:
+    frames = noise_frames(1, shape)
+    s, f = shape[0] * 3 // 5 + 1, shape[1] // 3 + 1
+    frames[0, s, f] = 5000.0
+    cfg = PreprocessConfig(input_size=256)
+    x = preprocess(frames, None, cfg)
+    assert x.shape == (1, 1, 256, 256)
+    plan = plan_input(shape, cfg)
+    tile = plan.tiles[0]
+    k = plan.bin_factor
+    expected = (tile.origin[0] + s // k, tile.origin[1] + f // k)
+    flat = int(x[0, 0].argmax())
+    assert divmod(flat, 256) == expected
+    # The peak keeps its full height: z = (5000 - background) / sigma, far above any noise bin.
+    peak = float(x[0, 0].max())
+    second = float(x[0, 0].flatten().topk(2).values[1])
+    assert peak > math.log1p(500.0) and peak - second > 3.0
+
+
+@pytest.mark.parametrize(("shape", "size"), [((128, 96), 64), ((128, 128), 128), ((128, 96), 128)])
+def test_masked_values_never_matter_and_never_leak(shape: tuple[int, int], size: int) -> None:
+    frames = noise_frames(2, shape, seed=1)
+    mask = np.ones(frames.shape, bool)
+    mask[:, 10:12, :] = False  # a gap row
+    mask[:, 50, 40] = False  # a hot pixel
+    mask[1] = False  # a fully masked frame
+    bad = frames.copy()
+    bad[:, 10, :5] = np.nan
+    bad[:, 11, :5] = np.inf
+    bad[:, 11, 5:10] = -np.inf
+    bad[:, 50, 40] = 1e30
+    bad[1] = np.nan
+    cfg = PreprocessConfig(input_size=size)
+    clean = preprocess(frames, mask, cfg)
+    dirty = preprocess(bad, mask, cfg)
+    assert torch.isfinite(dirty).all()
+    assert torch.equal(clean, dirty)
+    assert torch.count_nonzero(dirty[1]) == 0  # nothing good: all background
+
+
+def test_unmasked_nan_only_blanks_its_bin() -> None:
+    frames = noise_frames(1, (64, 64), seed=2)
+    cfg = PreprocessConfig(input_size=32)
+    bin_masked = np.ones((64, 64), bool)
+    bin_masked[20:22, 20:22] = False
+    expected = preprocess(frames, bin_masked, cfg)
+    frames[0, 20, 20] = np.nan
+    x = preprocess(frames, None, cfg)
+    assert torch.isfinite(x).all()
+    assert x[0, 0, 10, 10] == 0.0
+    assert torch.equal(x, expected)
+
+
+def test_normalisation_is_gain_and_offset_invariant() -> None:
+    frames = noise_frames(3, (256, 256), seed=3, sigma=40.0)
+    frames[:, 100:103, 50:53] += 4000.0
+    cfg = PreprocessConfig(input_size=128)
+    a = preprocess(frames, None, cfg)
+    b = preprocess(3.0 * frames + 250.0, None, cfg)
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_sigma_floor_keeps_sparse_photons_small() -> None:
+    frames = np.zeros((1, 64, 64), np.float32)
+    frames[0, 5, 5] = 1.0  # one photon on an empty photon-counting frame: MAD = 0
+    x = preprocess(frames, None, PreprocessConfig(input_size=64, adu_per_photon=1.0))
+    assert float(x.max()) == pytest.approx(math.log1p(1.0))  # z = 1: one photon, one sigma
+
+
+def test_inputs_untouched_readonly_ok_and_types() -> None:
+    frames = noise_frames(2, (64, 64), seed=4)
+    frames.setflags(write=False)
+    before = frames.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = preprocess(frames, np.ones((64, 64), bool), PreprocessConfig(input_size=32))
+    assert np.array_equal(frames, before)
+    assert x.dtype == torch.float32
+    y = preprocess(torch.from_numpy(before).to(torch.int32), None, PreprocessConfig(input_size=32))
+    assert y.shape == x.shape
+
+
+def test_shared_and_per_frame_masks_agree() -> None:
+    frames = noise_frames(3, (80, 80), seed=5)
+    mask = np.random.default_rng(0).random((80, 80)) > 0.1
+    cfg = PreprocessConfig(input_size=40)
+    assert torch.equal(preprocess(frames, mask, cfg), preprocess(frames, np.broadcast_to(mask, frames.shape), cfg))
+
+
+def test_chunking_does_not_change_results() -> None:
+    frames = noise_frames(5, (64, 64), seed=6)
+    a = preprocess(frames, None, PreprocessConfig(input_size=32))
+    b = preprocess(frames, None, PreprocessConfig(input_size=32, chunk_pixels=64 * 64 * 2))
+    assert torch.equal(a, b)
+
+
+def test_layout_from_geometry_panels() -> None:
+    panels = [SimpleNamespace(min_ss=512 * i, max_ss=512 * i + 511, min_fs=0, max_fs=127) for i in range(16)]
+    layout = PanelLayout.from_geometry(SimpleNamespace(panels=panels))
+    assert layout == PanelLayout.regular(16, 1, 512, 128)
+
+
+def test_tiling_a_long_slab_needs_less_binning() -> None:
+    layout = PanelLayout.regular(8, 1, 128, 64)  # AGIPD-like: panels stacked along ss
+    cfg = PreprocessConfig(input_size=256)
+    assert plan_input((1024, 64), cfg).bin_factor == 4
+    assert plan_input((1024, 64), cfg, layout).bin_factor == 1
+
+
+LAYOUT_CASES = [
+    ((512, 512), None, None),
+    ((513, 701), None, None),
+    ((1000, 37), None, None),
+    ((1024, 64), PanelLayout.regular(8, 1, 128, 64), None),
+    # Two panels with a gap between them and odd sizes, and a forced bin factor that crops.
+    ((300, 211), PanelLayout(((0, 131, 0, 99), (140, 300, 0, 211))), None),
+    ((300, 211), PanelLayout(((0, 131, 0, 99), (140, 300, 0, 211))), 1),
+]
+
+
+@pytest.mark.parametrize(("shape", "layout", "bin_factor"), LAYOUT_CASES)
+def test_inverse_map_has_frame_shape_and_finds_each_pixel(shape, layout, bin_factor) -> None:
+    cfg = PreprocessConfig(input_size=64, bin_factor=bin_factor)
+    plan = plan_input(shape, cfg, layout)
+    rng = np.random.default_rng(7)
+    panels = layout.panels if layout else ((0, shape[0], 0, shape[1]),)
+    for _ in range(5):
+        s0, s1, f0, f1 = panels[rng.integers(len(panels))]
+        s, f = int(rng.integers(s0, s1)), int(rng.integers(f0, f1))
+        frame = np.zeros((1, *shape), np.float32)
+        frame[0, s, f] = 1000.0
+        x = preprocess(frame, None, cfg, layout)[0, 0]
+        if float(x.max()) == 0.0:  # cropped away by the forced bin factor
+            continue
+        onehot = (x == x.max()).float()
+        back = plan.to_frame(onehot)
+        assert back.shape == shape
+        assert back[s, f] == 1.0
+        assert int(back.sum()) <= plan.bin_factor**2
+    back = plan.to_frame(torch.ones(3, 8, 8))  # a coarse Grad-CAM grid, 3 maps
+    assert back.shape == (3, *shape)
+    covered = np.zeros(shape, bool)
+    for s0, s1, f0, f1 in panels:
+        covered[s0:s1, f0:f1] = True
+    assert (back[:, ~torch.from_numpy(covered)] == 0).all()
+
+
+def test_inverse_map_numpy_in_numpy_out() -> None:
+    plan = plan_input((100, 90), PreprocessConfig(input_size=32))
+    out = plan.to_frame(np.ones((32, 32), np.float32))
+    assert isinstance(out, np.ndarray) and out.shape == (100, 90)
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(ConfigError):
+        PreprocessConfig(scaling="sqrt")
+    with pytest.raises(ConfigError):
+        PreprocessConfig(adu_per_photon=0)
+    with pytest.raises(ConfigError):
+        PreprocessConfig.from_dict({"input_size": 64, "colour": 1})
+    with pytest.raises(InputError):
+        preprocess(np.zeros((2, 8, 8), np.float32), np.ones((4, 4), bool), PreprocessConfig(input_size=8))
+    with pytest.raises(InputError):
+        preprocess(np.zeros((2, 2, 8, 8), np.float32))
+    with pytest.raises(InputError):
+        plan_input((100, 100), PreprocessConfig(), PanelLayout(((0, 120, 0, 10),)))
+    with pytest.raises(ConfigError):
+        PanelLayout(((0, 10, 5, 5),))
+
+
+@pytest.mark.parametrize("scaling", ["asinh", "log", "linear"])
+def test_scalings_are_monotonic_and_zero_at_background(scaling: str) -> None:
+    frames = np.full((1, 16, 16), 10.0, np.float32)
+    frames[0, 0, :4] = [0.0, 20.0, 100.0, 1000.0]
+    x = preprocess(frames, None, PreprocessConfig(input_size=16, scaling=scaling))[0, 0]
+    row = x[0, :4]
+    assert x[5, 5] == 0.0
+    assert row[0] < 0 < row[1] < row[2] < row[3]

@@ -1,0 +1,188 @@
+"""Training loop, augmentation, checkpoints (round trip, resume) and model loading."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from sfx_cnnhit.errors import ConfigError, InputError, NotAvailableError
+from sfx_cnnhit.models import checkpoint as ckpt_mod
+from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model, save_checkpoint
+from sfx_cnnhit.models.training import (
+    PRESETS,
+    ArrayBatches,
+    AugmentConfig,
+    TrainConfig,
+    augment,
+    predict_batches,
+    predict_proba,
+    train,
+)
+from sfx_cnnhit.models.zoo import create_model
+
+
+def spot_frames(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noise frames; odd-indexed ones (label 1 = hit) carry 6 bright 2x2 spots."""
+    rng = np.random.default_rng(seed)
+    frames = rng.poisson(3.0, size=(n, size, size)).astype(np.float32)
+    labels = np.arange(n) % 2
+    for i in np.flatnonzero(labels):
+        for s, f in rng.integers(2, size - 3, size=(6, 2)):
+            frames[i, s : s + 2, f : f + 2] += rng.uniform(40, 200)
+    return frames, labels
+
+
+FAST = TrainConfig(epochs=3, batch_size=16, lr=5e-3, lr_gamma=0.9, device="cpu", augment=None, seed=3)
+
+
+def test_tiny_training_lowers_the_loss(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, spec = create_model("hitnet_test", "hitmiss", preprocess={"input_size": 32})
+    frames, labels = spot_frames(96)
+    val_frames, val_labels = spot_frames(32, seed=1)
+    config = replace(FAST, epochs=6, augment=AugmentConfig())
+    result = train(
+        model,
+        spec,
+        ArrayBatches(frames, labels, batch_size=16, seed=0),
+        val_data=ArrayBatches(val_frames, val_labels, batch_size=32, shuffle=False),
+        config=config,
+        checkpoint_dir=tmp_path,
+        recipe={"generator": "spot_frames", "seeds": [0, 1]},
+        progress=False,
+    )
+    losses = [r["train_loss"] for r in result.history]
+    assert len(losses) == 6
+    assert losses[-1] < 0.7 * losses[0]
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    assert result.history[1]["lr"] == pytest.approx(config.lr * config.lr_gamma)
+    best = load_checkpoint(result.checkpoint)
+    assert best.training is None and best.recipe["seeds"] == [0, 1]
+    assert best.metrics["epoch"] == result.best_epoch
+    assert best.recipe["train_config"]["lr"] == config.lr
+    assert load_checkpoint(tmp_path / "last.pt").training["epoch"] == 5
+
+
+def test_checkpoint_round_trip_is_bit_identical(tmp_path) -> None:
+    torch.manual_seed(1)
+    model, spec = create_model("hitnet_test", "fiveclass")
+    model.train()
+    model(torch.randn(8, 1, 32, 32))  # move the BN running statistics away from their defaults
+    model.eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, spec, recipe={"seed": 5}, metrics={"accuracy": 0.5})
+    loaded, loaded_spec = load_model(path)
+    assert loaded_spec == spec and not loaded.training
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    ck = load_checkpoint(path)
+    assert ck.code["version"] and "git_commit" in ck.code
+    assert ck.recipe == {"seed": 5} and ck.metrics == {"accuracy": 0.5}
+    assert ck.summary()["parameters"] > 0
+    fast, _ = load_model(path, optimize=True)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-5)
+
+
+def test_resume_continues_exactly(tmp_path) -> None:
+    frames, labels = spot_frames(48, size=32)
+    data = ArrayBatches(frames, labels, batch_size=16, seed=2)
+    config = replace(FAST, epochs=2, augment=AugmentConfig())
+
+    torch.manual_seed(0)
+    straight, spec = create_model("hitnet_test")
+    train(straight, spec, data, config=config, progress=False)
+
+    torch.manual_seed(0)
+    first, _ = create_model("hitnet_test")
+    train(first, spec, data, config=replace(config, epochs=1), checkpoint_dir=tmp_path,
+          progress=False)
+    resumed, _ = create_model("hitnet_test")
+    result = train(resumed, spec, data, config=config, resume=tmp_path / "last.pt", progress=False)
+    assert [r["epoch"] for r in result.history] == [0, 1]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+    other, other_spec = create_model("hitnet_test", "fiveclass")
+    with pytest.raises(ConfigError):
+        train(other, other_spec, data, config=config, resume=tmp_path / "last.pt", progress=False)
+
+
+def test_preprocessed_batches_and_predictions() -> None:
+    torch.manual_seed(0)
+    model, spec = create_model("hitnet_test")
+    x = torch.randn(10, 1, 32, 32)
+    y = torch.arange(10) % 2
+    train(model, spec, ArrayBatches(x, y, batch_size=5), config=FAST, progress=False)
+    probs, labels = predict_batches(model, spec, ArrayBatches(x, y, batch_size=4, shuffle=False))
+    assert probs.shape == (10, 2) and np.allclose(probs.sum(1), 1, atol=1e-6)
+    assert labels.tolist() == y.tolist()
+    frames, _ = spot_frames(5, size=64)
+    p = predict_proba(model, spec, frames, np.ones((64, 64), bool), batch_size=2)
+    assert p.shape == (5, 2)
+    with pytest.raises(InputError, match="labels must be in"):
+        train(model, spec, [(x, y + 5)], config=FAST, progress=False)
+    with pytest.raises(InputError, match="no frames"):
+        train(model, spec, [], config=FAST, progress=False)
+
+
+def test_augment_keeps_inputs_and_puts_bad_values_only_under_the_mask() -> None:
+    frames, _ = spot_frames(16, size=48)
+    data = torch.from_numpy(frames)
+    mask = torch.ones_like(data, dtype=torch.bool)
+    before = data.clone()
+    cfg = AugmentConfig(p_gaps=1.0, p_mask_rect=1.0, p_hot=1.0, p_bad_values=1.0)
+    out, out_mask = augment(data, mask, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(data, before) and mask.all()
+    assert out.shape == data.shape and out_mask.shape == mask.shape
+    assert (~out_mask).any()
+    assert torch.isfinite(out[out_mask]).all()
+    assert (~torch.isfinite(out[~out_mask])).any() or (out[~out_mask] == 1e30).any()
+    again, again_mask = augment(data, mask, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(again_mask, out_mask) and torch.equal(torch.nan_to_num(again), torch.nan_to_num(out))
+
+
+def test_array_batches_reshuffle_reproducibly() -> None:
+    x = torch.arange(10).float().reshape(10, 1, 1, 1)
+    batches = ArrayBatches(x, torch.zeros(10), batch_size=4, seed=1)
+    assert len(batches) == 3
+    order = [b[0].flatten().tolist() for b in batches.for_epoch(0)]
+    assert order == [b[0].flatten().tolist() for b in batches.for_epoch(0)]
+    assert order != [b[0].flatten().tolist() for b in batches.for_epoch(1)]
+    assert sorted(v for batch in order for v in batch) == list(range(10))
+
+
+def test_presets_and_config_validation() -> None:
+    seed = PRESETS["seed"]
+    assert (seed.lr, seed.batch_size, seed.epochs, seed.augment) == (1e-5, 128, 50, None)
+    with pytest.raises(ConfigError):
+        TrainConfig(class_weights="inverse")
+    with pytest.raises(ConfigError):
+        TrainConfig(lr_gamma=1.5)
+    assert TrainConfig(class_weights=[1, 2]).class_weights == (1.0, 2.0)
+    for preset in PRESETS.values():
+        assert TrainConfig.from_dict(json.loads(json.dumps(preset.to_dict()))) == preset
+    with pytest.raises(ConfigError, match=r"augment\.colour"):
+        TrainConfig.from_dict({"augment": {"colour": 1}})
+
+
+def test_load_model_default_and_errors(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ckpt_mod, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(NotAvailableError, match="no shipped model"):
+        load_model()
+    with pytest.raises(InputError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+    junk = tmp_path / "elsewhere" / "junk.pt"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable"):
+        load_model(junk)
+    model, spec = create_model("hitnet_test")
+    save_checkpoint(tmp_path / f"{ckpt_mod.DEFAULT_MODEL}.pt", model, spec)
+    loaded, loaded_spec = load_model()
+    assert loaded_spec == spec and not loaded.training
+    assert ckpt_mod.shipped_models() == [ckpt_mod.DEFAULT_MODEL]
