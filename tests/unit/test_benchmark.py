@@ -41,6 +41,7 @@ def tiny_model(tmp_path_factory):
     return str(save_checkpoint(tmp_path_factory.mktemp("bench_model") / "tiny.pt", model.eval(), spec))
 
 
+@pytest.mark.slow
 def test_tiny_run_reports_every_required_figure(tiny_model, tmp_path):
     methods = ("cnn_veto", "reduce", "peakfinder8", REFERENCE)
     config = BenchmarkConfig(methods=methods, model=tiny_model, threads=1, **TINY)

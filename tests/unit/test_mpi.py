@@ -155,6 +155,7 @@ def _mpirun_command(n: int) -> list[str]:
 
 
 @pytest.mark.mpi
+@pytest.mark.slow
 def test_mpirun_three_ranks_finds_the_same_hits_as_one_process(run_file, model_and_threshold, tmp_path):
     if shutil.which("mpirun") is None:
         pytest.skip("mpirun is not installed")

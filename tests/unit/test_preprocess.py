@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.models.preprocess import PanelLayout, PreprocessConfig, plan_input, preprocess
+from sfx_cnnhit.models.preprocess import Z_MAX, PanelLayout, PreprocessConfig, plan_input, preprocess
 
 
 def noise_frames(n: int, shape: tuple[int, int], seed: int = 0, sigma: float = 5.0) -> np.ndarray:
@@ -198,3 +198,18 @@ def test_scalings_are_monotonic_and_zero_at_background(scaling: str) -> None:
     row = x[0, :4]
     assert x[5, 5] == 0.0
     assert row[0] < 0 < row[1] < row[2] < row[3]
+
+
+def test_scalings_are_functions_of_the_z_score() -> None:
+    frames = noise_frames(2, (96, 96), seed=8, sigma=3.0)
+    frames[:, 40:42, 40:42] += np.array([30.0, 3e4])[:, None, None]
+    frames[1, 0, 0] = 3e38  # z beyond any scale: must stay finite
+    z = preprocess(frames, None, PreprocessConfig(input_size=96, scaling="linear"))
+
+    def asinh(t: torch.Tensor) -> torch.Tensor:
+        return torch.asinh(t.clamp(-Z_MAX, Z_MAX))  # ours saturates at Z_MAX by design
+
+    for scaling, f in (("asinh", asinh), ("log", lambda t: t.sign() * t.abs().log1p())):
+        x = preprocess(frames, None, PreprocessConfig(input_size=96, scaling=scaling))
+        assert torch.isfinite(x).all()
+        assert torch.allclose(x, f(z), atol=1e-5)
