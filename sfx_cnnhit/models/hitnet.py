@@ -3,22 +3,24 @@
 Default design (``hitnet``: input ``(n, 1, 512, 512)``, a 512x512 frame at full resolution, larger
 frames max-pool binned by :mod:`sfx_cnnhit.models.preprocess`):
 
-======== ======================================================= ========= ============
-module   layers                                                   stride    out (512²)
-======== ======================================================= ========= ============
-down     four 3x3 stride-2 convs, BN, ReLU: 1 -> 8 -> 16 -> 32 -> 64 /16       64 x 32²
-blocks   residual block; residual block with dilation 2            /16       64 x 32²
-pool     global average and global max, concatenated                         128
-head     dropout, linear -> classes
-======== ======================================================= ========= ============
+========== ======================================================= ========= ============
+module     layers                                                   stride    out (512²)
+========== ======================================================= ========= ============
+down.0     2x2 stride-2 conv (1 -> 4) and BN, no ReLU                 /2        4 x 256²
+down.1-3   3x3 stride-2 convs, BN, ReLU: 4 -> 16 -> 32 -> 64          /16       64 x 32²
+blocks     residual block; residual block with dilation 2             /16       64 x 32²
+pool       global average and global max, concatenated                          128
+head       dropout, linear -> classes
+========== ======================================================= ========= ============
 
-0.17 M parameters and 0.21 GMAC (multiply-adds) per frame. The first convolution sees the raw
-pixels, so it can tell one-pixel hot pixels from Bragg spots, which the point-spread function and
-mosaicity spread over several pixels (binning first loses that). Bragg spots are sparse, so global
-max pooling carries the "is there any spot" evidence and the average the "how many". The last stage
-is at 1/16 (a 32 x 32 Grad-CAM grid, target ``blocks``) with a dilated block for context (receptive
-field 223 input pixels). ``hitnet_lite`` drops to three downsampling convs (8, 32, 64) on a 256x256
-input (frames binned twice as much). Every convolution is followed by batch norm, which
+0.17 M parameters and 0.20 GMAC (multiply-adds) per frame. The linear 2x2 stem is a learned,
+lossless space-to-depth (a one-channel 3x3 convolution at full resolution is slow on CPU), so the
+first nonlinear layer still sees raw pixels and can tell one-pixel hot pixels from Bragg spots,
+which the point-spread function spreads over several pixels (binning first loses that). Bragg spots
+are sparse, so global max pooling carries the "is there any spot" evidence and the average the "how
+many". The last stage is at 1/16 (a 32 x 32 Grad-CAM grid, target ``blocks``) with a dilated block
+for context (receptive field 222 input pixels). ``hitnet_lite`` has one 3x3 convolution fewer on a
+256x256 input (frames binned twice as much). Every convolution is followed by batch norm, which
 :func:`fuse_conv_bn_` folds away for inference.
 """
 

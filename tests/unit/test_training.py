@@ -36,7 +36,7 @@ def spot_frames(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.n
     return frames, labels
 
 
-FAST = TrainConfig(epochs=3, batch_size=16, lr=5e-3, lr_gamma=0.9, device="cpu", augment=None, seed=3)
+FAST = TrainConfig(epochs=3, batch_size=16, lr=2e-2, lr_gamma=0.9, device="cpu", augment=None, seed=3)
 
 
 def test_tiny_training_lowers_the_loss(tmp_path) -> None:
