@@ -64,11 +64,13 @@ class CnnCase:
             self.model.to(memory_format=torch.channels_last)
         self.data, self.mask, self.layout, self.batch, self.bf16 = frames[:batch], mask, layout, batch, bf16
         self.bin = plan_input(frames.shape[1:], self.spec.preprocess, layout).bin_factor
+        size = self.spec.input_size
+        self.buffer = torch.empty(batch, 1, size, size)  # reused, as a streaming veto does
         self.best: dict[str, float] = {}
         self.medians: list[float] = []
 
     def _prep(self) -> torch.Tensor:
-        return preprocess(self.data, self.mask, self.spec.preprocess, self.layout)
+        return preprocess(self.data, self.mask, self.spec.preprocess, self.layout, out=self.buffer)
 
     def _forward(self, x: torch.Tensor) -> None:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):

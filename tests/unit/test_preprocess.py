@@ -109,10 +109,23 @@ def test_shared_and_per_frame_masks_agree() -> None:
     assert torch.equal(preprocess(frames, mask, cfg), preprocess(frames, np.broadcast_to(mask, frames.shape), cfg))
 
 
-def test_chunking_does_not_change_results() -> None:
+@pytest.mark.parametrize("shape", [(64, 64), (60, 50)])
+def test_reused_output_buffer(shape: tuple[int, int]) -> None:
+    frames = noise_frames(3, shape, seed=9)
+    cfg = PreprocessConfig(input_size=64)
+    buffer = torch.full((3, 1, 64, 64), 7.0)
+    assert preprocess(frames, None, cfg, out=buffer) is buffer
+    assert torch.equal(buffer, preprocess(frames, None, cfg))
+    with pytest.raises(InputError):
+        preprocess(frames, None, cfg, out=torch.empty(2, 1, 64, 64))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_chunking_does_not_change_results(size: int) -> None:
     frames = noise_frames(5, (64, 64), seed=6)
-    a = preprocess(frames, None, PreprocessConfig(input_size=32))
-    b = preprocess(frames, None, PreprocessConfig(input_size=32, chunk_pixels=64 * 64 * 2))
+    mask = np.random.default_rng(1).random((5, 64, 64)) > 0.05
+    a = preprocess(frames, mask, PreprocessConfig(input_size=size))
+    b = preprocess(frames, mask, PreprocessConfig(input_size=size, chunk_pixels=64 * 64 * 2))
     assert torch.equal(a, b)
 
 
