@@ -38,6 +38,7 @@ CHEETAH_CNN_KEYS = {
     "cnndevice": "device",
     "cnnexplain": "explain",
     "cnnbatchsize": "batch_size",
+    "cnnprecision": "precision",
 }
 CHEETAH_CNN_PREFIX = "cnn"
 

@@ -13,6 +13,7 @@ Two pieces:
         threshold: 0.5             # P(hit) at or above which a frame is a hit
         device: auto               # auto, cpu, cuda, cuda:1 ...
         explain: none              # gradcam | guided | none: heat map of each hit in `last_heatmap`
+        precision: float32         # float32 | bfloat16 | auto (bfloat16 where the CPU/GPU has it)
 
   It needs only objects with ``get_parameter_group(group=...)``, ``get_pixel_maps()["radius"]`` and
   ``get_layout_info()``, so importing this module never imports OM.
@@ -37,7 +38,7 @@ from sfx_cnnhit.plugins.settings import CnnHitSettings, panel_layout_from_layout
 
 CNN_GROUP = "cnn_hit_detection"
 PEAKFINDER8_GROUP = "peakfinder8_peak_detection"
-CNN_KEYS = ("model", "threshold", "device", "explain")
+CNN_KEYS = ("model", "threshold", "device", "explain", "precision")
 OM_GROUP_NAME_KEY = "name"  # OM's MonitorParameters adds each group's own name to the group
 PROCESSING_CLASS_NAME = "CnnCrystallographyProcessing"
 HEATMAP_KEY = "cnn_heatmap"  # processed-data entry carrying a hit's heat map to the collecting node

@@ -11,6 +11,7 @@ from sfx_cnnhit.finders.config import _to_float, _to_int
 from sfx_cnnhit.models.preprocess import PanelLayout
 
 EXPLAIN_METHODS = ("gradcam", "guided", "none")
+PRECISION_CHOICES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class CnnHitSettings:
         device: ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         explain: heat map made for each hit: ``"gradcam"``, ``"guided"`` (guided Grad-CAM) or ``"none"``.
         batch_size: frames per forward pass of :meth:`CnnHitFinder.classify`.
+        precision: forward-pass arithmetic: ``"auto"`` (bfloat16 where the hardware has it),
+            ``"float32"`` or ``"bfloat16"``.
     """
 
     model: str | None = None
@@ -30,6 +33,7 @@ class CnnHitSettings:
     device: str = "auto"
     explain: str = "none"
     batch_size: int = 64
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -38,6 +42,8 @@ class CnnHitSettings:
             raise ConfigError(f"CNN explain must be one of {', '.join(EXPLAIN_METHODS)}, got {self.explain!r}")
         if self.batch_size < 1:
             raise ConfigError(f"CNN batch size must be >= 1, got {self.batch_size}")
+        if self.precision not in PRECISION_CHOICES:
+            raise ConfigError(f"CNN precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if not self.device:
             raise ConfigError("CNN device must not be empty (use auto, cpu, cuda ...)")
 
@@ -58,7 +64,7 @@ class CnnHitSettings:
                 kwargs[name] = _to_int(name, value, source)
             elif name == "model":
                 kwargs[name] = None if value is None or str(value).strip() == "" else str(value).strip()
-            elif name in ("device", "explain"):
+            elif name in ("device", "explain", "precision"):
                 if not isinstance(value, str):
                     raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
                 kwargs[name] = value.strip().lower()
@@ -71,7 +77,8 @@ class CnnHitSettings:
 
     def finder_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~sfx_cnnhit.finders.cnn.CnnHitFinder` (all but ``explain``)."""
-        return {"model": self.model, "threshold": self.threshold, "device": self.device, "batch_size": self.batch_size}
+        return {"model": self.model, "threshold": self.threshold, "device": self.device, "batch_size": self.batch_size,
+                "precision": self.precision}
 
 
 def panel_layout_from_layout_info(layout_info: Mapping[str, int]) -> PanelLayout | None:

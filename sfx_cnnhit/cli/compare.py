@@ -14,27 +14,14 @@ from rich.table import Table
 from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import (
     BatchSize,
-    DataPath,
-    GeometryFile,
+    Device,
+    InputOptions,
     Inputs,
-    MaskBadbits,
-    MaskGoodbits,
-    MaskPath,
+    MinPeaks,
     OutDir,
     Overwrite,
-    open_inputs,
-)
-from sfx_cnnhit.cli.peakfinder8 import (
-    ConfigFile,
-    LocalBgRadius,
-    MaxPixCount,
-    MaxRes,
-    MinPeaks,
-    MinPixCount,
-    MinRes,
-    MinSnr,
-    Threshold,
-    peakfinder8_from_options,
+    Peakfinder8Options,
+    with_option_groups,
 )
 from sfx_cnnhit.errors import ConfigError
 
@@ -44,7 +31,6 @@ UsePeakfinder8 = Annotated[bool, typer.Option("--peakfinder8", help="peakfinder8
 UseCnn = Annotated[bool, typer.Option("--cnn", help="The CNN hit finder.")]
 Model = Annotated[str, typer.Option("--model", help="CNN model name or checkpoint file.")]
 CnnThreshold = Annotated[float, typer.Option("--cnn-threshold", help="CNN: hit if P(hit) >= this.")]
-Device = Annotated[str, typer.Option("--device", help="CNN device: auto, cpu, cuda.")]
 Labels = Annotated[
     str | None,
     typer.Option("--labels", help="True labels: a dataset in each input (/truth/hit) or a CSV (event_id,label)."),
@@ -92,6 +78,7 @@ def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     @handle_errors
+    @with_option_groups
     def compare(
         inputs: Inputs,
         output: OutDir,
@@ -106,19 +93,8 @@ def register(app: typer.Typer) -> None:
         dials_preset: DialsPreset = None,
         dials_min_spots: DialsMinSpots = None,
         dials_param: DialsParam = None,
-        config: ConfigFile = None,
-        geometry: GeometryFile = None,
-        data_path: DataPath = None,
-        mask_path: MaskPath = None,
-        mask_goodbits: MaskGoodbits = None,
-        mask_badbits: MaskBadbits = None,
-        threshold: Threshold = None,
-        min_snr: MinSnr = None,
-        min_pix_count: MinPixCount = None,
-        max_pix_count: MaxPixCount = None,
-        local_bg_radius: LocalBgRadius = None,
-        min_res: MinRes = None,
-        max_res: MaxRes = None,
+        read: InputOptions = InputOptions(),
+        pf8_options: Peakfinder8Options = Peakfinder8Options(),
         min_peaks: MinPeaks = None,
         max_frames: MaxFrames = None,
         gallery: Gallery = 8,
@@ -144,29 +120,11 @@ def register(app: typer.Typer) -> None:
         from sfx_cnnhit.comparisons.report import check_outdir
 
         check_outdir(output, overwrite=overwrite)
-        source = open_inputs(
-            inputs,
-            data_path=data_path,
-            mask_path=mask_path,
-            mask_goodbits=mask_goodbits,
-            mask_badbits=mask_badbits,
-            geometry=geometry,
-        )
+        source = read.open(inputs)
         everything = not (dials or dispersion or peakfinder8 or cnn)
         pf8 = None  # the peakfinder8 method, and the localiser of the CNN's hits
         if peakfinder8 or cnn or everything:
-            pf8 = peakfinder8_from_options(
-                source,
-                config,
-                threshold=threshold,
-                min_snr=min_snr,
-                min_pix_count=min_pix_count,
-                max_pix_count=max_pix_count,
-                local_bg_radius=local_bg_radius,
-                min_res=min_res,
-                max_res=max_res,
-                min_peaks=min_peaks,
-            )
+            pf8 = pf8_options.finder(source, min_peaks)
         params, rule = dials_settings(dials_preset, dials_min_spots, parse_assignments(dials_param))
         choice = MethodChoice(
             dials=dials or everything,

@@ -9,16 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
-from sfx_cnnhit.cli.inputs import (
-    BatchSize,
-    DataPath,
-    GeometryFile,
-    Inputs,
-    MaskBadbits,
-    MaskGoodbits,
-    MaskPath,
-    open_inputs,
-)
+from sfx_cnnhit.cli.inputs import BatchSize, Device, InputOptions, Inputs, with_option_groups
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.io.atomic import write_text_atomic
 
@@ -54,6 +45,7 @@ def _fmt(value: float | None) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("explain")
     @handle_errors
+    @with_option_groups
     def explain(
         inputs: Inputs,
         model: Annotated[
@@ -87,12 +79,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         bins: Annotated[int, typer.Option("--bins", help="Histogram bins.")] = 64,
         peaks: Annotated[bool, typer.Option("--peaks/--no-peaks", help="Circle peakfinder8's peaks.")] = True,
-        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-        data_path: DataPath = None,
-        mask_path: MaskPath = None,
-        mask_goodbits: MaskGoodbits = None,
-        mask_badbits: MaskBadbits = None,
-        geometry: GeometryFile = None,
+        device: Device = "auto",
+        read: InputOptions = InputOptions(),
         batch_size: BatchSize = 16,
     ) -> None:
         """Explain the CNN's decisions: heat maps, their scores against the truth, figures."""
@@ -100,14 +88,7 @@ def register(app: typer.Typer) -> None:
         from sfx_cnnhit.models.checkpoint import load_model
         from sfx_cnnhit.models.training import resolve_device
 
-        source = open_inputs(
-            inputs,
-            data_path=data_path,
-            mask_path=mask_path,
-            mask_goodbits=mask_goodbits,
-            mask_badbits=mask_badbits,
-            geometry=geometry,
-        )
+        source = read.open(inputs)
         chosen = select_frames(source, parse_frames(frames), n_frames)
         net, spec = load_model(model, device=resolve_device(device))
         if figures is not None:

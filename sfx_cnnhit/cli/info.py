@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sfx_cnnhit.cli.common import handle_errors
-from sfx_cnnhit.cli.inputs import DataPath, GeometryFile, Inputs, MaskBadbits, MaskGoodbits, MaskPath, open_inputs
+from sfx_cnnhit.cli.inputs import InputOptions, Inputs, with_option_groups
 
 
 def _bad_pixel_rules(mask: dict[str, Any]) -> list[str]:
@@ -67,26 +67,16 @@ def _table(entry: dict[str, Any]) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command("info")
     @handle_errors
+    @with_option_groups
     def info(
         files: Inputs,
-        data_path: DataPath = None,
-        mask_path: MaskPath = None,
-        mask_goodbits: MaskGoodbits = None,
-        mask_badbits: MaskBadbits = None,
-        geometry: GeometryFile = None,
+        read: InputOptions = InputOptions(),
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     ) -> None:
         """Describe frames, datasets, masks, event ids and metadata in input files."""
         entries: list[dict[str, Any]] = []
         for file in files:  # one source per argument: unrelated files may differ in shape
-            source = open_inputs(
-                [file],
-                data_path=data_path,
-                mask_path=mask_path,
-                mask_goodbits=mask_goodbits,
-                mask_badbits=mask_badbits,
-                geometry=geometry,
-            )
+            source = read.open([file])
             entries += source.describe()
         summary = {"n_frames": sum(e["n_frames"] for e in entries), "files": entries}
         if as_json:

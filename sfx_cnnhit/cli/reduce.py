@@ -12,26 +12,13 @@ import typer
 from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import (
     BatchSize,
-    DataPath,
-    GeometryFile,
+    Device,
+    InputOptions,
     Inputs,
-    MaskBadbits,
-    MaskGoodbits,
-    MaskPath,
     OutDir,
     Overwrite,
-    open_inputs,
-)
-from sfx_cnnhit.cli.peakfinder8 import (
-    ConfigFile,
-    LocalBgRadius,
-    MaxPixCount,
-    MaxRes,
-    MinPixCount,
-    MinRes,
-    MinSnr,
-    Threshold,
-    peakfinder8_from_options,
+    Peakfinder8Options,
+    with_option_groups,
 )
 from sfx_cnnhit.cli.summary import print_summary
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
@@ -58,7 +45,14 @@ Explain = Annotated[
         help="Heat maps for every hit: gradcam, guided (guided Grad-CAM), hirescam (sharper on sparse spots), none.",
     ),
 ]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
+PrecisionOption = Annotated[
+    Literal["auto", "float32", "bfloat16"],
+    typer.Option(
+        "--precision",
+        help="Arithmetic of the veto's forward pass: bfloat16 is about 3x faster on CPUs with AMX/AVX512-BF16 "
+        "and on GPUs; auto picks it where the hardware has it.",
+    ),
+]
 Compression = Annotated[
     Literal["gzip", "bitshuffle-lz4", "zstd", "none"],
     typer.Option(
@@ -72,6 +66,7 @@ Compression = Annotated[
 def register(app: typer.Typer) -> None:
     @app.command("reduce")
     @handle_errors
+    @with_option_groups
     def reduce(
         inputs: Inputs,
         output: OutDir,
@@ -79,21 +74,11 @@ def register(app: typer.Typer) -> None:
         hit_threshold: HitThreshold = None,
         target_hit_recall: TargetRecall = None,
         explain: Explain = "gradcam",
-        geometry: GeometryFile = None,
-        data_path: DataPath = None,
-        mask_path: MaskPath = None,
-        mask_goodbits: MaskGoodbits = None,
-        mask_badbits: MaskBadbits = None,
-        config: ConfigFile = None,
-        threshold: Threshold = None,
-        min_snr: MinSnr = None,
-        min_pix_count: MinPixCount = None,
-        max_pix_count: MaxPixCount = None,
-        local_bg_radius: LocalBgRadius = None,
-        min_res: MinRes = None,
-        max_res: MaxRes = None,
+        read: InputOptions = InputOptions(),
+        pf8: Peakfinder8Options = Peakfinder8Options(),
         device: Device = "auto",
         batch_size: BatchSize = 64,
+        precision: PrecisionOption = "float32",
         compression: Compression = "gzip",
         overwrite: Overwrite = False,
     ) -> None:
@@ -104,25 +89,8 @@ def register(app: typer.Typer) -> None:
         processes: each writes OUTPUT/rank_<r>/, and rank 0 a merged hits.lst, frames.csv and
         summary.json in OUTPUT (see docs/throughput.md).
         """
-        source = open_inputs(
-            inputs,
-            data_path=data_path,
-            mask_path=mask_path,
-            mask_goodbits=mask_goodbits,
-            mask_badbits=mask_badbits,
-            geometry=geometry,
-        )
-        peakfinder = peakfinder8_from_options(
-            source,
-            config,
-            threshold=threshold,
-            min_snr=min_snr,
-            min_pix_count=min_pix_count,
-            max_pix_count=max_pix_count,
-            local_bg_radius=local_bg_radius,
-            min_res=min_res,
-            max_res=max_res,
-        )
+        source = read.open(inputs)
+        peakfinder = pf8.finder(source)
         run = functools.partial(
             cnn_reduce,
             source,
@@ -134,6 +102,7 @@ def register(app: typer.Typer) -> None:
             peakfinder_settings=asdict(peakfinder.params),
             device=device,
             batch_size=batch_size,
+            precision=precision,
             compression=compression,
             overwrite=overwrite,
         )

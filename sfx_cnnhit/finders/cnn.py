@@ -26,6 +26,20 @@ from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
 from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.types import Classification, PeakList
 
+Precision = Literal["auto", "float32", "bfloat16"]
+#: Forward-pass arithmetic of :class:`CnnHitFinder`.
+PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16
+    or AMX (elsewhere bfloat16 is emulated and slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
 if TYPE_CHECKING:
     from sfx_cnnhit.explain.gradcam import GradCamExplainer
 
@@ -45,6 +59,9 @@ class CnnHitFinder:
             made on the first frame with its beam at the frame centre and CrystFEL's default settings.
         panel_layout: panels of a multi-panel slab for the preprocessing (None: the slab is one image).
         batch_size: frames per forward pass.
+        precision: arithmetic of the forward pass: ``"float32"``, ``"bfloat16"`` (about 3x faster on
+            CPUs with AMX or AVX512-BF16 and on GPUs), or ``"auto"``: bfloat16 where the hardware has
+            it (:func:`native_bfloat16`), else float32. Preprocessing and Grad-CAM stay float32.
 
     Attributes:
         last_score: hit probability of the frame of the last :meth:`find_peaks` call.
@@ -64,6 +81,7 @@ class CnnHitFinder:
         peakfinder: Peakfinder8Finder | None = None,
         panel_layout: PanelLayout | None = None,
         batch_size: int = 64,
+        precision: Precision = "float32",
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"CNN hit finder: threshold must be a probability in [0, 1], got {threshold}")
@@ -73,7 +91,15 @@ class CnnHitFinder:
         self.peakfinder = peakfinder
         self.threshold = float(threshold)
         self.device = resolve_device(device)
+        if precision not in ("auto", *PRECISIONS):
+            raise ConfigError(f"CNN hit finder: precision must be auto, float32 or bfloat16, got {precision!r}")
         self.model, self.spec = load_model(model, device=self.device, optimize=True)
+        if precision == "auto":
+            precision = "bfloat16" if native_bfloat16(self.device) else "float32"
+        self.precision = precision
+        self._dtype = PRECISIONS[precision]
+        self._forward_model = self.model if precision == "float32" else copy.deepcopy(self.model).to(self._dtype)
+        self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.model_source = str(model) if model is not None else "default"
         self.panel_layout = panel_layout
         self.batch_size = int(batch_size)
@@ -93,18 +119,40 @@ class CnnHitFinder:
     def hit_probability(
         self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
     ) -> NDArray[np.float64]:
-        """P(hit) of ``(n, ss, fs)`` frames (masks: True = good): the summed probability of hit classes."""
+        """P(hit) of ``(n, ss, fs)`` frames: the summed probability of the hit classes.
+
+        ``masks`` (True = good): ``(n, ss, fs)``, one static ``(ss, fs)`` mask for all frames, or None.
+        """
         frames = np.asarray(frames)
         if frames.ndim == 2:
             frames = frames[None]
+        static = masks is not None and np.ndim(masks) == 2
         out = np.empty(frames.shape[0], np.float64)
         for i in range(0, frames.shape[0], self.batch_size):
-            m = None if masks is None else masks[i : i + self.batch_size]
-            x = preprocess(frames[i : i + self.batch_size], m, self.spec.preprocess, self.panel_layout)
-            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            probs = torch.softmax(self.model(x).float(), dim=1)
+            batch = frames[i : i + self.batch_size]
+            m = masks if static or masks is None else masks[i : i + self.batch_size]
+            raw, x = self._input_buffers(len(batch))
+            preprocess(batch, m, self.spec.preprocess, self.panel_layout, out=raw)
+            if x.data_ptr() != raw.data_ptr():
+                x.copy_(raw, non_blocking=True)
+            probs = torch.softmax(self._forward_model(x).float(), dim=1)
             out[i : i + len(x)] = probs[:, self._hit_classes].sum(dim=1).cpu().numpy()
         return out
+
+    def _input_buffers(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reused buffers for ``n`` frames: the preprocessed float32 input (host; pinned when the model
+        is on a GPU) and the network input (on the device, in the forward pass's dtype, channels_last).
+        Allocated once for a full batch; shorter batches use the leading frames."""
+        if self._inputs is None or len(self._inputs[0]) < n:
+            S, size = self.spec.input_size, max(n, self.batch_size)
+            raw = torch.empty((size, 1, S, S), dtype=torch.float32, pin_memory=self.device.type == "cuda")
+            if self.device.type == "cpu" and self._dtype == torch.float32:
+                x = raw  # (n, 1, S, S) with one channel is already channels_last
+            else:
+                x = torch.empty_like(raw, dtype=self._dtype, device=self.device, memory_format=torch.channels_last)
+            self._inputs = (raw, x)
+        raw, x = self._inputs
+        return raw[:n], x[:n]
 
     def _localiser(self, frame_shape: tuple[int, int]) -> Peakfinder8Finder:
         if self.peakfinder is None:

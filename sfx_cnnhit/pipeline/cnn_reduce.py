@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.finders.cnn import CnnHitFinder
+from sfx_cnnhit.finders.cnn import CnnHitFinder, Precision
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.models.checkpoint import load_checkpoint, resolve_model_path
@@ -50,6 +50,7 @@ def cnn_reduce(
     peakfinder_settings: Mapping[str, Any] | None = None,
     device: str = "auto",
     batch_size: int = 64,
+    precision: Precision = "float32",
     compression: str = "gzip",
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -66,11 +67,13 @@ def cnn_reduce(
         peakfinder=peakfinder,
         panel_layout=panel_layout_for(source.geometry),
         batch_size=batch_size,
+        precision=precision,
     )
     settings = {
         "model": str(resolve_model_path(model)),
         "threshold": finder.threshold,
         "explain": explain,
+        "precision": finder.precision,
         "peakfinder8": dict(peakfinder_settings or {}),
     }
     return reduce_run(

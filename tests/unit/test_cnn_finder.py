@@ -86,6 +86,22 @@ def test_classify_scores_and_peaks_only_on_hits(model_path, frames):
         CnnHitFinder(model=model_path, threshold=1.5)
 
 
+def test_batches_static_masks_and_bfloat16_agree(model_path, frames):
+    finder = CnnHitFinder(model=model_path, batch_size=4)  # 6 frames: a full and a short batch
+    masks = np.ones(frames.shape, bool)
+    masks[:, :8] = False
+    per_frame = finder.hit_probability(frames, masks)
+    np.testing.assert_allclose(finder.hit_probability(frames, masks[0]), per_frame, rtol=1e-6)
+    one_batch = CnnHitFinder(model=model_path, batch_size=8).hit_probability(frames, masks)
+    np.testing.assert_allclose(one_batch, per_frame, rtol=1e-5, atol=1e-6)
+    # the mask reaches the network: without it the scores change
+    assert not np.allclose(finder.hit_probability(frames), per_frame)
+    fast = CnnHitFinder(model=model_path, batch_size=4, precision="bfloat16").hit_probability(frames, masks)
+    np.testing.assert_allclose(fast, per_frame, atol=0.05)
+    with pytest.raises(ConfigError):
+        CnnHitFinder(model=model_path, precision="float16")
+
+
 @pytest.mark.parametrize(("explain", "panels"), [("none", None), ("gradcam", None), ("gradcam", (32, 48))])
 def test_cnn_reduce_writes_hits_with_frame_shaped_heat_maps(model_path, frames, tmp_path, explain, panels):
     path = tmp_path / "run.cxi"
