@@ -11,9 +11,10 @@ Steps (``docs/throughput.md`` quotes the output):
 1. the model as trained (batch norm, NCHW), one frame at a time;
 2. batched (``--batch``);
 3. batch norm folded into the convolutions;
-4. channels_last memory layout: 3 + 4 are ``load_model(optimize=True)``, the shipped path, timed
-   through ``CnnHitFinder.hit_probability``;
-5. bfloat16 autocast (pays on CPUs with AVX512-BF16/AMX; accuracy against float32 printed);
+4. channels_last memory layout and a reused input buffer: 3 + 4 are ``load_model(optimize=True)``,
+   the shipped path, timed through ``CnnHitFinder.hit_probability`` (``precision="float32"``);
+5. bfloat16 weights and input (``CnnHitFinder(precision="bfloat16")``, what ``"auto"`` picks on CPUs
+   with AVX512-BF16/AMX; agreement with float32 printed);
 6. ``--compile``: ``torch.compile`` (inductor; needs a C++ compiler; compile time printed);
 7. batch sizes (``--sweep``), preprocessing and forward pass alone;
 8. I/O: ``reduce_run`` on a compressed CXI file (veto only) with the reader thread off / on; the
@@ -91,13 +92,13 @@ def simulate(detector: str, n_frames: int, seed: int = 0) -> tuple[np.ndarray, n
     return np.ascontiguousarray(batch.data[take]), masks, sim.geometry
 
 
-def veto_loop(model: torch.nn.Module, spec, layout, data, mask, batch: int, *, channels_last: bool,
-              bf16: bool = False) -> Callable[[], np.ndarray]:
+def veto_loop(model: torch.nn.Module, spec, layout, data, mask, batch: int, *, channels_last: bool
+              ) -> Callable[[], np.ndarray]:
     """Preprocessing + forward pass + P(hit) over all frames, ``batch`` at a time."""
 
     def run() -> np.ndarray:
         out = []
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.inference_mode():
             for i in range(0, len(data), batch):
                 x = preprocess(data[i : i + batch], mask[i : i + batch], spec.preprocess, layout)
                 if channels_last:
@@ -236,7 +237,10 @@ def main() -> None:
               f"({'trained' if info['trained'] else 'untrained stand-in'}), batch {args.batch}")
         trained, spec = load_model(info["path"])  # as trained: batch norm, NCHW
         folded = fuse_conv_bn_(copy.deepcopy(trained))
-        shipped = CnnHitFinder(model=info["path"], panel_layout=layout, batch_size=args.batch, device="cpu")
+        shipped = CnnHitFinder(model=info["path"], panel_layout=layout, batch_size=args.batch, device="cpu",
+                               precision="float32")
+        fast = CnnHitFinder(model=info["path"], panel_layout=layout, batch_size=args.batch, device="cpu",
+                            precision="bfloat16")
         variants: dict[str, Run] = {}
         pf8 = Peakfinder8Finder.from_geometry(geometry, Peakfinder8Params(**PEAKFINDER8_SETTINGS))
         om = om_loop(pf8, data, mask)
@@ -248,9 +252,8 @@ def main() -> None:
                                                         channels_last=False)
         variants["3. + batch norm folded"] = veto_loop(folded, spec, layout, data, mask, args.batch,
                                                        channels_last=False)
-        variants["4. + channels_last (shipped CnnHitFinder)"] = lambda: shipped.hit_probability(data, mask)
-        bf16 = veto_loop(shipped.model, spec, layout, data, mask, args.batch, channels_last=True, bf16=True)
-        variants["5. + bfloat16 autocast"] = bf16
+        variants["4. + channels_last, reused buffer (float32)"] = lambda: shipped.hit_probability(data, mask)
+        variants["5. + bfloat16 (CnnHitFinder precision)"] = lambda: fast.hit_probability(data, mask)
         if args.compile:
             t0 = time.perf_counter()
             compiled = torch.compile(shipped.model)
@@ -263,23 +266,24 @@ def main() -> None:
         reference = "OM peakfinder8 (compiled, one core)" if om is not None else None
         print_table(timer, len(data), reference, "veto (preprocessing + forward pass + P(hit)), best of rounds")
         p32 = shipped.hit_probability(data, mask)
-        print(f"bfloat16 vs float32: {agreement(p32, bf16())}")
+        print(f"bfloat16 vs float32: {agreement(p32, fast.hit_probability(data, mask))}")
 
         x = preprocess(data[: args.batch], mask[: args.batch], spec.preprocess, layout)
         xc = x.contiguous(memory_format=torch.channels_last)
         parts = Timer()
 
-        def forward(bf: bool) -> Run:
+        def forward(model: torch.nn.Module, x: torch.Tensor) -> Run:
             def run() -> None:
-                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf):
-                    shipped.model(xc)
+                with torch.inference_mode():
+                    model(x)
 
             return run
 
         parts.rounds({"preprocessing alone": lambda: preprocess(data[: args.batch], mask[: args.batch],
                                                                  spec.preprocess, layout),
-                      "forward pass alone (float32, folded, CL)": forward(False),
-                      "forward pass alone (bfloat16)": forward(True)}, args.rounds)
+                      "forward pass alone (float32, folded, CL)": forward(shipped.model, xc),
+                      "forward pass alone (bfloat16)": forward(fast.forward_model, xc.to(torch.bfloat16))},
+                     args.rounds)
         print_table(parts, args.batch, None, f"parts, one batch of {args.batch}")
         if args.sweep:
             sweep = Timer()

@@ -37,6 +37,14 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--workdir", help="Folder of last.pt/best.pt (default OUTPUT.work).")
         ] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from WORKDIR/last.pt.")] = False,
+        augment: Annotated[
+            Literal["detector", "label_safe", "none"] | None,
+            typer.Option(
+                "--augment",
+                help="Augmentation (default: the preset's): detector (all effects), label_safe (none that can "
+                "change a label), none.",
+            ),
+        ] = None,
     ) -> None:
         """Train a CNN (Adam, exponential lr decay, augmentation, class weighting, validation per epoch).
 
@@ -44,6 +52,13 @@ def register(app: typer.Typer) -> None:
         metrics and the validation scores that `reduce --target-hit-recall` uses.
         """
         from sfx_cnnhit.models.fit import fit
+        from sfx_cnnhit.models.training import AUGMENTATIONS
+
+        overrides = {
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_gamma": lr_gamma, "seed": seed, "device": device,
+        }
+        if augment is not None:
+            overrides["augment"] = AUGMENTATIONS[augment]
 
         path, result = fit(
             output=output,
@@ -54,10 +69,7 @@ def register(app: typer.Typer) -> None:
             task=task,
             arch=arch,
             preset=preset,
-            overrides={
-                "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_gamma": lr_gamma, "seed": seed,
-                "device": device,
-            },
+            overrides=overrides,
             workdir=workdir,
             resume=resume,
             max_frames=max_frames,

@@ -64,6 +64,8 @@ class CnnHitFinder:
             it (:func:`native_bfloat16`), else float32. Preprocessing and Grad-CAM stay float32.
 
     Attributes:
+        model: the float32 model (Grad-CAM runs on it); ``forward_model``: the model the veto runs,
+            in ``precision`` (the same object for float32).
         last_score: hit probability of the frame of the last :meth:`find_peaks` call.
     """
 
@@ -98,7 +100,7 @@ class CnnHitFinder:
             precision = "bfloat16" if native_bfloat16(self.device) else "float32"
         self.precision = precision
         self._dtype = PRECISIONS[precision]
-        self._forward_model = self.model if precision == "float32" else copy.deepcopy(self.model).to(self._dtype)
+        self.forward_model = self.model if precision == "float32" else copy.deepcopy(self.model).to(self._dtype)
         self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.model_source = str(model) if model is not None else "default"
         self.panel_layout = panel_layout
@@ -135,7 +137,7 @@ class CnnHitFinder:
             preprocess(batch, m, self.spec.preprocess, self.panel_layout, out=raw)
             if x.data_ptr() != raw.data_ptr():
                 x.copy_(raw, non_blocking=True)
-            probs = torch.softmax(self._forward_model(x).float(), dim=1)
+            probs = torch.softmax(self.forward_model(x).float(), dim=1)
             out[i : i + len(x)] = probs[:, self._hit_classes].sum(dim=1).cpu().numpy()
         return out
 

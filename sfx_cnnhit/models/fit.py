@@ -81,7 +81,8 @@ def fit(
         raise ConfigError("no training data: give labelled files and/or a number of frames to simulate per epoch")
     if preset not in PRESETS:
         raise ConfigError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
-    config = replace(PRESETS[preset], **{k: v for k, v in (overrides or {}).items() if v is not None})
+    # None leaves the preset's value, except for augment, where None means no augmentation.
+    config = replace(PRESETS[preset], **{k: v for k, v in (overrides or {}).items() if v is not None or k == "augment"})
     model, spec = create_model(arch, task=task)
     workdir = Path(workdir) if workdir is not None else output.with_name(output.name + ".work")
     sources: list[BatchSource] = []

@@ -224,6 +224,19 @@ class TrainConfig:
 #: ``seed``: the seed paper's settings (Adam from 1e-5, batch 128, 50 epochs; the paper gives no decay
 #: rate, we use 0.95 per epoch, so the rate ends at 1e-5 * 0.95**49 = 8e-7), no augmentation, no class
 #: weights. ``hitnet``: our default for HitNet from scratch, with augmentation and balanced classes.
+#: Named augmentations (``sfx-cnnhit train --augment``). ``detector``: every effect at full strength.
+#: ``label_safe``: the same effects, none of which can change a frame's label: no large masked
+#: rectangles and only narrow gaps (they can hide the spots that make a weak frame a hit), a
+#: narrower gain range and less read noise (they move spots across the 10-sigma line that defines
+#: the classes), hot pixels and bad values as before. ``none``: raw frames.
+AUGMENTATIONS: dict[str, AugmentConfig | None] = {
+    "detector": AugmentConfig(),
+    "label_safe": AugmentConfig(
+        gain_range=(0.8, 1.25), read_noise_range=(0.0, 0.5), p_gaps=0.2, gap_width=(1, 4), p_mask_rect=0.0
+    ),
+    "none": None,
+}
+
 PRESETS: dict[str, TrainConfig] = {
     "seed": TrainConfig(
         epochs=50, batch_size=128, lr=1e-5, lr_gamma=0.95, weight_decay=0.0, class_weights=None, augment=None

@@ -1,0 +1,187 @@
+"""peakfinder8 at its best: its settings tuned on the very frames it is scored on (an upper bound).
+
+The CNN's model card compares the shipped model with peakfinder8 on the same test frames. To make
+that comparison fair to the classical method, peakfinder8 gets every advantage: a grid of ADC
+thresholds, SNR limits and minimum peak sizes is run over the labelled frames, and for each the
+minimum number of peaks that makes a hit (``min_peaks``, OM's ``min_num_peaks_for_hit``) is chosen
+to maximise hit/miss accuracy on those same frames. The best cell is reported with its settings.
+The frames are read once; every grid cell runs our peakfinder8, which is exact to OM's compiled one.
+
+    python -m sfx_cnnhit.comparisons.tuning test_512.cxi --labels /truth/hit --json pf8_best.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sfx_cnnhit.errors import InputError, SfxCnnHitError
+from sfx_cnnhit.finders.config import Peakfinder8Params
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
+from sfx_cnnhit.io.labels import load_labels
+from sfx_cnnhit.io.sources import FrameSource, open_frames
+
+from .metrics import hit_metrics
+
+#: The default grid (ADU for 1 ADU per photon, as simulated frames are).
+DEFAULT_GRID: dict[str, tuple[float, ...]] = {
+    "adc_threshold": (20.0, 50.0, 100.0, 200.0),
+    "minimum_snr": (3.0, 4.0, 5.0, 6.0, 8.0),
+    "min_pixel_count": (1, 2, 3),
+}
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """The best grid cell and the whole grid.
+
+    Attributes:
+        params: best peakfinder8 settings; ``min_peaks`` the best hit rule on them.
+        metrics: :func:`~sfx_cnnhit.comparisons.metrics.hit_metrics` of the best cell.
+        grid: every cell: settings, best ``min_peaks``, accuracy.
+        n_frames: labelled frames scored.
+    """
+
+    params: Peakfinder8Params
+    min_peaks: int
+    metrics: dict[str, Any]
+    grid: list[dict[str, Any]]
+    n_frames: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_frames": self.n_frames, "params": asdict(self.params), "min_peaks": self.min_peaks,
+                "metrics": self.metrics, "grid": self.grid}
+
+
+def best_min_peaks(n_peaks: NDArray[np.integer], is_hit: NDArray[np.bool_]) -> tuple[int, float]:
+    """The ``min_peaks`` (hit if ``n_peaks >= min_peaks``, at least 1) with the highest accuracy, and it."""
+    candidates = np.unique(np.concatenate([[1], n_peaks[n_peaks >= 1], [n_peaks.max() + 1]]))
+    accuracy = [(np.equal(n_peaks >= k, is_hit)).mean() for k in candidates]
+    i = int(np.argmax(accuracy))
+    return int(candidates[i]), float(accuracy[i])
+
+
+def labelled_frames(
+    source: FrameSource, label_spec: str, max_frames: int | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Frames ``(n, ss, fs)``, masks and hit/miss truth ``(n,)`` of the labelled frames of ``source``."""
+    labels = load_labels(label_spec)
+    frames, masks, truth = [], [], []
+    stop = source.n_frames if max_frames is None else min(max_frames, source.n_frames)
+    for batch in source.batches(64, stop=stop):
+        _ids, values = labels.for_batch(batch)
+        frames.append(batch.data)
+        masks.append(batch.mask)
+        truth.append(values)
+    if not frames:
+        raise InputError("peakfinder8 tuning: no frames")
+    data, mask, y = np.concatenate(frames), np.concatenate(masks), np.concatenate(truth)
+    keep = y >= 0
+    if not keep.any():
+        raise InputError(f"peakfinder8 tuning: no labelled frames ({label_spec})")
+    return data[keep], mask[keep], y[keep].astype(bool)
+
+
+def count_peaks(
+    source: FrameSource, params: Peakfinder8Params, data: NDArray[np.float32], mask: NDArray[np.bool_]
+) -> NDArray[np.int64]:
+    """peakfinder8's number of peaks on each frame (the source's geometry, else the beam at the centre)."""
+    if source.geometry is not None:
+        finder = Peakfinder8Finder.from_geometry(source.geometry, params)
+    else:
+        finder = Peakfinder8Finder.from_beam_center(data.shape[1:], params)
+    return np.array([finder.find_peaks_masked(f, m).num_peaks for f, m in zip(data, mask, strict=True)])
+
+
+def score_peakfinder8(
+    source: FrameSource, label_spec: str, params: Peakfinder8Params, min_peaks: int, max_frames: int | None = None
+) -> dict[str, Any]:
+    """:func:`~sfx_cnnhit.comparisons.metrics.hit_metrics` of peakfinder8 with fixed settings (hit if at
+    least ``min_peaks`` peaks) on ``source``'s labelled frames: tuned elsewhere, scored here."""
+    data, mask, is_hit = labelled_frames(source, label_spec, max_frames)
+    return hit_metrics(is_hit, count_peaks(source, params, data, mask) >= min_peaks)
+
+
+def tune_peakfinder8(
+    source: FrameSource,
+    label_spec: str,
+    *,
+    grid: dict[str, Sequence[float]] | None = None,
+    base: Peakfinder8Params | None = None,
+    max_frames: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TuningResult:
+    """Grid-search peakfinder8 on ``source``'s labelled frames (see the module docstring).
+
+    Args:
+        source: frames with hit/miss labels; the geometry (if any) gives the ASIC layout and beam.
+        label_spec: hit/miss labels, :func:`~sfx_cnnhit.io.labels.load_labels` form (``/truth/hit``).
+        grid: values per :class:`Peakfinder8Params` field (default :data:`DEFAULT_GRID`).
+        base: settings of the fields the grid leaves alone (default CrystFEL's).
+        max_frames: use at most this many frames (the first ones).
+        progress: called with a line per grid cell.
+    """
+    grid = dict(grid or DEFAULT_GRID)
+    data, mask, is_hit = labelled_frames(source, label_spec, max_frames)
+    base = base or Peakfinder8Params()
+    cells: list[dict[str, Any]] = []
+    best: tuple[float, Peakfinder8Params, int, NDArray[np.int64]] | None = None
+    for values in itertools.product(*grid.values()):
+        params = replace(base, **dict(zip(grid, values, strict=True)))
+        n_peaks = count_peaks(source, params, data, mask)
+        k, accuracy = best_min_peaks(n_peaks, is_hit)
+        cells.append({**dict(zip(grid, values, strict=True)), "min_peaks": k, "accuracy": accuracy})
+        if progress:
+            progress(f"{cells[-1]}")
+        if best is None or accuracy > best[0]:
+            best = (accuracy, params, k, n_peaks)
+    assert best is not None
+    accuracy, params, k, n_peaks = best
+    return TuningResult(params=params, min_peaks=k, metrics=hit_metrics(is_hit, n_peaks >= k), grid=cells,
+                        n_frames=int(is_hit.size))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sfx_cnnhit.comparisons.tuning", description=__doc__.split("\n")[0])
+    parser.add_argument("inputs", nargs="+", type=Path, help="labelled CXI/HDF5 files")
+    parser.add_argument("--labels", default="/truth/hit", help="hit/miss labels (dataset or CSV)")
+    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--score", nargs="+", type=Path, default=[],
+                        help="labelled files to score the best settings on (tuned on INPUTS, scored here)")
+    parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    args = parser.parse_args(argv)
+
+    def line(name: str, m: dict[str, Any]) -> str:
+        return (f"{name}: {m['n_labelled']} frames, accuracy {m['accuracy']:.4f}, hit recall {m['hit_recall']:.4f}, "
+                f"miss rejection {m['miss_rejection']:.4f}")
+
+    try:
+        source = open_frames([str(p) for p in args.inputs])
+        result = tune_peakfinder8(source, args.labels, max_frames=args.max_frames,
+                                  progress=lambda text: print(text, file=sys.stderr, flush=True))
+        scored = {str(path): score_peakfinder8(open_frames([str(path)]), args.labels, result.params,
+                                               result.min_peaks) for path in args.score}
+    except SfxCnnHitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"best of {len(result.grid)} settings: adc_threshold {result.params.adc_threshold}, minimum_snr "
+          f"{result.params.minimum_snr}, min_pixel_count {result.params.min_pixel_count}, min_peaks {result.min_peaks}")
+    print(line("tuned on " + " ".join(map(str, args.inputs)), result.metrics))
+    for name, m in scored.items():
+        print(line(name, m))
+    if args.json:
+        args.json.write_text(json.dumps({**result.to_dict(), "scored": scored}, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
