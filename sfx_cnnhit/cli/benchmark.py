@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
+from sfx_cnnhit.cli.inputs import Device, PrecisionOption
 from sfx_cnnhit.io.atomic import write_text_atomic
 from sfx_cnnhit.pipeline.benchmark import DEFAULT_METHODS, METHODS, BenchmarkConfig, format_report, run_benchmark
 
@@ -36,7 +37,8 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[
             int | None, typer.Option("--threads", help="torch threads (default: one per core).")
         ] = None,
-        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda ...")] = "auto",
+        device: Device = "auto",
+        precision: PrecisionOption = "float32",
         workdir: Annotated[
             Path | None, typer.Option("--workdir", help="Keep frames and outputs here (default: a temporary folder).")
         ] = None,
@@ -45,7 +47,9 @@ def register(app: typer.Typer) -> None:
         peakfinder8 (ours and OM's), DIALS dispersion, AlexNet and ResNet-101 on the same frames, each
         also as a ratio to OM's peakfinder8. About two minutes on a 2-core machine (--full: longer).
         """
-        overrides: dict[str, object] = {"model": model, "batch_size": batch_size, "threads": threads, "device": device}
+        overrides: dict[str, object] = {
+            "model": model, "batch_size": batch_size, "threads": threads, "device": device, "precision": precision,
+        }
         if method:
             overrides["methods"] = tuple(method)
         elif not full:

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -31,6 +31,14 @@ OutDir = Annotated[Path, typer.Option("--output", "-o", help="Output folder (cre
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Frames per batch (bounds memory).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a completed run in the output folder.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
+PrecisionOption = Annotated[
+    Literal["auto", "float32", "bfloat16"],
+    typer.Option(
+        "--precision",
+        help="Arithmetic of the veto's forward pass: bfloat16 is about 3x faster on CPUs with AMX/AVX512-BF16 "
+        "and on GPUs; auto picks it where the hardware has it.",
+    ),
+]
 MinPeaks = Annotated[int | None, typer.Option("--min-peaks", help="A hit has at least this many peaks.")]
 
 

@@ -18,6 +18,7 @@ from sfx_cnnhit.cli.inputs import (
     OutDir,
     Overwrite,
     Peakfinder8Options,
+    PrecisionOption,
     with_option_groups,
 )
 from sfx_cnnhit.cli.summary import print_summary
@@ -43,14 +44,6 @@ Explain = Annotated[
     typer.Option(
         "--explain",
         help="Heat maps for every hit: gradcam, guided (guided Grad-CAM), hirescam (sharper on sparse spots), none.",
-    ),
-]
-PrecisionOption = Annotated[
-    Literal["auto", "float32", "bfloat16"],
-    typer.Option(
-        "--precision",
-        help="Arithmetic of the veto's forward pass: bfloat16 is about 3x faster on CPUs with AMX/AVX512-BF16 "
-        "and on GPUs; auto picks it where the hardware has it.",
     ),
 ]
 Compression = Annotated[

@@ -111,6 +111,7 @@ class BenchmarkConfig:
         batch_size: frames per batch of the CNN and the reduction.
         model: checkpoint path or shipped name (None: the shipped default, or a stand-in).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
+        precision: the CNN veto's forward-pass arithmetic (:class:`CnnHitFinder`'s ``precision``).
         threads: torch threads in every method (None: torch's default, one per core).
         seed: simulator seed.
         worker_timeout_s: a method taking longer is stopped and reported as failed.
@@ -128,6 +129,7 @@ class BenchmarkConfig:
     batch_size: int = 16
     model: str | None = None
     device: str = "auto"
+    precision: str = "float32"
     threads: int | None = None
     seed: int = 0
     worker_timeout_s: float = 900.0
@@ -437,6 +439,7 @@ def run_benchmark(
                 "max_frames": config.seed_net_frames if m.seed_net else config.max_frames,
                 "seconds": config.seconds_per_method,
                 "device": config.device,
+                "precision": config.precision,
                 "threads": config.threads,
                 "workdir": str(workdir / detector / method),
             }
@@ -545,7 +548,7 @@ class _Veto(_Case):
 
         layout = panel_layout_for(DetectorGeometry.from_file(task["files"]["geometry"]))
         self.finder = CnnHitFinder(model=task["model"], device=task["device"], panel_layout=layout,
-                                   batch_size=task["batch_size"])
+                                   batch_size=task["batch_size"], precision=task["precision"])
         self.threshold = _threshold(task, lambda: self.finder.hit_probability(pool["data"], pool["mask"]),
                                     int(pool["hit"].sum()))
         self.gradcam = gradcam
@@ -688,7 +691,7 @@ def _reduce(task: dict[str, Any]) -> dict[str, Any]:
     def run(name: str) -> Any:
         return cnn_reduce(open_frames([task["files"][name]], geometry=geometry), out / name, model=task["model"],
                           threshold=threshold, explain="gradcam", peakfinder=pf8, device=task["device"],
-                          batch_size=task["batch_size"], overwrite=True)
+                          batch_size=task["batch_size"], precision=task["precision"], overwrite=True)
 
     run("warm")
     ready = current_rss_mb()
