@@ -32,7 +32,7 @@ class CnnChoice:
     """How to build the CNN hit finder: model name or checkpoint path, P(hit) threshold, device."""
 
     model: str = "default"
-    threshold: float = 0.5
+    threshold: float | None = None
     device: str = "auto"
 
 
@@ -206,9 +206,10 @@ def cnn_method(choice: CnnChoice, peakfinder: Peakfinder8Finder | None = None) -
         name="cnn",
         finder=finder,
         score_name="p_hit",
-        description=f"CNN {choice.model}, hit if P(hit) >= {choice.threshold:g}",
+        description=f"CNN {choice.model}, hit if P(hit) >= {finder.threshold:g}",
         settings={
             **dataclasses.asdict(choice),
+            "threshold": finder.threshold,
             "localiser": None if peakfinder is None else dataclasses.asdict(peakfinder.params),
             "torch_version": torch.__version__,
         },

@@ -20,7 +20,8 @@ class CnnHitSettings:
 
     Attributes:
         model: checkpoint path or shipped model name; None = the shipped default model.
-        threshold: a frame is a hit when its P(hit) is at least this (in [0, 1]).
+        threshold: a frame is a hit when its P(hit) is at least this (in [0, 1]); None = the model's
+            calibrated threshold.
         device: ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         explain: heat map made for each hit: ``"gradcam"``, ``"guided"`` (guided Grad-CAM) or ``"none"``.
         batch_size: frames per forward pass of :meth:`CnnHitFinder.classify`.
@@ -29,14 +30,14 @@ class CnnHitSettings:
     """
 
     model: str | None = None
-    threshold: float = 0.5
+    threshold: float | None = None
     device: str = "auto"
     explain: str = "none"
     batch_size: int = 64
     precision: str = "float32"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"CNN threshold must be a probability in [0, 1], got {self.threshold}")
         if self.explain not in EXPLAIN_METHODS:
             raise ConfigError(f"CNN explain must be one of {', '.join(EXPLAIN_METHODS)}, got {self.explain!r}")

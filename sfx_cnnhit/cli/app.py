@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "simulate",
     "peakfinder8",
     "train",
+    "calibrate",
     "evaluate",
     "reduce",
     "explain",

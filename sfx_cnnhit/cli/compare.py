@@ -30,7 +30,9 @@ UseDispersion = Annotated[bool, typer.Option("--dispersion", help="Built-in DIAL
 UsePeakfinder8 = Annotated[bool, typer.Option("--peakfinder8", help="peakfinder8 (CrystFEL-style options below).")]
 UseCnn = Annotated[bool, typer.Option("--cnn", help="The CNN hit finder.")]
 Model = Annotated[str, typer.Option("--model", help="CNN model name or checkpoint file.")]
-CnnThreshold = Annotated[float, typer.Option("--cnn-threshold", help="CNN: hit if P(hit) >= this.")]
+CnnThreshold = Annotated[
+    float | None, typer.Option("--cnn-threshold", help="CNN: hit if P(hit) >= this (default: the model's own).")
+]
 Labels = Annotated[
     str | None,
     typer.Option("--labels", help="True labels: a dataset in each input (/truth/hit) or a CSV (event_id,label)."),
@@ -87,7 +89,7 @@ def register(app: typer.Typer) -> None:
         peakfinder8: UsePeakfinder8 = False,
         cnn: UseCnn = False,
         model: Model = "default",
-        cnn_threshold: CnnThreshold = 0.5,
+        cnn_threshold: CnnThreshold = None,
         device: Device = "auto",
         labels: Labels = None,
         dials_preset: DialsPreset = None,

@@ -21,7 +21,7 @@ from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import register_finder
 from sfx_cnnhit.finders.config import params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-from sfx_cnnhit.models.checkpoint import load_model
+from sfx_cnnhit.models.checkpoint import load_model, model_threshold
 from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
 from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.types import Classification, PeakList
@@ -53,7 +53,8 @@ class CnnHitFinder:
             ``Peakfinder8PeakDetection``; when given they build the peakfinder8 that localises peaks
             on hits (``crystallography_parameters`` is OM's ``peakfinder8_peak_detection`` group).
         model: checkpoint path or shipped model name (default: the shipped default model).
-        threshold: a frame is a hit when its hit probability is at least this.
+        threshold: a frame is a hit when its hit probability is at least this (default: the threshold
+            the model was calibrated to on its validation set, else 0.5).
         device: ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``, ...
         peakfinder: a ready peakfinder8 for hits (instead of OM's arguments); without either, one is
             made on the first frame with its beam at the frame centre and CrystFEL's default settings.
@@ -78,13 +79,15 @@ class CnnHitFinder:
         crystallography_parameters: Mapping[str, Any] | None = None,
         *,
         model: str | os.PathLike[str] | None = None,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         device: str = "auto",
         peakfinder: Peakfinder8Finder | None = None,
         panel_layout: PanelLayout | None = None,
         batch_size: int = 64,
         precision: Precision = "float32",
     ) -> None:
+        if threshold is None:
+            threshold = model_threshold(model)
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"CNN hit finder: threshold must be a probability in [0, 1], got {threshold}")
         if peakfinder is None and radius_pixel_map is not None:

@@ -30,6 +30,7 @@ from torch import nn
 import sfx_cnnhit
 from sfx_cnnhit.errors import InputError, NotAvailableError
 from sfx_cnnhit.io.atomic import atomic_output
+from sfx_cnnhit.models.calibration import DECISION_THRESHOLD
 from sfx_cnnhit.models.hitnet import fuse_conv_bn_
 from sfx_cnnhit.models.zoo import ModelSpec, build_model
 
@@ -38,6 +39,8 @@ CHECKPOINT_FORMAT = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: The shipped model every command uses unless told otherwise.
 DEFAULT_MODEL = "hitnet_hitmiss"
+#: Hit threshold of a checkpoint that records no calibrated one.
+FALLBACK_THRESHOLD = 0.5
 
 
 def code_version() -> dict[str, Any]:
@@ -187,6 +190,13 @@ def resolve_model_path(path_or_name: str | os.PathLike[str] | None = None) -> Pa
         f"no shipped model {str(path_or_name)!r} (shipped: {known}); train one with `sfx-cnnhit train` "
         "and pass its checkpoint path"
     )
+
+
+def model_threshold(path_or_name: str | os.PathLike[str] | None = None) -> float:
+    """The hit threshold on P(hit) a checkpoint was calibrated to on its validation set
+    (:mod:`sfx_cnnhit.models.calibration`), else :data:`FALLBACK_THRESHOLD`."""
+    metrics = load_checkpoint(resolve_model_path(path_or_name)).metrics
+    return float(metrics.get(DECISION_THRESHOLD, FALLBACK_THRESHOLD))
 
 
 def load_model(

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from sfx_cnnhit.errors import ConfigError, OutputError
-from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model, save_checkpoint
+from sfx_cnnhit.models.calibration import CALIBRATION, DECISION_THRESHOLD, apply_logit_offsets_, calibration_record
+from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model, resolve_model_path, save_checkpoint
 from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames
 from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
 from sfx_cnnhit.models.tasks import Task
@@ -60,6 +62,7 @@ def fit(
     resume: bool = False,
     max_frames: int | None = None,
     progress: bool = True,
+    calibrate: bool = True,
 ) -> tuple[Path, TrainResult]:
     """Train a zoo model and write one checkpoint that carries everything inference needs.
 
@@ -73,6 +76,8 @@ def fit(
         overrides: fields of :class:`~sfx_cnnhit.models.training.TrainConfig` to change.
         workdir: folder of ``last.pt``/``best.pt`` (default ``<output>.work``); ``resume`` continues
             from its ``last.pt``.
+        calibrate: fit per-class logit offsets and the hit threshold on the validation files
+            (:mod:`sfx_cnnhit.models.calibration`) and store them in the checkpoint.
     """
     output = Path(output)
     if output.exists():
@@ -118,16 +123,49 @@ def fit(
         resume=last if resume and last.exists() else None, recipe=recipe, progress=progress,
     )
     best = load_checkpoint(workdir / "best.pt")
-    metrics = dict(best.metrics)
-    if val is not None:
-        best_model, _ = load_model(workdir / "best.pt")
-        probs, y = predict_batches(best_model, spec, val, layout=None)
-        metrics[VALIDATION_HIT_SCORES] = hit_scores_of_true_hits(probs, y, spec)
     final_model = build_model(spec)
     final_model.load_state_dict(best.state_dict)
-    save_checkpoint(output, final_model.eval(), spec, recipe=best.recipe, metrics={
-        **metrics, "history": result.history, "best_epoch": result.best_epoch})
+    metrics = {**best.metrics, "history": result.history, "best_epoch": result.best_epoch}
+    if val is not None:
+        metrics.update(validate_and_calibrate(final_model.eval(), spec, val, calibrate=calibrate))
+    save_checkpoint(output, final_model.eval(), spec, recipe=best.recipe, metrics=metrics)
     return output, result
+
+
+def validate_and_calibrate(model: nn.Module, spec: ModelSpec, val: Any, *, calibrate: bool = True) -> dict[str, Any]:
+    """Checkpoint metrics from the validation batches ``val``: the P(hit) of the true hits (for
+    ``--target-hit-recall``) and, with ``calibrate``, the calibration (applied to ``model`` in place;
+    see :mod:`sfx_cnnhit.models.calibration`)."""
+    probs, y = predict_batches(model, spec, val, layout=None)
+    metrics: dict[str, Any] = {}
+    if calibrate:
+        record = calibration_record(probs, y, spec.hit_classes)
+        probs = record.pop("calibrated_probs")
+        apply_logit_offsets_(model, record["logit_offsets"])
+        metrics[CALIBRATION] = record
+        metrics[DECISION_THRESHOLD] = record[DECISION_THRESHOLD]
+    metrics[VALIDATION_HIT_SCORES] = hit_scores_of_true_hits(probs, y, spec)
+    return metrics
+
+
+def calibrate_checkpoint(
+    model: str | os.PathLike[str], val_files: list[str], output: str | os.PathLike[str], *,
+    labels: str = "/truth/label", batch_size: int = 64,
+) -> tuple[Path, dict[str, Any]]:
+    """Calibrate a trained checkpoint on validation files into a new checkpoint (the input is kept)."""
+    output = Path(output)
+    if output.exists():
+        raise OutputError(f"{output}: exists; choose another name (checkpoints are never overwritten)")
+    ckpt = load_checkpoint(resolve_model_path(model))
+    if CALIBRATION in ckpt.metrics:
+        raise ConfigError(f"{model}: already calibrated (offsets {ckpt.metrics[CALIBRATION]['logit_offsets']})")
+    net = build_model(ckpt.spec)
+    net.load_state_dict(ckpt.state_dict)
+    val = LabelledFrames(val_files, labels, class_names=ckpt.spec.class_names, batch_size=batch_size, shuffle=False)
+    metrics = {**ckpt.metrics, **validate_and_calibrate(net.eval(), ckpt.spec, val)}
+    metrics[CALIBRATION]["val_files"] = data_recipe(val_files)
+    save_checkpoint(output, net, ckpt.spec, recipe=ckpt.recipe, metrics=metrics)
+    return output, metrics[CALIBRATION]
 
 
 class _Interleaved:

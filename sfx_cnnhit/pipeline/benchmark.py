@@ -567,12 +567,12 @@ class _Veto(_Case):
 def _threshold(task: dict[str, Any], scores: Callable[[], NDArray[np.float64]], n_hits: int) -> float:
     """The decision threshold: the given one, the default for a trained model, or for the stand-in
     the score that passes as many frames as there are true hits."""
-    from sfx_cnnhit.pipeline.cnn_reduce import DEFAULT_THRESHOLD
+    from sfx_cnnhit.models.checkpoint import model_threshold
 
     if task["threshold"] is not None:
         return float(task["threshold"])
     if task["trained"]:
-        return DEFAULT_THRESHOLD
+        return model_threshold(task["model"])
     ranked = np.sort(scores())[::-1]
     return float(ranked[n_hits - 1]) if n_hits else float(np.nextafter(ranked[0], np.inf))
 

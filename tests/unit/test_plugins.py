@@ -255,9 +255,9 @@ def test_cheetah_ini_defaults_and_errors(tmp_path):
     ini.write_text("hitfinderADC=100\nhitfinderMaxPixCount=30\n")
     settings, _, _ = read_cheetah_cnn(ini)
     assert settings == CnnHitSettings()
-    assert (settings.model, settings.threshold, settings.device, settings.explain, settings.batch_size) == (
-        None, 0.5, "auto", "none", 64
-    )
+    # no threshold: the model's calibrated one; float32 unless asked (bfloat16 is opt-in)
+    assert (settings.model, settings.threshold, settings.device, settings.explain, settings.batch_size,
+            settings.precision) == (None, None, "auto", "none", 64, "float32")
     for line, message in [("cnnThreshhold=0.5", "unknown CNN key"), ("cnnThreshold=high", "cnnThreshold|threshold"),
                           ("cnnExplain=lime", "explain"), ("cnnBatchSize=0", "batch size")]:
         ini.write_text(f"hitfinderMaxPixCount=30\n{line}\n")
