@@ -29,13 +29,10 @@ def register(app: typer.Typer) -> None:
         with frame_progress("demo") as update:
             result = run_demo(folder, n_frames=n_frames, hit_rate=hit_rate, seed=seed, model=model, progress=update)
         print_summary(result.summary, console)
-        if result.summary.method != "cnn":
-            console.print("[yellow]No CNN model ships with this version yet: peakfinder8 decided hit or miss.[/yellow]")
         console.print(
             f"Against the simulator's ground truth: {result.found_true_hits} of {result.true_hits} true hits "
             f"kept, {result.false_hits} misses kept."
         )
         console.print(f"Simulated run (ground truth under /truth): {result.run}")
         if result.figure:
-            what = "Grad-CAM maps and peaks" if result.summary.method == "cnn" else "peaks and true Bragg spots"
-            console.print(f"Look at a few hits with their {what}: [bold]{result.figure}[/bold]")
+            console.print(f"Look at a few hits with their Grad-CAM maps and peaks: [bold]{result.figure}[/bold]")

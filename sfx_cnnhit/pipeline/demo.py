@@ -15,20 +15,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from sfx_cnnhit.errors import NotAvailableError
-from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import Peakfinder8Params
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.cxi import DATA_PATH, read_peak_lists
 from sfx_cnnhit.io.sources import open_frames
-from sfx_cnnhit.models.checkpoint import resolve_model_path
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
-from sfx_cnnhit.pipeline.reduce import SCORE_DATASET, ReduceSummary, reduce_run
+from sfx_cnnhit.pipeline.reduce import SCORE_DATASET, ReduceSummary
 
-#: peakfinder8 settings for the simulated detector (1 ADU per photon): CrystFEL's, with a 100 ADU floor.
+#: peakfinder8 settings that localise the peaks of the hits on the simulated detector (1 ADU per photon):
+#: CrystFEL's, with a 100 ADU floor.
 DEMO_PEAKFINDER8 = Peakfinder8Params(adc_threshold=100.0, minimum_snr=5.0)
-#: Used only when no CNN model is shipped: peakfinder8 then decides hit (>= 10 peaks) or miss.
-DEMO_HIT_RULE = HitRule(min_peaks=10)
 
 
 @dataclass
@@ -85,10 +81,10 @@ def run_demo(
     model: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoResult:
-    """Simulate ``n_frames`` (test split, never used in training), reduce them, draw a few hits.
+    """Simulate ``n_frames`` (test split, never used in training), reduce them with the CNN (the
+    shipped model unless ``model``), draw a few hits.
 
-    A simulated run already in ``folder`` is reused; the reduction is redone each time. Until a CNN
-    model ships with the package, the default run lets peakfinder8 decide (and says so).
+    A simulated run already in ``folder`` is reused; the reduction is redone each time.
     """
     from sfx_cnnhit.simulate import simulate_to_file
 
@@ -98,23 +94,11 @@ def run_demo(
     if not run.exists():
         simulate_to_file(run, n_frames, seed, hit_rate=hit_rate, split="test", progress=progress)
     source = open_frames([run])
-    peakfinder = Peakfinder8Finder.from_beam_center(source.frame_shape, DEMO_PEAKFINDER8, DEMO_HIT_RULE)
-    try:
-        resolve_model_path(model)
-    except NotAvailableError:
-        if model is not None:
-            raise
-        # No CNN ships with this version yet: run what exists, the same pipeline with peakfinder8 deciding.
-        summary = reduce_run(
-            source, peakfinder, folder / "reduced", method="peakfinder8 (no CNN model shipped yet)",
-            settings={"peakfinder8": asdict(DEMO_PEAKFINDER8), "hit_rule": asdict(DEMO_HIT_RULE)},
-            overwrite=True, progress=progress,
-        )
-    else:
-        summary = cnn_reduce(
-            source, folder / "reduced", model=model, explain="gradcam", peakfinder=peakfinder,
-            peakfinder_settings=asdict(DEMO_PEAKFINDER8), overwrite=True, progress=progress,
-        )
+    peakfinder = Peakfinder8Finder.from_beam_center(source.frame_shape, DEMO_PEAKFINDER8)
+    summary = cnn_reduce(
+        source, folder / "reduced", model=model, explain="gradcam", peakfinder=peakfinder,
+        peakfinder_settings=asdict(DEMO_PEAKFINDER8), overwrite=True, progress=progress,
+    )
     figure = hit_figure(Path(summary.outputs["cxi"]), run, folder / "hits.png")
     truth, _ = _ground_truth(run)
     with h5py.File(summary.outputs["cxi"], "r") as f:

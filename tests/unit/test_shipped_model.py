@@ -40,3 +40,17 @@ def test_the_default_model_separates_clear_hits_from_misses(precision):
     finder = CnnHitFinder(device="cpu", precision=precision)
     scores = finder.hit_probability(batch.data, batch.mask)
     np.testing.assert_array_equal(scores >= 0.5, labels >= 2)
+
+
+def test_demo_reduces_a_simulated_run_with_the_shipped_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from sfx_cnnhit.cli.app import app
+
+    folder = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "-o", str(folder), "--n-frames", "40", "--hit-rate", "0.25"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((folder / "reduced" / "summary.json").read_text())
+    assert summary["method"] == "cnn" and summary["frames_read"] == 40
+    assert (folder / "reduced" / "hits.cxi").is_file() and (folder / "hits.png").is_file()
+    assert "true hits" in result.output and "hits.png" in result.output
