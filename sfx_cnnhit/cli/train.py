@@ -37,6 +37,12 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--workdir", help="Folder of last.pt/best.pt (default OUTPUT.work).")
         ] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from WORKDIR/last.pt.")] = False,
+        init: Annotated[
+            Path | None, typer.Option("--init", help="Start from this checkpoint's weights (fine-tuning).")
+        ] = None,
+        freeze_bn: Annotated[
+            bool, typer.Option("--freeze-bn", help="Keep batch-norm statistics fixed (fine-tuning across detectors).")
+        ] = False,
         augment: Annotated[
             Literal["detector", "label_safe", "none"] | None,
             typer.Option(
@@ -56,6 +62,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = {
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_gamma": lr_gamma, "seed": seed, "device": device,
+            "freeze_batch_norm": freeze_bn or None,
         }
         if augment is not None:
             overrides["augment"] = AUGMENTATIONS[augment]
@@ -70,6 +77,7 @@ def register(app: typer.Typer) -> None:
             arch=arch,
             preset=preset,
             overrides=overrides,
+            init=init,
             workdir=workdir,
             resume=resume,
             max_frames=max_frames,

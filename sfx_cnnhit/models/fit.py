@@ -63,6 +63,7 @@ def fit(
     max_frames: int | None = None,
     progress: bool = True,
     calibrate: bool = True,
+    init: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train a zoo model and write one checkpoint that carries everything inference needs.
 
@@ -76,6 +77,7 @@ def fit(
         overrides: fields of :class:`~sfx_cnnhit.models.training.TrainConfig` to change.
         workdir: folder of ``last.pt``/``best.pt`` (default ``<output>.work``); ``resume`` continues
             from its ``last.pt``.
+        init: start from this checkpoint's weights (fine-tuning; same architecture and task).
         calibrate: fit per-class logit offsets and the hit threshold on the validation files
             (:mod:`sfx_cnnhit.models.calibration`) and store them in the checkpoint.
     """
@@ -89,6 +91,13 @@ def fit(
     # None leaves the preset's value, except for augment, where None means no augmentation.
     config = replace(PRESETS[preset], **{k: v for k, v in (overrides or {}).items() if v is not None or k == "augment"})
     model, spec = create_model(arch, task=task)
+    if init is not None:
+        start = load_checkpoint(resolve_model_path(init))
+        if (start.spec.name, start.spec.task) != (spec.name, spec.task):
+            raise ConfigError(
+                f"{init}: a {start.spec.name} ({start.spec.task}) model cannot start a {arch} ({task}) run"
+            )
+        model.load_state_dict(start.state_dict)
     workdir = Path(workdir) if workdir is not None else output.with_name(output.name + ".work")
     sources: list[BatchSource] = []
     if train_files:
@@ -116,6 +125,7 @@ def fit(
         "labels": labels,
         "max_frames": max_frames,
         "preset": preset,
+        "init": None if init is None else str(init),
     }
     last = workdir / "last.pt"
     result = train(

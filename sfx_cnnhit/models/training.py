@@ -180,6 +180,9 @@ class TrainConfig:
         seed: seeds torch's RNG and the augmentation generator.
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         channels_last: train in channels_last memory format (faster convolutions on CPU and GPU).
+        freeze_batch_norm: keep batch norm in inference mode (its running statistics fixed) while the
+            weights train: for fine-tuning on batches that each hold one detector, whose batch
+            statistics would otherwise normalise away the differences inference must handle.
     """
 
     epochs: int = 30
@@ -193,6 +196,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     channels_last: bool = True
+    freeze_batch_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or not 0 < self.lr_gamma <= 1:
@@ -494,6 +498,10 @@ def train(
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=total, info="")
             t0, loss_sum, n_seen = time.perf_counter(), 0.0, 0
             model.train()
+            if config.freeze_batch_norm:
+                for module in model.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
             for batch in batches:
                 x, y = _to_input(batch, spec, device, layout=layout, augment_config=config.augment, generator=generator)
                 if config.channels_last:
