@@ -3,7 +3,7 @@
 Our keys sit beside Cheetah's own, in its ``key=value`` style, case-insensitive::
 
     cnnModel=/path/to/model.pt    ; checkpoint or shipped model name (empty/absent: shipped default)
-    cnnThreshold=0.5              ; P(hit) at or above which a frame is a hit (default 0.5)
+    cnnThreshold=0.5              ; P(hit) at or above which a frame is a hit (default: the model's own)
     cnnDevice=auto                ; auto (default), cpu, cuda, cuda:1 ...
     cnnExplain=gradcam            ; gradcam | guided | none (default): heat map your script makes on hits
     cnnBatchSize=64               ; frames per forward pass of classify() (default 64)

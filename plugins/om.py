@@ -10,7 +10,7 @@ Two pieces:
 
       cnn_hit_detection:
         model: /path/to/model.pt   # or a shipped model name; null/absent: the shipped default
-        threshold: 0.5             # P(hit) at or above which a frame is a hit
+        threshold: null            # P(hit) for a hit; null: the model's calibrated threshold
         device: auto               # auto, cpu, cuda, cuda:1 ...
         explain: none              # gradcam | guided | none: heat map of each hit in `last_heatmap`
         precision: float32         # float32 | bfloat16 | auto (bfloat16 where the CPU/GPU has it)

@@ -59,8 +59,9 @@ class CnnHitSettings:
         """
         kwargs: dict[str, Any] = {}
         for name, value in values.items():
-            if name == "threshold":
-                kwargs[name] = _to_float(name, value, source)
+            if name == "threshold":  # empty or null: the model's calibrated threshold
+                blank = value is None or str(value).strip() == ""
+                kwargs[name] = None if blank else _to_float(name, value, source)
             elif name == "batch_size":
                 kwargs[name] = _to_int(name, value, source)
             elif name == "model":

@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
         console.print("hit/miss (rows: true hit, miss; columns: predicted hit, miss; %):")
         console.print(format_table5(summary["hit_confusion_percent"]))
         console.print(
-            f"hit accuracy {summary['hit_accuracy']:.4f}, hit recall {summary['hit_recall']:.4f}, "
-            f"miss rejection {summary['miss_rejection']:.4f}"
+            f"at the model's hit threshold {summary['hit_threshold']:.4g}: hit accuracy {summary['hit_accuracy']:.4f}, "
+            f"hit recall {summary['hit_recall']:.4f}, miss rejection {summary['miss_rejection']:.4f}"
         )
         choice = summary["threshold"]
         if choice:

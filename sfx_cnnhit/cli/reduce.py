@@ -30,7 +30,8 @@ ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Checkpoint file or shipped model name (default: shipped).")
 ]
 HitThreshold = Annotated[
-    float | None, typer.Option("--hit-threshold", help="P(hit) at or above which a frame is a hit (default 0.5).")
+    float | None,
+    typer.Option("--hit-threshold", help="P(hit) at or above which a frame is a hit (default: the model's own)."),
 ]
 TargetRecall = Annotated[
     float | None,

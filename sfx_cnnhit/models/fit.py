@@ -12,7 +12,13 @@ from torch import nn
 
 from sfx_cnnhit.errors import ConfigError, OutputError
 from sfx_cnnhit.models.calibration import CALIBRATION, DECISION_THRESHOLD, apply_logit_offsets_, calibration_record
-from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model, resolve_model_path, save_checkpoint
+from sfx_cnnhit.models.checkpoint import (
+    load_checkpoint,
+    load_model,
+    model_threshold,
+    resolve_model_path,
+    save_checkpoint,
+)
 from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames
 from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
 from sfx_cnnhit.models.tasks import Task
@@ -216,7 +222,8 @@ def evaluate_files(
     frames = LabelledFrames(paths, labels, class_names=label_space, batch_size=batch_size, shuffle=False,
                             max_frames=max_frames)
     probs, y = predict_batches(net, spec, frames)
-    summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall)
+    summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall,
+                                 hit_threshold=model_threshold(model))
     p_hit = probs[:, list(spec.hit_classes)].sum(axis=1)
     from sfx_cnnhit.models.tasks import to_hitmiss
 
