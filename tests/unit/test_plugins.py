@@ -119,7 +119,12 @@ def test_om_drop_in_gives_peakfinder8_peaks_at_threshold_zero(model_path, frames
 def test_om_settings_defaults_and_errors(model_path):
     detection = _om_detection(model_path)
     assert detection.settings == CnnHitSettings(model=str(model_path), device="cpu")
+    # no threshold given: the model's calibrated one (this uncalibrated test model: 0.5)
     assert detection.finder.threshold == 0.5 and detection.settings.explain == "none"
+    assert _om_detection(model_path, threshold=None).settings.threshold is None
+    assert _om_detection(model_path, threshold=0.3, precision="bfloat16").finder.precision == "bfloat16"
+    with pytest.raises(ConfigError, match="precision"):
+        _om_detection(model_path, precision="fp8")
     with pytest.raises(ConfigError, match=r"unknown key.*thresold"):
         _om_detection(model_path, thresold=0.3)
     with pytest.raises(ConfigError, match="explain"):
