@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from sfx_cnnhit.errors import ConfigError, OutputError
@@ -99,11 +100,9 @@ def fit(
     model, spec = create_model(arch, task=task)
     if init is not None:
         start = load_checkpoint(resolve_model_path(init))
-        if (start.spec.name, start.spec.task) != (spec.name, spec.task):
-            raise ConfigError(
-                f"{init}: a {start.spec.name} ({start.spec.task}) model cannot start a {arch} ({task}) run"
-            )
-        model.load_state_dict(start.state_dict)
+        if start.spec.name != spec.name:
+            raise ConfigError(f"{init}: a {start.spec.name} model cannot start a {arch} run")
+        model.load_state_dict(transfer_state(start.state_dict, start.spec, model, spec))
     workdir = Path(workdir) if workdir is not None else output.with_name(output.name + ".work")
     sources: list[BatchSource] = []
     if train_files:
@@ -146,6 +145,32 @@ def fit(
         metrics.update(validate_and_calibrate(final_model.eval(), spec, val, calibrate=calibrate))
     save_checkpoint(output, final_model.eval(), spec, recipe=best.recipe, metrics=metrics)
     return output, result
+
+
+def transfer_state(
+    state: dict[str, Any], source: ModelSpec, model: nn.Module, target: ModelSpec
+) -> dict[str, Any]:
+    """``state`` of a ``source`` model as the start of a ``target`` model of the same architecture.
+
+    Same task: unchanged. Another task (five classes -> hit/miss): every layer but the output layer
+    is kept, and each output row starts as the mean of the source rows of the classes it merges
+    (miss = blank, no_crystal; hit = weak, good, strong).
+    """
+    if source.task == target.task:
+        return state
+    from sfx_cnnhit.models.calibration import last_linear
+    from sfx_cnnhit.models.tasks import to_hitmiss
+
+    head = last_linear(model, target.num_classes)
+    prefix = next(name for name, module in model.named_modules() if module is head)
+    merged = to_hitmiss(np.arange(source.num_classes), source.class_names)
+    if target.task != "hitmiss":
+        raise ConfigError(f"cannot start a {target.task} model from a {source.task} one")
+    out = dict(state)
+    for key in ("weight", "bias"):
+        rows = state[f"{prefix}.{key}"]
+        out[f"{prefix}.{key}"] = torch.stack([rows[merged == c].mean(dim=0) for c in range(target.num_classes)])
+    return out
 
 
 def validate_and_calibrate(model: nn.Module, spec: ModelSpec, val: Any, *, calibrate: bool = True) -> dict[str, Any]:
