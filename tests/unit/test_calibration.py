@@ -87,3 +87,21 @@ def test_calibrate_checkpoint_and_cli(tmp_path):
     result = CliRunner().invoke(app, ["calibrate", str(raw), "--val", str(val), "-o", str(tmp_path / "cli.pt")])
     assert result.exit_code == 0, result.output
     assert "hit threshold" in result.output and (tmp_path / "cli.pt").is_file()
+
+
+def test_a_fiveclass_model_starts_a_hitmiss_one():
+    from sfx_cnnhit.models.fit import transfer_state
+
+    torch.manual_seed(1)
+    five, five_spec = create_model("hitnet_test", task="fiveclass")
+    hitmiss, hm_spec = create_model("hitnet_test", task="hitmiss")
+    hitmiss.load_state_dict(transfer_state(five.state_dict(), five_spec, hitmiss, hm_spec))
+    five.eval()
+    hitmiss.eval()
+    x = torch.randn(3, 1, five_spec.input_size, five_spec.input_size)
+    z5, z2 = five(x).detach(), hitmiss(x).detach()
+    # each output is the mean of the merged classes' logits: miss = blank, no_crystal; hit = the rest
+    torch.testing.assert_close(z2[:, 0], z5[:, :2].mean(dim=1))
+    torch.testing.assert_close(z2[:, 1], z5[:, 2:].mean(dim=1))
+    with pytest.raises(ConfigError):
+        transfer_state(hitmiss.state_dict(), hm_spec, five, five_spec)
