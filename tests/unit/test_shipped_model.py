@@ -16,9 +16,13 @@ from sfx_cnnhit.simulate import SimulationConfig, Simulator
 PROVENANCE_KEYS = {"model", "architecture", "task", "classes", "training_data", "code_commit", "command", "metrics"}
 
 
-def test_the_default_model_ships_with_its_provenance():
+def test_the_default_model_is_shipped():
     assert ckpt_mod.DEFAULT_MODEL in shipped_models()
-    path = resolve_model_path(None)
+
+
+@pytest.mark.parametrize("name", shipped_models())
+def test_every_shipped_model_carries_its_provenance(name):
+    path = resolve_model_path(name)
     assert path.stat().st_size < 10 * 2**20
     ckpt = load_checkpoint(path)
     provenance = json.loads(path.with_suffix(".json").read_text())
