@@ -11,8 +11,6 @@ from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8PeakDetection, radius_map_from_beam_center
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.sources import open_frames
-from sfx_cnnhit.models.checkpoint import save_checkpoint
-from sfx_cnnhit.models.zoo import create_model
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
 from tests.synthetic import make_frame
 
@@ -28,12 +26,6 @@ OM_PARAMS = {
     "max_res": 1000,
 }
 LAYOUT = {"asic_nx": 48, "asic_ny": 32, "nasics_x": 2, "nasics_y": 2}
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    model, spec = create_model("hitnet_test", task="hitmiss")
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", model.eval(), spec)
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,7 @@ from sfx_cnnhit.models import create_model, save_checkpoint
 from sfx_cnnhit.simulate import DetectorConfig, SimulationConfig
 from sfx_cnnhit.simulate.output import simulate_to_file
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (two threads spin badly on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

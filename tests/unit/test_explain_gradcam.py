@@ -15,14 +15,7 @@ from sfx_cnnhit.explain.score import fair_dilation_px, score_explanations
 from sfx_cnnhit.models import PanelLayout, PreprocessConfig, create_model, list_models, make_spec
 from sfx_cnnhit.models.zoo import ModelSpec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (two threads spin badly on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class SpotModel(nn.Module):

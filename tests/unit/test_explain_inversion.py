@@ -13,14 +13,7 @@ from sfx_cnnhit.explain.inversion import alpha_norm, inversion_layers, invert_re
 from sfx_cnnhit.models import create_model, preprocess
 from sfx_cnnhit.models.zoo import make_spec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (two threads spin badly on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def spot_frame(size: int, seed: int) -> np.ndarray:

@@ -20,8 +20,6 @@ from sfx_cnnhit.finders.config import Peakfinder8Params
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder, Peakfinder8PeakDetection, radius_map_from_beam_center
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.sources import open_frames
-from sfx_cnnhit.models.checkpoint import save_checkpoint
-from sfx_cnnhit.models.zoo import create_model
 from sfx_cnnhit.pipeline.reduce import reduce_run
 from sfx_cnnhit.plugins.cheetah import cnn_finder_from_cheetah_ini, read_cheetah_cnn
 from sfx_cnnhit.plugins.crystfel import RECIPE_NAME, indexamajig_command, write_recipe
@@ -43,12 +41,6 @@ PF8_GROUP = {
     "max_res": 1000,
 }
 OM_PEAK_KEYS = {"num_peaks", "fs", "ss", "intensity", "num_pixels", "max_pixel_intensity", "snr"}
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    model, spec = create_model("hitnet_test", task="hitmiss")
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", model.eval(), spec)
 
 
 @pytest.fixture(scope="module")
