@@ -21,7 +21,7 @@ from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import register_finder
 from sfx_cnnhit.finders.config import params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-from sfx_cnnhit.models.checkpoint import load_model, model_threshold
+from sfx_cnnhit.models.checkpoint import decision_threshold, load_checkpoint, model_from_checkpoint, resolve_model_path
 from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
 from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.types import Classification, PeakList
@@ -86,8 +86,10 @@ class CnnHitFinder:
         batch_size: int = 64,
         precision: Precision = "float32",
     ) -> None:
+        path = resolve_model_path(model)
+        ckpt = load_checkpoint(path)
         if threshold is None:
-            threshold = model_threshold(model)
+            threshold = decision_threshold(ckpt.metrics)
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"CNN hit finder: threshold must be a probability in [0, 1], got {threshold}")
         if peakfinder is None and radius_pixel_map is not None:
@@ -98,7 +100,8 @@ class CnnHitFinder:
         self.device = resolve_device(device)
         if precision not in ("auto", *PRECISIONS):
             raise ConfigError(f"CNN hit finder: precision must be auto, float32 or bfloat16, got {precision!r}")
-        self.model, self.spec = load_model(model, device=self.device, optimize=True)
+        self.model = model_from_checkpoint(ckpt, source=path, device=self.device, optimize=True)
+        self.spec = ckpt.spec
         if precision == "auto":
             precision = "bfloat16" if native_bfloat16(self.device) else "float32"
         self.precision = precision

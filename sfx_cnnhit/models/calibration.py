@@ -96,9 +96,10 @@ def apply_logit_offsets_(model: nn.Module, offsets: ArrayLike) -> nn.Module:
 
 def calibration_record(
     probs: NDArray[np.floating], labels: NDArray[np.integer], hit_classes: tuple[int, ...], *, l2: float = 1e-3
-) -> dict[str, Any]:
-    """Offsets and threshold fitted on validation ``probs`` ``(n, K)`` and class ``labels``, and the
-    validation accuracies before and after (five-class and hit/miss at the threshold)."""
+) -> tuple[dict[str, Any], NDArray[np.float64]]:
+    """Offsets and threshold fitted on validation ``probs`` ``(n, K)`` and class ``labels``, with the
+    validation accuracies before and after (five-class and hit/miss at the threshold); and the
+    calibrated probabilities ``(n, K)``."""
     log_probs = np.log(np.clip(probs, 1e-30, None))
     offsets = fit_logit_offsets(log_probs, labels, l2=l2)
     shifted = log_probs + offsets
@@ -108,7 +109,7 @@ def calibration_record(
     is_hit = np.isin(labels, hit)
     p_hit = calibrated[:, hit].sum(axis=1)
     threshold = best_accuracy_threshold(p_hit, is_hit)
-    return {
+    record = {
         "logit_offsets": [float(v) for v in offsets],
         DECISION_THRESHOLD: threshold,
         "n_frames": len(labels),
@@ -116,5 +117,5 @@ def calibration_record(
         "val_accuracy_after": float(np.mean(calibrated.argmax(axis=1) == labels)),
         "val_hit_accuracy_at_0.5_before": float(np.mean((probs[:, hit].sum(axis=1) >= 0.5) == is_hit)),
         "val_hit_accuracy_after": float(np.mean((p_hit >= threshold) == is_hit)),
-        "calibrated_probs": calibrated,
     }
+    return record, calibrated

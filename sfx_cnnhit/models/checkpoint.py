@@ -192,11 +192,32 @@ def resolve_model_path(path_or_name: str | os.PathLike[str] | None = None) -> Pa
     )
 
 
-def model_threshold(path_or_name: str | os.PathLike[str] | None = None) -> float:
-    """The hit threshold on P(hit) a checkpoint was calibrated to on its validation set
-    (:mod:`sfx_cnnhit.models.calibration`), else :data:`FALLBACK_THRESHOLD`."""
-    metrics = load_checkpoint(resolve_model_path(path_or_name)).metrics
+def decision_threshold(metrics: dict[str, Any]) -> float:
+    """The hit threshold on P(hit) a checkpoint's ``metrics`` record from its calibration on the
+    validation set (:mod:`sfx_cnnhit.models.calibration`), else :data:`FALLBACK_THRESHOLD`."""
     return float(metrics.get(DECISION_THRESHOLD, FALLBACK_THRESHOLD))
+
+
+def model_threshold(path_or_name: str | os.PathLike[str] | None = None) -> float:
+    """:func:`decision_threshold` of a checkpoint file or shipped model name (None: the default)."""
+    return decision_threshold(load_checkpoint(resolve_model_path(path_or_name)).metrics)
+
+
+def model_from_checkpoint(
+    ckpt: Checkpoint, *, source: str | os.PathLike[str] = "checkpoint", device: str | torch.device = "cpu",
+    optimize: bool = False,
+) -> nn.Module:
+    """The network of a loaded checkpoint, in eval mode (see :func:`load_model`; ``source`` names it in errors)."""
+    model = build_model(ckpt.spec)
+    try:
+        model.load_state_dict(ckpt.state_dict)
+    except RuntimeError as err:
+        raise InputError(f"{source}: weights do not match architecture {ckpt.spec.name!r}: {err}") from None
+    model.eval()
+    if optimize:
+        fuse_conv_bn_(model)
+        model.to(memory_format=torch.channels_last)
+    return model.to(device)
 
 
 def load_model(
@@ -212,13 +233,4 @@ def load_model(
     """
     path = resolve_model_path(path_or_name)
     ckpt = load_checkpoint(path)
-    model = build_model(ckpt.spec)
-    try:
-        model.load_state_dict(ckpt.state_dict)
-    except RuntimeError as err:
-        raise InputError(f"{path}: weights do not match architecture {ckpt.spec.name!r}: {err}") from None
-    model.eval()
-    if optimize:
-        fuse_conv_bn_(model)
-        model.to(memory_format=torch.channels_last)
-    return model.to(device), ckpt.spec
+    return model_from_checkpoint(ckpt, source=path, device=device, optimize=optimize), ckpt.spec

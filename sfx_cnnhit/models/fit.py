@@ -14,9 +14,9 @@ from torch import nn
 from sfx_cnnhit.errors import ConfigError, OutputError
 from sfx_cnnhit.models.calibration import CALIBRATION, DECISION_THRESHOLD, apply_logit_offsets_, calibration_record
 from sfx_cnnhit.models.checkpoint import (
+    decision_threshold,
     load_checkpoint,
-    load_model,
-    model_threshold,
+    model_from_checkpoint,
     resolve_model_path,
     save_checkpoint,
 )
@@ -180,8 +180,7 @@ def validate_and_calibrate(model: nn.Module, spec: ModelSpec, val: Any, *, calib
     probs, y = predict_batches(model, spec, val, layout=None)
     metrics: dict[str, Any] = {}
     if calibrate:
-        record = calibration_record(probs, y, spec.hit_classes)
-        probs = record.pop("calibrated_probs")
+        record, probs = calibration_record(probs, y, spec.hit_classes)
         apply_logit_offsets_(model, record["logit_offsets"])
         metrics[CALIBRATION] = record
         metrics[DECISION_THRESHOLD] = record[DECISION_THRESHOLD]
@@ -242,13 +241,15 @@ def evaluate_files(
     Hit/miss labels (``/truth/hit``) with a five-class model are compared as hit/miss; five-class
     labels with a hit/miss model too.
     """
-    net, spec = load_model(model)
+    path = resolve_model_path(model)
+    ckpt = load_checkpoint(path)
+    net, spec = model_from_checkpoint(ckpt, source=path), ckpt.spec
     label_space = _label_space(paths[0], labels, spec)
     frames = LabelledFrames(paths, labels, class_names=label_space, batch_size=batch_size, shuffle=False,
                             max_frames=max_frames)
     probs, y = predict_batches(net, spec, frames)
     summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall,
-                                 hit_threshold=model_threshold(model))
+                                 hit_threshold=decision_threshold(ckpt.metrics))
     p_hit = probs[:, list(spec.hit_classes)].sum(axis=1)
     from sfx_cnnhit.models.tasks import to_hitmiss
 

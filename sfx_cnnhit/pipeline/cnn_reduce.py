@@ -10,7 +10,7 @@ from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder, Precision
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.sources import FrameSource
-from sfx_cnnhit.models.checkpoint import load_checkpoint, model_threshold, resolve_model_path
+from sfx_cnnhit.models.checkpoint import load_checkpoint, resolve_model_path
 from sfx_cnnhit.models.metrics import threshold_for_recall
 from sfx_cnnhit.models.preprocess import panel_layout_for
 from sfx_cnnhit.pipeline.reduce import HeatMapExplainer, ReduceSummary, reduce_run
@@ -18,13 +18,13 @@ from sfx_cnnhit.pipeline.reduce import HeatMapExplainer, ReduceSummary, reduce_r
 
 def resolve_threshold(
     model: str | os.PathLike[str] | None, threshold: float | None, target_hit_recall: float | None
-) -> float:
-    """The decision threshold: given; chosen on the model's stored validation scores for a hit recall;
-    or by default the model's calibrated one (:func:`~sfx_cnnhit.models.checkpoint.model_threshold`)."""
+) -> float | None:
+    """The decision threshold: given, or chosen on the model's stored validation scores for a hit
+    recall; None for neither (the finder then uses the model's calibrated threshold)."""
     if threshold is not None and target_hit_recall is not None:
         raise ConfigError("give either a hit threshold or a target hit recall, not both")
     if target_hit_recall is None:
-        return model_threshold(model) if threshold is None else threshold
+        return threshold
     path = resolve_model_path(model)
     return threshold_for_recall(load_checkpoint(path).metrics, target_hit_recall, source=str(path))
 

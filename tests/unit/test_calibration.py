@@ -63,7 +63,8 @@ def test_record_improves_shifted_validation_scores():
     logits[np.arange(500), labels] += 4.0
     logits[:, 1] += 3.0  # a biased network: everything leans to class 1 (a miss class)
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    record = calibration_record(probs, labels, (2, 3, 4))
+    record, calibrated = calibration_record(probs, labels, (2, 3, 4))
+    assert calibrated.shape == probs.shape
     assert record["val_accuracy_after"] > record["val_accuracy_before"] + 0.15
     assert record["val_hit_accuracy_after"] >= record["val_hit_accuracy_at_0.5_before"]
     assert 0.0 < record[DECISION_THRESHOLD] < 1.0
