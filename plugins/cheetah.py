@@ -39,6 +39,7 @@ CHEETAH_CNN_KEYS = {
     "cnnexplain": "explain",
     "cnnbatchsize": "batch_size",
     "cnnprecision": "precision",
+    "cnnaduperphoton": "adu_per_photon",
 }
 CHEETAH_CNN_PREFIX = "cnn"
 
@@ -88,7 +89,8 @@ def cnn_finder_from_cheetah_ini(
             radius); or give ``frame_shape`` (and ``beam_center`` ``(fs, ss)``, default the centre)
             for a flat detector.
         layout_info: OM's ASIC grid ``{asic_nx, asic_ny, nasics_x, nasics_y}`` (default one ASIC);
-            also sets the CNN's panel tiling unless ``panel_layout`` is given.
+            with the ini's ``cnnADUperPhoton`` also sets the CNN's panel tiling and gain unless
+            ``panel_layout`` is given.
         panel_layout: the CNN's panel tiling (see :class:`~sfx_cnnhit.models.preprocess.PanelLayout`).
 
     Raises:
@@ -106,6 +108,8 @@ def cnn_finder_from_cheetah_ini(
         peakfinder = Peakfinder8Finder.from_beam_center(
             frame_shape, params, rule, beam_center=beam_center, asic_shape=asic_shape
         )
-    if panel_layout is None and layout_info is not None:
-        panel_layout = panel_layout_from_layout_info(layout_info)
+    if panel_layout is None and (layout_info is not None or settings.adu_per_photon is not None):
+        ss, fs = frame_shape if radius_map is None else radius_map.shape
+        one_asic = {"asic_nx": fs, "asic_ny": ss, "nasics_x": 1, "nasics_y": 1}
+        panel_layout = panel_layout_from_layout_info(layout_info or one_asic, settings.adu_per_photon)
     return CnnHitFinder(peakfinder=peakfinder, panel_layout=panel_layout, **settings.finder_kwargs())

@@ -14,6 +14,7 @@ Two pieces:
         device: auto               # auto, cpu, cuda, cuda:1 ...
         explain: none              # gradcam | guided | none: heat map of each hit in `last_heatmap`
         precision: float32         # float32 | bfloat16 | auto (bfloat16 where the CPU/GPU has it)
+        adu_per_photon: null       # detector gain, e.g. 32 for a CSPAD; null: 1 (photon counter)
 
   It needs only objects with ``get_parameter_group(group=...)``, ``get_pixel_maps()["radius"]`` and
   ``get_layout_info()``, so importing this module never imports OM.
@@ -38,7 +39,7 @@ from sfx_cnnhit.plugins.settings import CnnHitSettings, panel_layout_from_layout
 
 CNN_GROUP = "cnn_hit_detection"
 PEAKFINDER8_GROUP = "peakfinder8_peak_detection"
-CNN_KEYS = ("model", "threshold", "device", "explain", "precision")
+CNN_KEYS = ("model", "threshold", "device", "explain", "precision", "adu_per_photon")
 OM_GROUP_NAME_KEY = "name"  # OM's MonitorParameters adds each group's own name to the group
 PROCESSING_CLASS_NAME = "CnnCrystallographyProcessing"
 HEATMAP_KEY = "cnn_heatmap"  # processed-data entry carrying a hit's heat map to the collecting node
@@ -109,7 +110,7 @@ class CnnPeakFinding:
             radius_pixel_map=geometry_information.get_pixel_maps()["radius"],
             layout_info=layout_info,
             crystallography_parameters=pf8_group,
-            panel_layout=panel_layout_from_layout_info(layout_info),
+            panel_layout=panel_layout_from_layout_info(layout_info, self.settings.adu_per_photon),
             **self.settings.finder_kwargs(),
         )
         self.last_score: float | None = None

@@ -27,6 +27,8 @@ class CnnHitSettings:
         batch_size: frames per forward pass of :meth:`CnnHitFinder.classify`.
         precision: forward-pass arithmetic: ``"auto"`` (bfloat16 where the hardware has it),
             ``"float32"`` or ``"bfloat16"``.
+        adu_per_photon: the detector's gain (ADU per photon, e.g. 32 for a CSPAD), the CNN's
+            noise floor; None: 1 (photon counters, or frames already in photons).
     """
 
     model: str | None = None
@@ -35,6 +37,7 @@ class CnnHitSettings:
     explain: str = "none"
     batch_size: int = 64
     precision: str = "float32"
+    adu_per_photon: float | None = None
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -47,6 +50,8 @@ class CnnHitSettings:
             raise ConfigError(f"CNN precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         if not self.device:
             raise ConfigError("CNN device must not be empty (use auto, cpu, cuda ...)")
+        if self.adu_per_photon is not None and not self.adu_per_photon > 0:
+            raise ConfigError(f"CNN adu_per_photon must be positive, got {self.adu_per_photon}")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], *, source: str) -> CnnHitSettings:
@@ -59,7 +64,7 @@ class CnnHitSettings:
         """
         kwargs: dict[str, Any] = {}
         for name, value in values.items():
-            if name == "threshold":  # empty or null: the model's calibrated threshold
+            if name in ("threshold", "adu_per_photon"):  # empty or null: the model's threshold, 1 ADU/photon
                 blank = value is None or str(value).strip() == ""
                 kwargs[name] = None if blank else _to_float(name, value, source)
             elif name == "batch_size":
@@ -83,8 +88,10 @@ class CnnHitSettings:
                 "precision": self.precision}
 
 
-def panel_layout_from_layout_info(layout_info: Mapping[str, int]) -> PanelLayout | None:
-    """The CNN's panel tiling for OM's ``layout_info`` ASIC grid; None for a single ASIC (one image).
+def panel_layout_from_layout_info(
+    layout_info: Mapping[str, int], adu_per_photon: float | None = None
+) -> PanelLayout:
+    """The CNN's panel tiling (and gain, ADU per photon) for OM's ``layout_info`` ASIC grid.
 
     This is the tiling ``sfx-cnnhit reduce`` uses for a geometry whose panels are these ASICs.
     """
@@ -93,6 +100,4 @@ def panel_layout_from_layout_info(layout_info: Mapping[str, int]) -> PanelLayout
         a_x, a_y = int(layout_info["asic_nx"]), int(layout_info["asic_ny"])
     except KeyError as exc:
         raise ConfigError(f"layout_info: missing {exc.args[0]!r}") from None
-    if n_x * n_y == 1:
-        return None
-    return PanelLayout.regular(n_y, n_x, a_y, a_x)
+    return PanelLayout.regular(n_y, n_x, a_y, a_x, adu_per_photon)

@@ -43,6 +43,13 @@ def register(app: typer.Typer) -> None:
         freeze_bn: Annotated[
             bool, typer.Option("--freeze-bn", help="Keep batch-norm statistics fixed (fine-tuning across detectors).")
         ] = False,
+        mix: Annotated[
+            int | None,
+            typer.Option(
+                "--mix", min=1,
+                help="Batches of different files (detectors) mixed into each step, so batch norm sees them all.",
+            ),
+        ] = None,
         augment: Annotated[
             Literal["detector", "label_safe", "none"] | None,
             typer.Option(
@@ -62,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = {
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_gamma": lr_gamma, "seed": seed, "device": device,
-            "freeze_batch_norm": freeze_bn or None,
+            "freeze_batch_norm": freeze_bn or None, "mix_batches": mix,
         }
         if augment is not None:
             overrides["augment"] = AUGMENTATIONS[augment]

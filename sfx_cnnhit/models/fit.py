@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -105,17 +106,18 @@ def fit(
         model.load_state_dict(transfer_state(start.state_dict, start.spec, model, spec))
     workdir = Path(workdir) if workdir is not None else output.with_name(output.name + ".work")
     sources: list[BatchSource] = []
+    source_batch = math.ceil(config.batch_size / config.mix_batches)
     if train_files:
         sources.append(
             LabelledFrames(
-                train_files, labels, class_names=spec.class_names, batch_size=config.batch_size,
+                train_files, labels, class_names=spec.class_names, batch_size=source_batch,
                 seed=config.seed, max_frames=max_frames,
             )
         )
     if simulate_per_epoch:
         sources.append(
             SimulatedFrames(simulate_per_epoch, class_names=spec.class_names, seed=config.seed,
-                            batch_size=config.batch_size)
+                            batch_size=source_batch)
         )
     train_data = sources[0] if len(sources) == 1 else _Interleaved(sources)
     val = (

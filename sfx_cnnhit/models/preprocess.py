@@ -9,11 +9,14 @@ fixed network input ``(n, 1, S, S)``:
    over ``k x k`` bins (``k`` is the smallest factor that fits the tiled frame into ``S x S``); a Bragg
    spot 1-3 pixels wide keeps its peak value. Bins never straddle panels. A bin with no good pixel, or
    with an unmasked NaN/inf pixel, counts as masked.
-3. **Robust normalisation** of the binned frame: ``z = (v - median) / max(1.4826 MAD, adu_per_photon)``
+3. **Robust normalisation** of the binned frame: ``z = (v - median) / max(1.4826 MAD, one photon)``
    over good bins (median and MAD estimated on a regular sub-grid of at most ``stats_samples`` bins),
    then ``sign(z) log1p|z|`` (or ``asinh(z)``, or ``z``). Masked bins, bins with an unmasked NaN or
-   inf, and padding are set to 0, the background level. The floor ``adu_per_photon`` keeps sparse
-   photon-counting frames (MAD = 0) from turning single photons into huge z-scores.
+   inf, and padding are set to 0, the background level. The one-photon floor keeps sparse frames
+   (MAD = 0, or read noise only) from turning single photons into huge z-scores. One photon is the
+   detector's gain in ADU, :attr:`PanelLayout.adu_per_photon` (the geometry's ``adu_per_photon``:
+   32 for a CSPAD, 71 for an AGIPD at 9.5 keV), else ``PreprocessConfig.adu_per_photon`` (1, a photon
+   counter). Only this floor depends on the gain: the z-score itself is scale-free.
 4. **Padding** centres the binned canvas in ``S x S`` (or crops its centre if a forced bin factor makes
    it larger).
 
@@ -54,7 +57,8 @@ class PreprocessConfig:
         bin_factor: max-pool bin size; None picks the smallest that fits the frame into ``S x S``.
         scaling: ``"log"`` (``sign(z) log1p|z|``, default), ``"asinh"`` or ``"linear"`` applied to the
             z-score; log and asinh are both linear near 0 and logarithmic for bright spots, log is cheaper.
-        adu_per_photon: floor of the noise estimate, in the frame's units (ADU); one photon.
+        adu_per_photon: floor of the noise estimate (one photon, in ADU) for frames whose panel
+            layout does not give the detector's gain.
         stats_samples: at most this many binned pixels estimate the per-frame median and MAD.
         chunk_pixels: pixels (of one panel, and of the input) processed at once: bounds temporary
             memory, so buffers are reused instead of freshly mapped; no effect on results.
@@ -98,10 +102,13 @@ class PanelLayout:
         panels: one ``(ss_start, ss_stop, fs_start, fs_stop)`` rectangle per panel, in slab pixels
             (stop exclusive, unlike CrystFEL's inclusive ``max_ss``/``max_fs``).
         grid: ``(rows, cols)`` of the tiling; None chooses the grid that needs the least binning.
+        adu_per_photon: the detector's gain (ADU per photon), the noise floor of the normalisation;
+            None: ``PreprocessConfig.adu_per_photon``.
     """
 
     panels: tuple[tuple[int, int, int, int], ...]
     grid: tuple[int, int] | None = None
+    adu_per_photon: float | None = None
 
     def __post_init__(self) -> None:
         panels = tuple(tuple(int(v) for v in p) for p in self.panels)
@@ -113,25 +120,35 @@ class PanelLayout:
                 raise ConfigError(f"panel layout: invalid panel rectangle {p}")
         if self.grid is not None and self.grid[0] * self.grid[1] < len(panels):
             raise ConfigError(f"panel layout: grid {self.grid} has fewer cells than {len(panels)} panels")
+        if self.adu_per_photon is not None and not (math.isfinite(self.adu_per_photon) and self.adu_per_photon > 0):
+            raise ConfigError(f"panel layout: adu_per_photon must be a positive number, got {self.adu_per_photon}")
 
     @classmethod
-    def regular(cls, n_ss: int, n_fs: int, panel_ss: int, panel_fs: int) -> PanelLayout:
+    def regular(
+        cls, n_ss: int, n_fs: int, panel_ss: int, panel_fs: int, adu_per_photon: float | None = None
+    ) -> PanelLayout:
         """``n_ss x n_fs`` equal panels of ``panel_ss x panel_fs`` pixels filling the slab, row-major."""
         return cls(
             tuple(
                 (i * panel_ss, (i + 1) * panel_ss, j * panel_fs, (j + 1) * panel_fs)
                 for i in range(n_ss)
                 for j in range(n_fs)
-            )
+            ),
+            adu_per_photon=adu_per_photon,
         )
 
     @classmethod
     def from_geometry(cls, geometry: Any) -> PanelLayout:
-        """The panels of a detector geometry (e.g. :class:`sfx_cnnhit.io.geometry.DetectorGeometry`).
+        """The panels and gain of a detector geometry (e.g. :class:`sfx_cnnhit.io.geometry.DetectorGeometry`).
 
-        ``geometry.panels`` must have CrystFEL's inclusive ``min_ss, max_ss, min_fs, max_fs``.
+        ``geometry.panels`` must have CrystFEL's inclusive ``min_ss, max_ss, min_fs, max_fs``; the
+        gain is the median of the panels' ``adu_per_photon`` (None when no panel gives one).
         """
-        return cls(tuple((p.min_ss, p.max_ss + 1, p.min_fs, p.max_fs + 1) for p in geometry.panels))
+        gains = [p.adu_per_photon for p in geometry.panels if getattr(p, "adu_per_photon", None)]
+        return cls(
+            tuple((p.min_ss, p.max_ss + 1, p.min_fs, p.max_fs + 1) for p in geometry.panels),
+            adu_per_photon=float(np.median(gains)) if gains else None,
+        )
 
     def check_frame(self, frame_shape: tuple[int, int]) -> None:
         for p in self.panels:
@@ -303,8 +320,11 @@ def _asinh_(z: torch.Tensor) -> torch.Tensor:
     return z.copy_(t.copysign_(z))
 
 
-def _normalise_(canvas: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
-    """Robust per-frame z-score and scaling of ``(c, S, S)`` in place; non-finite bins become 0."""
+def _normalise_(canvas: torch.Tensor, config: PreprocessConfig, floor: float) -> torch.Tensor:
+    """Robust per-frame z-score (noise at least ``floor`` ADU) and scaling of ``(c, S, S)`` in place.
+
+    Non-finite bins become 0.
+    """
     c, S, _ = canvas.shape
     step = max(1, math.ceil(S / math.sqrt(config.stats_samples)))
     sample = canvas[:, ::step, ::step].reshape(c, -1)
@@ -313,7 +333,7 @@ def _normalise_(canvas: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
     mad = torch.nanmedian((sample - med[:, None]).abs(), dim=1).values
     empty = torch.isnan(med)
     med = torch.where(empty, 0.0, med)
-    sigma = torch.where(empty, 1.0, (MAD_TO_SIGMA * mad).clamp_min(config.adu_per_photon))
+    sigma = torch.where(empty, 1.0, (MAD_TO_SIGMA * mad).clamp_min(floor))
     scale = (1.0 / sigma)[:, None, None]
     torch.addcmul(-med[:, None, None] * scale, canvas, scale, out=canvas)  # z-score in one pass
     # Masked bins (-inf), bins with an unmasked NaN or inf, and z beyond the float range: background.
@@ -341,7 +361,8 @@ def preprocess(
             never modified. A torch tensor's device is kept.
         mask: bool, True = good pixel; ``(n, ss, fs)``, ``(ss, fs)`` (shared by all frames) or None.
         config: preprocessing settings (default :class:`PreprocessConfig()`).
-        layout: panels of a multi-panel slab; None treats the slab as one image.
+        layout: panels of a multi-panel slab and the detector's gain; None treats the slab as one
+            image of ``config.adu_per_photon`` ADU per photon.
         out: a float32 ``(n, 1, S, S)`` contiguous tensor on the frames' device to write into (a
             streaming loop reuses one buffer instead of mapping fresh memory for every batch).
 
@@ -364,6 +385,7 @@ def preprocess(
             raise InputError(f"mask shape {tuple(m.shape)} does not match frames {(n, ss, fs)}")
     plan = plan_input((ss, fs), config, layout)
     S, k = config.input_size, plan.bin_factor
+    floor = layout.adu_per_photon if layout is not None and layout.adu_per_photon else config.adu_per_photon
     if out is None:
         out = torch.empty((n, 1, S, S), dtype=torch.float32, device=x.device)
     elif out.shape != (n, 1, S, S) or out.dtype != torch.float32 or out.device != x.device or not out.is_contiguous():
@@ -398,15 +420,13 @@ def preprocess(
             else:
                 dst.copy_(_max_bin(v, k, tile.binned)[:, src_r, src_c] if k > 1 else v[:, src_r, src_c])
         for j0 in range(0, canvas.shape[0], norm_chunk):
-            _normalise_(canvas[j0 : j0 + norm_chunk], config)
+            _normalise_(canvas[j0 : j0 + norm_chunk], config, floor)
     return out
 
 
 def panel_layout_for(geometry: DetectorGeometry | None) -> PanelLayout | None:
-    """The panel layout preprocessing uses for frames of ``geometry`` (None: the slab is one image).
+    """The panel layout (panels and gain) preprocessing uses for frames of ``geometry``.
 
-    A single-panel detector, or none known, is one image; a multi-panel one is tiled panel by panel.
+    None (no geometry known): the slab is one image of ``PreprocessConfig.adu_per_photon``.
     """
-    if geometry is None or len(geometry.panels) == 1:
-        return None
-    return PanelLayout.from_geometry(geometry)
+    return None if geometry is None else PanelLayout.from_geometry(geometry)

@@ -183,6 +183,10 @@ class TrainConfig:
         freeze_batch_norm: keep batch norm in inference mode (its running statistics fixed) while the
             weights train: for fine-tuning on batches that each hold one detector, whose batch
             statistics would otherwise normalise away the differences inference must handle.
+        mix_batches: source batches concatenated (after preprocessing) into one optimisation step.
+            A file's batch holds one detector; mixing several shuffled ones gives batch norm the
+            statistics of all detectors at once, as inference sees them. The CLI's data sources then
+            read ``ceil(batch_size / mix_batches)`` frames per batch.
     """
 
     epochs: int = 30
@@ -197,10 +201,13 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool = True
     freeze_batch_norm: bool = False
+    mix_batches: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or not 0 < self.lr_gamma <= 1:
             raise ConfigError("training: need epochs >= 1, batch_size >= 1, lr > 0 and 0 < lr_gamma <= 1")
+        if not 1 <= self.mix_batches <= self.batch_size:
+            raise ConfigError(f"training: mix_batches must lie in 1..batch_size, got {self.mix_batches}")
         if isinstance(self.class_weights, str):
             if self.class_weights != "balanced":
                 raise ConfigError(f"training: class_weights must be 'balanced', a list or None: {self.class_weights!r}")
@@ -311,6 +318,18 @@ class ArrayBatches:
 
 def _batches(source: BatchSource, epoch: int) -> Iterable[Batch]:
     return source(epoch) if callable(source) else source
+
+
+def _groups(batches: Iterable[Batch], n: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of ``n`` batches (the last may be shorter)."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _to_input(
@@ -494,7 +513,7 @@ def train(
     with _progress(progress) as bar:
         for epoch in range(start, config.epochs):
             batches = _batches(train_data, epoch)
-            total = len(batches) if hasattr(batches, "__len__") else None
+            total = math.ceil(len(batches) / config.mix_batches) if hasattr(batches, "__len__") else None
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=total, info="")
             t0, loss_sum, n_seen = time.perf_counter(), 0.0, 0
             model.train()
@@ -502,8 +521,12 @@ def train(
                 for module in model.modules():
                     if isinstance(module, nn.modules.batchnorm._BatchNorm):
                         module.eval()
-            for batch in batches:
-                x, y = _to_input(batch, spec, device, layout=layout, augment_config=config.augment, generator=generator)
+            for group in _groups(batches, config.mix_batches):
+                inputs = [
+                    _to_input(b, spec, device, layout=layout, augment_config=config.augment, generator=generator)
+                    for b in group
+                ]
+                x, y = (torch.cat(parts) for parts in zip(*inputs, strict=True)) if len(inputs) > 1 else inputs[0]
                 if config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 counts += torch.bincount(y.cpu(), minlength=spec.num_classes).double()

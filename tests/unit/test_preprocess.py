@@ -89,6 +89,22 @@ def test_sigma_floor_keeps_sparse_photons_small() -> None:
     assert float(x.max()) == pytest.approx(math.log1p(1.0))  # z = 1: one photon, one sigma
 
 
+def test_detector_gain_sets_the_one_photon_floor() -> None:
+    """A CSPAD-like blank (32 ADU/photon, read noise 0.15 photon) looks like a blank photon counter."""
+    rng = np.random.default_rng(4)
+    photons = rng.poisson(0.02, size=(2, 64, 64)).astype(np.float32)
+    adu = 32.0 * (photons + rng.normal(0.0, 0.15, size=photons.shape)).astype(np.float32)
+    cfg = PreprocessConfig(input_size=64)
+    gain = PanelLayout(((0, 64, 0, 64),), adu_per_photon=32.0)
+    in_photons = preprocess(photons, None, cfg)
+    assert torch.allclose(preprocess(adu, None, cfg, gain), preprocess(adu / 32.0, None, cfg), atol=1e-5)
+    assert float(preprocess(adu, None, cfg, gain).max()) < 1.2 * float(in_photons.max())
+    # Without the gain the read noise (4.8 ADU) sets the scale: one photon reads as a 6-sigma spot.
+    assert float(preprocess(adu, None, cfg).max()) > 1.5 * float(in_photons.max())
+    with pytest.raises(ConfigError, match="adu_per_photon"):
+        PanelLayout(((0, 64, 0, 64),), adu_per_photon=0.0)
+
+
 def test_inputs_untouched_readonly_ok_and_types() -> None:
     frames = noise_frames(2, (64, 64), seed=4)
     frames.setflags(write=False)
@@ -133,6 +149,9 @@ def test_layout_from_geometry_panels() -> None:
     panels = [SimpleNamespace(min_ss=512 * i, max_ss=512 * i + 511, min_fs=0, max_fs=127) for i in range(16)]
     layout = PanelLayout.from_geometry(SimpleNamespace(panels=panels))
     assert layout == PanelLayout.regular(16, 1, 512, 128)
+    for i, p in enumerate(panels):
+        p.adu_per_photon = 71.25 if i else 60.0  # the median of the panels' gains
+    assert PanelLayout.from_geometry(SimpleNamespace(panels=panels)).adu_per_photon == 71.25
 
 
 def test_tiling_a_long_slab_needs_less_binning() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -65,6 +66,23 @@ def test_tiny_training_lowers_the_loss(tmp_path) -> None:
     assert best.metrics["epoch"] == result.best_epoch
     assert best.recipe["train_config"]["lr"] == config.lr
     assert load_checkpoint(tmp_path / "last.pt").training["epoch"] == 5
+
+
+def test_mixed_batches_train_on_both_detectors_at_once() -> None:
+    """``mix_batches`` joins batches of different frame shapes (detectors) into one step."""
+    model, spec = create_model("hitnet_test", "hitmiss", preprocess={"input_size": 32})
+    small, small_labels = spot_frames(16, size=32)
+    large, large_labels = spot_frames(16, size=64, seed=1)
+    seen: list[int] = []
+    model.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    data = [(torch.from_numpy(f[i : i + 4]), torch.ones(4, *f.shape[1:], dtype=torch.bool),
+             torch.from_numpy(y[i : i + 4])) for f, y in ((small, small_labels), (large, large_labels))
+            for i in range(0, 16, 4)]
+    result = train(model, spec, data, config=replace(FAST, epochs=1, mix_batches=3), progress=False)
+    assert seen == [12, 12, 8]  # 8 source batches of 4 frames in steps of 3, 3 and 2 batches
+    assert math.isfinite(result.history[0]["train_loss"])
+    with pytest.raises(ConfigError, match="mix_batches"):
+        replace(FAST, mix_batches=0)
 
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path) -> None:
