@@ -2,7 +2,9 @@
 
 Each input file is read through the same frame sources as every other command (so simulated files
 and real CXI files with a label dataset or a CSV of labels train alike); a batch never spans two files,
-so files of different detectors can be mixed, each batch carrying its own panel layout.
+so files of different detectors can be mixed, each batch carrying its own panel layout (panels and
+gain). A file's detector geometry is the one given, else the CrystFEL geometry ``sfx-cnnhit simulate``
+writes beside it (``X.geom`` for ``X.cxi``), else none (the slab is one image of 1 ADU per photon).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from sfx_cnnhit.errors import InputError
+from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.labels import load_labels
 from sfx_cnnhit.io.sources import FrameSource, open_frames
 from sfx_cnnhit.models.preprocess import PanelLayout, panel_layout_for
@@ -23,6 +27,14 @@ from sfx_cnnhit.models.tasks import TASK_CLASSES
 from sfx_cnnhit.types import FrameBatch
 
 HITMISS = TASK_CLASSES["hitmiss"]
+
+
+def file_geometry(path: str | os.PathLike[str], geometry: DetectorGeometry | None = None) -> DetectorGeometry | None:
+    """``geometry`` if given, else the geometry file beside ``path`` (``X.geom`` for ``X.cxi``), else None."""
+    if geometry is not None:
+        return geometry
+    beside = Path(path).with_suffix(".geom")
+    return DetectorGeometry.from_file(beside) if beside.is_file() else None
 
 
 def source_layout(source: FrameSource) -> PanelLayout | None:
@@ -48,6 +60,7 @@ class LabelledFrames:
         batch_size: frames per batch (a batch is a contiguous run of one file).
         shuffle: visit the batches in a new order every epoch (seeded by ``seed`` and the epoch).
         max_frames: use at most this many frames of each file.
+        geometry: detector geometry of every file; None: each file's own (see the module docstring).
     """
 
     def __init__(
@@ -61,10 +74,11 @@ class LabelledFrames:
         seed: int = 0,
         max_frames: int | None = None,
         data_path: str | None = None,
+        geometry: DetectorGeometry | None = None,
     ) -> None:
         if not paths:
             raise InputError("no labelled input files given")
-        self.sources = [open_frames([p], data_path=data_path) for p in paths]
+        self.sources = [open_frames([p], data_path=data_path, geometry=file_geometry(p, geometry)) for p in paths]
         self.layouts = [source_layout(s) for s in self.sources]
         self.labels = load_labels(labels)
         self.class_names = tuple(class_names)
