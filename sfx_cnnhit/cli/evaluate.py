@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
         plots: Annotated[Path | None, typer.Option("--plots", help="Folder for ROC/PR curves (PNG).")] = None,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="At most this many per file.")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+        geometry: Annotated[
+            Path | None,
+            typer.Option("--geometry", "-g", help="CrystFEL geometry of every file (default: X.geom beside X.cxi)."),
+        ] = None,
     ) -> None:
         """Evaluate a model on labelled frames (simulated files carry /truth/label and /truth/hit)."""
         from sfx_cnnhit.models.fit import evaluate_files
@@ -42,6 +46,7 @@ def register(app: typer.Typer) -> None:
             target_hit_recall=target_hit_recall,
             batch_size=batch_size,
             max_frames=max_frames,
+            geometry=geometry,
         )
         summary["model"] = model or "default"
         console.print(f"[bold]{spec.name}[/bold] ({spec.task}) on {summary['n_frames']} frames")

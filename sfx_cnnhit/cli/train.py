@@ -33,6 +33,10 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, typer.Option("--seed")] = None,
         device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda ...")] = None,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Use at most this many per file.")] = None,
+        geometry: Annotated[
+            Path | None,
+            typer.Option("--geometry", "-g", help="CrystFEL geometry of every file (default: X.geom beside X.cxi)."),
+        ] = None,
         workdir: Annotated[
             Path | None, typer.Option("--workdir", help="Folder of last.pt/best.pt (default OUTPUT.work).")
         ] = None,
@@ -88,6 +92,7 @@ def register(app: typer.Typer) -> None:
             workdir=workdir,
             resume=resume,
             max_frames=max_frames,
+            geometry=geometry,
         )
         best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
         console.print(f"wrote {path} (best epoch {result.best_epoch + 1}: "

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from sfx_cnnhit.errors import ConfigError, OutputError
+from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.models.calibration import CALIBRATION, DECISION_THRESHOLD, apply_logit_offsets_, calibration_record
 from sfx_cnnhit.models.checkpoint import (
     decision_threshold,
@@ -72,6 +73,7 @@ def fit(
     progress: bool = True,
     calibrate: bool = True,
     init: str | os.PathLike[str] | None = None,
+    geometry: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train a zoo model and write one checkpoint that carries everything inference needs.
 
@@ -86,6 +88,8 @@ def fit(
         workdir: folder of ``last.pt``/``best.pt`` (default ``<output>.work``); ``resume`` continues
             from its ``last.pt``.
         init: start from this checkpoint's weights (fine-tuning; same architecture and task).
+        geometry: CrystFEL geometry file of every training and validation file (default: each
+            file's own, see :mod:`sfx_cnnhit.models.data`).
         calibrate: fit per-class logit offsets and the hit threshold on the validation files
             (:mod:`sfx_cnnhit.models.calibration`) and store them in the checkpoint.
     """
@@ -105,13 +109,14 @@ def fit(
             raise ConfigError(f"{init}: a {start.spec.name} model cannot start a {arch} run")
         model.load_state_dict(transfer_state(start.state_dict, start.spec, model, spec))
     workdir = Path(workdir) if workdir is not None else output.with_name(output.name + ".work")
+    detector = _geometry(geometry)
     sources: list[BatchSource] = []
     source_batch = math.ceil(config.batch_size / config.mix_batches)
     if train_files:
         sources.append(
             LabelledFrames(
                 train_files, labels, class_names=spec.class_names, batch_size=source_batch,
-                seed=config.seed, max_frames=max_frames,
+                seed=config.seed, max_frames=max_frames, geometry=detector,
             )
         )
     if simulate_per_epoch:
@@ -121,7 +126,8 @@ def fit(
         )
     train_data = sources[0] if len(sources) == 1 else _Interleaved(sources)
     val = (
-        LabelledFrames(val_files, labels, class_names=spec.class_names, batch_size=config.batch_size, shuffle=False)
+        LabelledFrames(val_files, labels, class_names=spec.class_names, batch_size=config.batch_size, shuffle=False,
+                       geometry=detector)
         if val_files
         else None
     )
@@ -210,6 +216,10 @@ def calibrate_checkpoint(
     return output, metrics[CALIBRATION]
 
 
+def _geometry(path: str | os.PathLike[str] | None) -> DetectorGeometry | None:
+    return None if path is None else DetectorGeometry.from_file(path)
+
+
 class _Interleaved:
     """Batches of several sources, alternating, for one epoch each."""
 
@@ -237,18 +247,20 @@ def evaluate_files(
     target_hit_recall: float = 0.995,
     batch_size: int = 64,
     max_frames: int | None = None,
+    geometry: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, ModelSpec]:
     """Evaluate a model on labelled files: the :func:`evaluation_summary` dict, P(hit), true hit flags.
 
     Hit/miss labels (``/truth/hit``) with a five-class model are compared as hit/miss; five-class
-    labels with a hit/miss model too.
+    labels with a hit/miss model too. ``geometry``: CrystFEL geometry file of every input (default:
+    each file's own, see :mod:`sfx_cnnhit.models.data`).
     """
     path = resolve_model_path(model)
     ckpt = load_checkpoint(path)
     net, spec = model_from_checkpoint(ckpt, source=path), ckpt.spec
     label_space = _label_space(paths[0], labels, spec)
     frames = LabelledFrames(paths, labels, class_names=label_space, batch_size=batch_size, shuffle=False,
-                            max_frames=max_frames)
+                            max_frames=max_frames, geometry=_geometry(geometry))
     probs, y = predict_batches(net, spec, frames)
     summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall,
                                  hit_threshold=decision_threshold(ckpt.metrics))

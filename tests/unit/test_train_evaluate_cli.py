@@ -30,8 +30,24 @@ def test_train_evaluate_reduce(files):
     model = root / "m.pt"
     result = runner.invoke(
         app,
-        ["train", str(train), "--val", str(val), "-o", str(model), "--arch", "hitnet_test", "--epochs", "2",
-         "--batch-size", "8", "--task", "fiveclass", "--seed", "3"],
+        [
+            "train",
+            str(train),
+            "--val",
+            str(val),
+            "-o",
+            str(model),
+            "--arch",
+            "hitnet_test",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--task",
+            "fiveclass",
+            "--seed",
+            "3",
+        ],
     )
     assert result.exit_code == 0, result.output
     ckpt = load_checkpoint(model)
@@ -48,8 +64,18 @@ def test_train_evaluate_reduce(files):
     result = runner.invoke(app, ["evaluate", str(val), "--model", str(model), "--json", str(out), "--plots", str(root)])
     assert result.exit_code == 0, result.output
     summary = json.loads(out.read_text())
-    for key in ("n_frames", "class_names", "accuracy", "precision", "recall", "confusion_matrix", "hit_accuracy",
-                "hit_recall", "miss_rejection", "threshold"):
+    for key in (
+        "n_frames",
+        "class_names",
+        "accuracy",
+        "precision",
+        "recall",
+        "confusion_matrix",
+        "hit_accuracy",
+        "hit_recall",
+        "miss_rejection",
+        "threshold",
+    ):
         assert key in summary
     assert summary["n_frames"] == 20 and sum(map(sum, summary["confusion_matrix"])) == 20
     assert (root / "roc_pr.png").exists()
@@ -57,9 +83,40 @@ def test_train_evaluate_reduce(files):
     assert hitmiss.exit_code == 0, hitmiss.output
 
     result = runner.invoke(
-        app, ["reduce", str(val), "-o", str(root / "red"), "--model", str(model), "--target-hit-recall", "1.0",
-              "--explain", "none"],
+        app,
+        [
+            "reduce",
+            str(val),
+            "-o",
+            str(root / "red"),
+            "--model",
+            str(model),
+            "--target-hit-recall",
+            "1.0",
+            "--explain",
+            "none",
+        ],
     )
     assert result.exit_code == 0, result.output
     red = json.loads((root / "red" / "summary.json").read_text())
     assert red["settings"]["threshold"] == pytest.approx(min(ckpt.metrics[VALIDATION_HIT_SCORES]), abs=1e-6)
+
+
+def test_labelled_files_use_their_geometry(files, tmp_path):
+    """The geometry beside a file (as simulate writes it) gives the panels and gain; -g overrides it."""
+    from sfx_cnnhit.io.geometry import DetectorGeometry
+    from sfx_cnnhit.models.data import LabelledFrames
+
+    _, _, val = files
+    geom = val.with_suffix(".geom").read_text()
+    assert "adu_per_photon = 1\n" in geom
+    (tmp_path / "x.cxi").symlink_to(val)
+    (tmp_path / "x.geom").write_text(geom.replace("adu_per_photon = 1\n", "adu_per_photon = 7\n"))
+    (tmp_path / "y.cxi").symlink_to(val)
+    classes = ["blank", "no_crystal", "weak", "good", "strong"]
+    beside = LabelledFrames([tmp_path / "x.cxi", tmp_path / "y.cxi"], class_names=classes)
+    assert beside.layouts[0].adu_per_photon == 7.0 and beside.layouts[1] is None
+    given = LabelledFrames(
+        [tmp_path / "x.cxi"], class_names=classes, geometry=DetectorGeometry.from_file(val.with_suffix(".geom"))
+    )
+    assert given.layouts[0].adu_per_photon == 1.0
