@@ -6,6 +6,9 @@ thresholds, SNR limits and minimum peak sizes is run over the labelled frames, a
 minimum number of peaks that makes a hit (``min_peaks``, OM's ``min_num_peaks_for_hit``) is chosen
 to maximise hit/miss accuracy on those same frames. The best cell is reported with its settings.
 The frames are read once; every grid cell runs our peakfinder8, which is exact to OM's compiled one.
+Each file is read with the geometry beside it (``X.geom``, as ``simulate`` writes it: ASIC layout,
+beam centre, gain); settings tuned on one detector are scored on another with the ADC threshold
+moved to that detector's gain, so that it stands for the same number of photons.
 
     python -m sfx_cnnhit.comparisons.tuning test_512.cxi --labels /truth/hit --json pf8_best.json
 """
@@ -150,6 +153,24 @@ def tune_peakfinder8(
                         n_frames=int(is_hit.size))
 
 
+def _open(paths: Sequence[Path]) -> FrameSource:
+    """Frames of ``paths`` with the geometry beside the first one (``X.geom``, as ``simulate`` writes it)."""
+    from sfx_cnnhit.models.data import file_geometry
+
+    return open_frames([str(p) for p in paths], geometry=file_geometry(paths[0]))
+
+
+def detector_gain(source: FrameSource) -> float:
+    """ADU per photon of ``source`` (its geometry's median panel gain; 1 without one)."""
+    gains = [p.adu_per_photon for p in source.geometry.panels if p.adu_per_photon] if source.geometry else []
+    return float(np.median(gains)) if gains else 1.0
+
+
+def in_gain_of(params: Peakfinder8Params, tuned: FrameSource, scored: FrameSource) -> Peakfinder8Params:
+    """``params`` tuned on ``tuned`` with the ADC threshold moved to ``scored``'s gain (the same photons)."""
+    return replace(params, adc_threshold=params.adc_threshold * detector_gain(scored) / detector_gain(tuned))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sfx_cnnhit.comparisons.tuning", description=__doc__.split("\n")[0])
     parser.add_argument("inputs", nargs="+", type=Path, help="labelled CXI/HDF5 files")
@@ -165,11 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"miss rejection {m['miss_rejection']:.4f}")
 
     try:
-        source = open_frames([str(p) for p in args.inputs])
+        source = _open(args.inputs)
         result = tune_peakfinder8(source, args.labels, max_frames=args.max_frames,
                                   progress=lambda text: print(text, file=sys.stderr, flush=True))
-        scored = {str(path): score_peakfinder8(open_frames([str(path)]), args.labels, result.params,
-                                               result.min_peaks) for path in args.score}
+        scored = {}
+        for path in args.score:
+            target = _open([path])
+            params = in_gain_of(result.params, source, target)
+            scored[str(path)] = {**score_peakfinder8(target, args.labels, params, result.min_peaks),
+                                 "adc_threshold": params.adc_threshold}
     except SfxCnnHitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -226,9 +226,16 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         *,
         bad_pixel_map: NDArray[Any] | None = None,
     ) -> Peakfinder8Finder:
-        """A finder for a CrystFEL geometry whose panels form a regular ASIC grid of the slab."""
-        return cls(params, radius_map=geometry.radius_map(), layout=geometry.layout_info(),
-                   bad_pixel_map=bad_pixel_map, hit_rule=hit_rule)
+        """A finder for a CrystFEL geometry: its ASIC grid, or, when the panels do not tile the slab as a
+        regular grid (Pilatus and Eiger modules with their gaps in one slab), the slab as one ASIC, as
+        OM treats those detectors (gap pixels are masked)."""
+        try:
+            layout = geometry.layout_info()
+        except ConfigError:
+            ss, fs = geometry.slab_shape
+            layout = {"asic_nx": fs, "asic_ny": ss, "nasics_x": 1, "nasics_y": 1}
+        return cls(params, radius_map=geometry.radius_map(), layout=layout, bad_pixel_map=bad_pixel_map,
+                   hit_rule=hit_rule)
 
     @classmethod
     def from_beam_center(

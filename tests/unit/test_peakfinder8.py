@@ -238,3 +238,16 @@ def test_om_compatible_class_matches_finder_and_setters_take_effect():
         Peakfinder8PeakDetection(radius_pixel_map=frame.radius, layout_info=om_like.get_layout_info(),
                                  crystallography_parameters={**OM_GROUP, "threshold": 3})
 
+
+
+def test_from_geometry_takes_a_gapped_module_slab_as_one_asic():
+    """Pilatus modules with gaps in one slab are no regular ASIC grid: OM treats the slab as one ASIC."""
+    from sfx_cnnhit.simulate.detectors import build_detector
+
+    geometry = build_detector("pilatus6m", size=1000).geometry
+    with pytest.raises(ConfigError, match="regular grid"):
+        geometry.layout_info()
+    f = Peakfinder8Finder.from_geometry(geometry, PARAMS)
+    ss, fs = geometry.slab_shape
+    assert f.layout == DetectorLayout(asic_nx=fs, asic_ny=ss, nasics_x=1, nasics_y=1)
+    assert f.radius_map.shape == (ss, fs)

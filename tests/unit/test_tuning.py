@@ -57,3 +57,18 @@ def test_tuning_finds_settings_that_separate_the_frames(run_file, tmp_path, caps
 def test_tuning_needs_labels(run_file):
     with pytest.raises(InputError):
         tune_peakfinder8(open_frames([run_file]), "/truth/nothing_here", grid={"adc_threshold": (100.0,)})
+
+
+def test_settings_move_to_the_scored_detectors_gain():
+    from types import SimpleNamespace
+
+    from sfx_cnnhit.comparisons.tuning import detector_gain, in_gain_of
+    from sfx_cnnhit.finders.config import Peakfinder8Params
+
+    def source(*gains):
+        return SimpleNamespace(geometry=SimpleNamespace(panels=[SimpleNamespace(adu_per_photon=g) for g in gains]))
+
+    photon_counter, cspad = source(1.0), source(32.0, 32.0, None)
+    assert detector_gain(SimpleNamespace(geometry=None)) == 1.0 and detector_gain(cspad) == 32.0
+    moved = in_gain_of(Peakfinder8Params(adc_threshold=20.0, minimum_snr=3.0), photon_counter, cspad)
+    assert moved.adc_threshold == 640.0 and moved.minimum_snr == 3.0
