@@ -46,6 +46,20 @@ def test_the_default_model_separates_clear_hits_from_misses(precision):
     np.testing.assert_array_equal(scores >= 0.5, labels >= 2)
 
 
+def test_the_default_model_vetoes_an_integrating_detector_given_its_gain():
+    """CSPAD frames in ADU (32 ADU/photon): with the geometry's panels and gain the veto rejects blanks
+    and keeps strong hits; read as one 1-ADU-per-photon image, every stray photon looks like a spot."""
+    from sfx_cnnhit.models.preprocess import panel_layout_for
+
+    sim = Simulator(SimulationConfig().with_overrides(detector__name="cspad"), seed=90211, split="test")
+    labels = np.array([0, 0, 4, 4])
+    batch = sim.generate(labels)
+    layout = panel_layout_for(sim.geometry)
+    assert layout.adu_per_photon == pytest.approx(32.11)
+    finder = CnnHitFinder(device="cpu", panel_layout=layout)
+    np.testing.assert_array_equal(finder.classify(batch.data, batch.mask).hits, labels >= 2)
+
+
 def test_demo_reduces_a_simulated_run_with_the_shipped_model(tmp_path):
     from typer.testing import CliRunner
 
