@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from sfx_cnnhit.errors import InputError, SfxCnnHitError
 from sfx_cnnhit.finders.config import Peakfinder8Params
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
+from sfx_cnnhit.io.geometry import median_adu_per_photon
 from sfx_cnnhit.io.labels import load_labels
 from sfx_cnnhit.io.sources import FrameSource, open_frames
 
@@ -161,9 +162,9 @@ def _open(paths: Sequence[Path]) -> FrameSource:
 
 
 def detector_gain(source: FrameSource) -> float:
-    """ADU per photon of ``source`` (its geometry's median panel gain; 1 without one)."""
-    gains = [p.adu_per_photon for p in source.geometry.panels if p.adu_per_photon] if source.geometry else []
-    return float(np.median(gains)) if gains else 1.0
+    """ADU per photon of ``source``: its geometry's gain (as the CNN's preprocessing takes it), else 1."""
+    gain = median_adu_per_photon(source.geometry.panels) if source.geometry is not None else None
+    return gain or 1.0
 
 
 def in_gain_of(params: Peakfinder8Params, tuned: FrameSource, scored: FrameSource) -> Peakfinder8Params:

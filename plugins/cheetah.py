@@ -109,7 +109,5 @@ def cnn_finder_from_cheetah_ini(
             frame_shape, params, rule, beam_center=beam_center, asic_shape=asic_shape
         )
     if panel_layout is None and (layout_info is not None or settings.adu_per_photon is not None):
-        ss, fs = frame_shape if radius_map is None else radius_map.shape
-        one_asic = {"asic_nx": fs, "asic_ny": ss, "nasics_x": 1, "nasics_y": 1}
-        panel_layout = panel_layout_from_layout_info(layout_info or one_asic, settings.adu_per_photon)
+        panel_layout = panel_layout_from_layout_info(peakfinder.layout.as_layout_info(), settings.adu_per_photon)
     return CnnHitFinder(peakfinder=peakfinder, panel_layout=panel_layout, **settings.finder_kwargs())

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
+from sfx_cnnhit.cli.inputs import LabelledGeometry
 from sfx_cnnhit.io.atomic import write_text_atomic
 
 
@@ -30,10 +31,7 @@ def register(app: typer.Typer) -> None:
         plots: Annotated[Path | None, typer.Option("--plots", help="Folder for ROC/PR curves (PNG).")] = None,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="At most this many per file.")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
-        geometry: Annotated[
-            Path | None,
-            typer.Option("--geometry", "-g", help="CrystFEL geometry of every file (default: X.geom beside X.cxi)."),
-        ] = None,
+        geometry: LabelledGeometry = None,
     ) -> None:
         """Evaluate a model on labelled frames (simulated files carry /truth/label and /truth/hit)."""
         from sfx_cnnhit.models.fit import evaluate_files

@@ -39,6 +39,10 @@ PrecisionOption = Annotated[
         "and on GPUs; auto picks it where the hardware has it.",
     ),
 ]
+LabelledGeometry = Annotated[
+    Path | None,
+    typer.Option("--geometry", "-g", help="CrystFEL geometry of every file (default: X.geom beside X.cxi)."),
+]
 MinPeaks = Annotated[int | None, typer.Option("--min-peaks", help="A hit has at least this many peaks.")]
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
+from sfx_cnnhit.cli.inputs import LabelledGeometry
 
 
 def register(app: typer.Typer) -> None:
@@ -33,10 +34,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, typer.Option("--seed")] = None,
         device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda ...")] = None,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Use at most this many per file.")] = None,
-        geometry: Annotated[
-            Path | None,
-            typer.Option("--geometry", "-g", help="CrystFEL geometry of every file (default: X.geom beside X.cxi)."),
-        ] = None,
+        geometry: LabelledGeometry = None,
         workdir: Annotated[
             Path | None, typer.Option("--workdir", help="Folder of last.pt/best.pt (default OUTPUT.work).")
         ] = None,

@@ -232,8 +232,7 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         try:
             layout = geometry.layout_info()
         except ConfigError:
-            ss, fs = geometry.slab_shape
-            layout = {"asic_nx": fs, "asic_ny": ss, "nasics_x": 1, "nasics_y": 1}
+            layout = None  # one ASIC covering the radius map's slab
         return cls(params, radius_map=geometry.radius_map(), layout=layout, bad_pixel_map=bad_pixel_map,
                    hit_rule=hit_rule)
 

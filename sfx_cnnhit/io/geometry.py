@@ -11,8 +11,10 @@ in panel-relative pixel coordinates, the same convention CrystFEL uses.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +29,12 @@ HC_EV_ANGSTROM = 12398.419843320026  # h*c in eV*Angstrom
 def wavelength_angstrom(photon_energy_ev: float) -> float:
     """X-ray wavelength (Å) for a photon energy (eV)."""
     return HC_EV_ANGSTROM / photon_energy_ev
+
+
+def median_adu_per_photon(panels: Iterable[Any]) -> float | None:
+    """The detector's gain: the median ``adu_per_photon`` of the panels that give one, else None."""
+    gains = [p.adu_per_photon for p in panels if getattr(p, "adu_per_photon", None)]
+    return float(np.median(gains)) if gains else None
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from torch.nn import functional
 
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.geometry import DetectorGeometry, median_adu_per_photon
 
 Scaling = Literal["asinh", "log", "linear"]
 _SCALINGS = ("asinh", "log", "linear")
@@ -144,10 +144,9 @@ class PanelLayout:
         ``geometry.panels`` must have CrystFEL's inclusive ``min_ss, max_ss, min_fs, max_fs``; the
         gain is the median of the panels' ``adu_per_photon`` (None when no panel gives one).
         """
-        gains = [p.adu_per_photon for p in geometry.panels if getattr(p, "adu_per_photon", None)]
         return cls(
             tuple((p.min_ss, p.max_ss + 1, p.min_fs, p.max_fs + 1) for p in geometry.panels),
-            adu_per_photon=float(np.median(gains)) if gains else None,
+            adu_per_photon=median_adu_per_photon(geometry.panels),
         )
 
     def check_frame(self, frame_shape: tuple[int, int]) -> None:
