@@ -65,9 +65,9 @@ def main() -> None:
     import torch
 
     from sfx_cnnhit.finders.cnn import CnnHitFinder
+    from sfx_cnnhit.io.prefetch import prefetched
     from sfx_cnnhit.io.sources import open_frames
     from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
-    from sfx_cnnhit.pipeline.reduce import prefetched
 
     if args.threads:
         torch.set_num_threads(args.threads)

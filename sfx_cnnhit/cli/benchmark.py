@@ -34,6 +34,16 @@ def register(app: typer.Typer) -> None:
             typer.Option("--detector", help="Simulated detectors (repeat; default square512 and agipd1m)."),
         ] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per CNN batch.")] = 16,
+        max_frames: Annotated[
+            int | None, typer.Option("--max-frames", min=1, help="Frames timed per method at most (default 256).")
+        ] = None,
+        seconds: Annotated[
+            float | None, typer.Option("--seconds", min=0.1, help="Time each method about this long (default 3 s).")
+        ] = None,
+        pool_frames: Annotated[
+            int | None,
+            typer.Option("--pool-frames", min=1, help="Frames held in memory, cycled through (default 32)."),
+        ] = None,
         threads: Annotated[
             int | None, typer.Option("--threads", help="torch threads (default: one per core).")
         ] = None,
@@ -50,6 +60,9 @@ def register(app: typer.Typer) -> None:
         overrides: dict[str, object] = {
             "model": model, "batch_size": batch_size, "threads": threads, "device": device, "precision": precision,
         }
+        for key, value in (("max_frames", max_frames), ("seconds_per_method", seconds), ("pool_frames", pool_frames)):
+            if value is not None:
+                overrides[key] = value
         if method:
             overrides["methods"] = tuple(method)
         elif not full:

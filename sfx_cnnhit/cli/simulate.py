@@ -92,6 +92,16 @@ def build_config(
     return base.with_overrides(**overrides) if overrides else base
 
 
+def detector_config(spec: str) -> SimulationConfig:
+    """The default simulation on the detector ``NAME`` or ``NAME:SIZE`` (``simulate -d NAME --size SIZE``)."""
+    name, _, size = spec.partition(":")
+    try:
+        side = int(size) if size else None
+    except ValueError:
+        raise ConfigError(f"detector {spec!r}: the size after ':' must be an integer") from None
+    return build_config(SimulationConfig(), detector=name, size=side, photon_energy=None, clen=None, cells=None)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     @handle_errors

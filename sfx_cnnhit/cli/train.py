@@ -24,6 +24,17 @@ def register(app: typer.Typer) -> None:
         simulate: Annotated[
             int | None, typer.Option("--simulate", help="Also simulate this many fresh frames every epoch.")
         ] = None,
+        simulate_detector: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--simulate-detector",
+                help="Detector of the simulated frames, NAME or NAME:SIZE as in simulate -d/--size (repeat to "
+                "share the frames among several; default square512).",
+            ),
+        ] = None,
+        workers: Annotated[
+            int, typer.Option("--workers", "-j", min=1, help="Simulator processes for --simulate.")
+        ] = 1,
         task: Annotated[Literal["fiveclass", "hitmiss"], typer.Option("--task")] = "fiveclass",
         arch: Annotated[str, typer.Option("--arch", help="Zoo model: hitnet, alexnet, resnet18/50/101.")] = "hitnet",
         preset: Annotated[str, typer.Option("--preset", help="hitnet (ours) or seed (the paper's).")] = "hitnet",
@@ -66,6 +77,7 @@ def register(app: typer.Typer) -> None:
         The checkpoint holds the architecture, classes, preprocessing, data recipe, code version,
         metrics and the validation scores that `reduce --target-hit-recall` uses.
         """
+        from sfx_cnnhit.cli.simulate import detector_config
         from sfx_cnnhit.models.fit import fit
         from sfx_cnnhit.models.training import AUGMENTATIONS
 
@@ -80,6 +92,8 @@ def register(app: typer.Typer) -> None:
             output=output,
             train_files=[str(p) for p in data or []],
             simulate_per_epoch=simulate,
+            simulate_configs=[detector_config(d) for d in simulate_detector or []],
+            workers=workers,
             val_files=[str(p) for p in val or []],
             labels=labels,
             task=task,

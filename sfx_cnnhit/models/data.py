@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from sfx_cnnhit.errors import InputError
+from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.labels import load_labels
+from sfx_cnnhit.io.prefetch import prefetched
 from sfx_cnnhit.io.sources import FrameSource, open_frames
 from sfx_cnnhit.models.preprocess import PanelLayout, panel_layout_for
 from sfx_cnnhit.models.tasks import TASK_CLASSES
 from sfx_cnnhit.types import FrameBatch
 
 HITMISS = TASK_CLASSES["hitmiss"]
+T = TypeVar("T")
 
 
 def file_geometry(path: str | os.PathLike[str], geometry: DetectorGeometry | None = None) -> DetectorGeometry | None:
@@ -132,11 +135,26 @@ class LabelledFrames:
         return self.for_epoch(0)
 
 
-class SimulatedFrames:
-    """Fresh simulated frames every epoch (on-the-fly training data): ``n_frames`` per epoch.
+def round_robin(iterables: Iterable[Iterable[T]]) -> Iterator[T]:
+    """Items of several iterables alternately (one of each in turn), until all are exhausted."""
+    iters = [iter(it) for it in iterables]
+    while iters:
+        for it in list(iters):
+            try:
+                yield next(it)
+            except StopIteration:
+                iters.remove(it)
 
-    Epoch ``e`` uses the simulator's base seed ``seed + e`` on the ``train`` split, which never shares
-    random streams with the ``val`` and ``test`` splits, whatever their seeds.
+
+class SimulatedFrames:
+    """Fresh simulated frames every epoch (on-the-fly training data): ``n_frames`` per epoch, shared
+    evenly by the detectors of ``configs`` (one :class:`SimulationConfig` each), their batches alternating.
+
+    Detector ``i`` in epoch ``e`` uses the simulator's base seed ``seed + e + 10007 i`` on the ``train``
+    split, which never shares random streams with the ``val`` and ``test`` splits, whatever their seeds.
+    With ``workers > 1`` the detectors simulate at once, each in its own processes (the workers shared in
+    proportion to its pixels), and a thread per detector keeps its next batch ready while the network
+    trains; the frames do not depend on ``workers``.
     """
 
     def __init__(
@@ -146,24 +164,40 @@ class SimulatedFrames:
         class_names: Sequence[str],
         seed: int = 0,
         batch_size: int = 64,
-        config: Any = None,
+        configs: Sequence[Any] | None = None,
+        workers: int = 1,
         split: str = "train",
     ) -> None:
-        from sfx_cnnhit.simulate import Simulator
+        from sfx_cnnhit.simulate import SimulationConfig, Simulator
 
         self._simulator = Simulator
+        self.configs = tuple(configs) if configs else (SimulationConfig(),)
+        if workers < 1:
+            raise ConfigError("workers must be at least 1")
         self.n_frames, self.class_names, self.seed = int(n_frames), tuple(class_names), int(seed)
-        self.batch_size, self.config, self.split = int(batch_size), config, split
+        self.batch_size, self.workers, self.split = int(batch_size), int(workers), split
+        share, extra = divmod(self.n_frames, len(self.configs))
+        self.frames_per_detector = [share + (i < extra) for i in range(len(self.configs))]
+        self.workers_per_detector = [1] * len(self.configs)
+        if self.workers > 1:
+            pixels = np.array([math.prod(Simulator(c).frame_shape) for c in self.configs], np.float64)
+            self.workers_per_detector = [max(1, round(w)) for w in self.workers * pixels / pixels.sum()]
 
     def __len__(self) -> int:
-        return math.ceil(self.n_frames / self.batch_size)
+        return sum(math.ceil(n / self.batch_size) for n in self.frames_per_detector)
+
+    def _detector(self, i: int, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
+        seed, workers = self.seed + epoch + 10007 * i, self.workers_per_detector[i]
+        with self._simulator(self.configs[i], seed=seed, split=self.split, workers=workers) as sim:
+            layout = panel_layout_for(sim.geometry)
+            batches = sim.stream(self.frames_per_detector[i], batch_size=self.batch_size)
+            with closing(prefetched(batches, depth=int(self.workers > 1))) as stream:
+                for batch in stream:
+                    labels = batch.hit.astype(np.int64) if self.class_names == HITMISS else batch.labels
+                    yield torch.from_numpy(batch.data), torch.from_numpy(batch.mask), torch.from_numpy(labels), layout
 
     def for_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
-        with self._simulator(self.config, seed=self.seed + epoch, split=self.split) as sim:
-            layout = panel_layout_for(sim.geometry)
-            for batch in sim.stream(self.n_frames, batch_size=self.batch_size):
-                labels = batch.hit.astype(np.int64) if self.class_names == HITMISS else batch.labels
-                yield torch.from_numpy(batch.data), torch.from_numpy(batch.mask), torch.from_numpy(labels), layout
+        return round_robin(self._detector(i, epoch) for i in range(len(self.configs)))
 
     def __call__(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]]:
         return self.for_epoch(epoch)

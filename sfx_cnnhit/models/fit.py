@@ -22,7 +22,7 @@ from sfx_cnnhit.models.checkpoint import (
     resolve_model_path,
     save_checkpoint,
 )
-from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames
+from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames, round_robin
 from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
 from sfx_cnnhit.models.tasks import Task
 from sfx_cnnhit.models.training import PRESETS, BatchSource, TrainResult, predict_batches, train
@@ -61,6 +61,8 @@ def fit(
     output: str | os.PathLike[str],
     train_files: list[str] | None = None,
     simulate_per_epoch: int | None = None,
+    simulate_configs: list[Any] | None = None,
+    workers: int = 1,
     val_files: list[str] | None = None,
     labels: str = "/truth/label",
     task: Task = "fiveclass",
@@ -81,7 +83,9 @@ def fit(
         output: the final checkpoint (the best validation epoch, with its metrics and the validation
             P(hit) of the true hits, used by ``reduce --target-hit-recall``).
         train_files: labelled files (``labels`` names the dataset or CSV), and/or
-        simulate_per_epoch: that many freshly simulated frames every epoch.
+        simulate_per_epoch: that many freshly simulated frames every epoch, shared by the detectors of
+        simulate_configs: one :class:`~sfx_cnnhit.simulate.SimulationConfig` each (default: the
+            simulator's default detector), simulated in ``workers`` processes.
         val_files: labelled validation files, evaluated every epoch.
         task, arch, preset: classes, architecture and optimisation preset (see ``PRESETS``).
         overrides: fields of :class:`~sfx_cnnhit.models.training.TrainConfig` to change.
@@ -122,7 +126,7 @@ def fit(
     if simulate_per_epoch:
         sources.append(
             SimulatedFrames(simulate_per_epoch, class_names=spec.class_names, seed=config.seed,
-                            batch_size=source_batch)
+                            batch_size=source_batch, configs=simulate_configs, workers=workers)
         )
     train_data = sources[0] if len(sources) == 1 else _Interleaved(sources)
     val = (
@@ -134,6 +138,7 @@ def fit(
     recipe = {
         "train_files": data_recipe(train_files or []),
         "simulate_per_epoch": simulate_per_epoch,
+        "simulate_configs": [c.to_dict() for c in simulate_configs or []],
         "val_files": data_recipe(val_files or []),
         "labels": labels,
         "max_frames": max_frames,
@@ -230,13 +235,7 @@ class _Interleaved:
         return sum(len(s) for s in self.sources)
 
     def __call__(self, epoch: int) -> Any:
-        iters = [iter(s(epoch)) for s in self.sources]
-        while iters:
-            for it in list(iters):
-                try:
-                    yield next(it)
-                except StopIteration:
-                    iters.remove(it)
+        return round_robin(s(epoch) for s in self.sources)
 
 
 def evaluate_files(

@@ -513,7 +513,8 @@ def train(
     with _progress(progress) as bar:
         for epoch in range(start, config.epochs):
             batches = _batches(train_data, epoch)
-            total = math.ceil(len(batches) / config.mix_batches) if hasattr(batches, "__len__") else None
+            sized = batches if hasattr(batches, "__len__") else train_data
+            total = math.ceil(len(sized) / config.mix_batches) if hasattr(sized, "__len__") else None
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=total, info="")
             t0, loss_sum, n_seen = time.perf_counter(), 0.0, 0
             model.train()

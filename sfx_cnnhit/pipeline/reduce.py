@@ -27,13 +27,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,6 +41,7 @@ from sfx_cnnhit.finders.base import HitFinder
 from sfx_cnnhit.io.atomic import finalize, inprogress_path, write_text_atomic
 from sfx_cnnhit.io.cxi import CXIWriter, write_lst
 from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.prefetch import prefetched
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.plugins.crystfel import write_recipe
 from sfx_cnnhit.types import FrameBatch
@@ -54,8 +53,6 @@ LST_NAME = "hits.lst"
 SUMMARY_NAME = "summary.json"
 CSV_COLUMNS = ("event_id", "source_file", "source_index", "score", "hit", "n_peaks")
 SCORE_DATASET = "hit_score"
-
-T = TypeVar("T")
 
 
 class HeatMapExplainer(Protocol):
@@ -149,58 +146,6 @@ class _FrameTable:
 
     def close(self) -> None:
         self._fh.close()
-
-
-def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """Iterate ``items`` while a reader thread keeps up to ``depth`` of the next ones ready.
-
-    Reading (HDF5 decompression, dtype conversion, masking) then overlaps with the caller's work;
-    numpy, h5py's decompression filters and torch release the GIL for large arrays. At most
-    ``depth + 2`` items exist at once (queued, being read, held by the caller). An exception in the
-    reader is raised in the caller; when the caller stops early the reader stops after its current
-    item and ``items`` is closed (its files too). ``depth = 0`` iterates in the caller's thread.
-    """
-    if depth < 1:
-        yield from items
-        return
-    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for item in items:
-                if not put((False, item)):
-                    return
-            put((True, None))
-        except BaseException as err:  # handed to the caller, who raises it
-            put((True, err))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=read, name="sfx-cnnhit-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            last, value = slots.get()
-            if last:
-                if value is not None:
-                    raise value
-                return
-            yield value
-    finally:
-        stop.set()
-        reader.join()
 
 
 def _batch_rows(

@@ -98,3 +98,19 @@ def test_peak_memory_is_that_of_the_process_itself():
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert peak_rss_mb() > 400 and 0 < child < 300
     del ballast
+
+
+def test_cli_timing_limits_reach_the_run(tmp_path, monkeypatch):
+    seen: dict[str, object] = {}
+
+    def tiny(**overrides):
+        seen.update(overrides)
+        return BenchmarkConfig(**{**TINY, **overrides})
+
+    monkeypatch.setattr(benchmark_cli, "BenchmarkConfig", tiny)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["benchmark", "--method", "peakfinder8", "--max-frames", "3", "--pool-frames",
+                                      "3", "--seconds", "0.5", "--json", str(out), "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    assert (seen["max_frames"], seen["pool_frames"], seen["seconds_per_method"]) == (3, 3, 0.5)
+    assert json.loads(out.read_text())["results"]["peakfinder8"]["frames"] <= 3

@@ -120,3 +120,18 @@ def test_labelled_files_use_their_geometry(files, tmp_path):
         [tmp_path / "x.cxi"], class_names=classes, geometry=DetectorGeometry.from_file(val.with_suffix(".geom"))
     )
     assert given.layouts[0].adu_per_photon == 1.0
+
+
+def test_train_on_frames_simulated_for_several_detectors(tmp_path):
+    runner = CliRunner()
+    model = tmp_path / "sim.pt"
+    args = ["train", "--simulate", "6", "--simulate-detector", "square512:48", "--simulate-detector", "rayonix:40",
+            "-j", "2", "--task", "hitmiss", "--arch", "hitnet_test", "--epochs", "1", "--batch-size", "4"]
+    result = runner.invoke(app, [*args, "-o", str(model)])
+    assert result.exit_code == 0, result.output
+    recipe = load_checkpoint(model).recipe
+    assert recipe["simulate_per_epoch"] == 6
+    assert [(c["detector"]["name"], c["detector"]["size"]) for c in recipe["simulate_configs"]] == [
+        ("square512", 48), ("rayonix", 40)]
+    bad = runner.invoke(app, [*args[:4], "nowhere", "-o", str(tmp_path / "bad.pt")])
+    assert bad.exit_code == 2 and "unknown detector 'nowhere'" in bad.output

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from sfx_cnnhit.cli.simulate import detector_config
 from sfx_cnnhit.errors import ConfigError, InputError, NotAvailableError
 from sfx_cnnhit.models import checkpoint as ckpt_mod
 from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model, save_checkpoint
+from sfx_cnnhit.models.data import SimulatedFrames, round_robin
+from sfx_cnnhit.models.tasks import TASK_CLASSES
 from sfx_cnnhit.models.training import (
     PRESETS,
     ArrayBatches,
@@ -204,3 +207,26 @@ def test_load_model_default_and_errors(tmp_path, monkeypatch) -> None:
     loaded, loaded_spec = load_model()
     assert loaded_spec == spec and not loaded.training
     assert ckpt_mod.shipped_models() == [ckpt_mod.DEFAULT_MODEL]
+
+
+def test_round_robin_alternates_until_every_source_is_done() -> None:
+    assert list(round_robin([[1, 2, 3], [], "ab"])) == [1, "a", 2, "b", 3]
+
+
+def test_simulated_frames_share_detectors_and_do_not_depend_on_workers() -> None:
+    """Several detectors per epoch, their batches alternating; the frames are the same with workers."""
+    configs = [detector_config("square512:48"), detector_config("rayonix:40")]
+    one = SimulatedFrames(5, class_names=TASK_CLASSES["hitmiss"], batch_size=2, configs=configs, seed=4)
+    assert one.frames_per_detector == [3, 2] and len(one) == 3
+    batches = list(one(1))
+    assert [b[0].shape[1:] for b in batches] == [(48, 48), (40, 40), (48, 48)]
+    assert [b[0].shape[0] for b in batches] == [2, 2, 1]
+    assert all(set(b[2].tolist()) <= {0, 1} for b in batches)
+    parallel = SimulatedFrames(5, class_names=TASK_CLASSES["hitmiss"], batch_size=2, configs=configs, seed=4,
+                               workers=4)
+    assert parallel.workers_per_detector == [2, 2]  # in proportion to the pixels: 2304 and 1600
+    for a, b in zip(batches, parallel(1), strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    assert not torch.equal(batches[0][0], next(iter(one(2)))[0])  # every epoch is fresh
+    with pytest.raises(ConfigError, match="workers"):
+        SimulatedFrames(4, class_names=TASK_CLASSES["hitmiss"], workers=0)
