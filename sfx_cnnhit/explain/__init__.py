@@ -1,7 +1,7 @@
 """Explanations of the CNN's decisions, and a score of whether they point at Bragg peaks.
 
 - :mod:`~sfx_cnnhit.explain.gradcam`: ``GradCamExplainer`` (Grad-CAM, HiResCAM, guided Grad-CAM
-  through pytorch-grad-cam; maps on the detector's pixel grid with their raw maxima), ``LogitTarget``;
+  through pytorch-grad-cam; maps on the detector's pixel grid with their raw maxima), ``LogOddsTarget``;
 - :mod:`~sfx_cnnhit.explain.inversion`: ``invert_representation`` (Mahendran & Vedaldi, seed eq. 1-5);
 - :mod:`~sfx_cnnhit.explain.histograms`: ``activation_histograms`` per class (seed Fig. 9);
 - :mod:`~sfx_cnnhit.explain.score`: ``score_explanations``, ``ExplanationScorer`` (mass in spots,
@@ -19,7 +19,7 @@ from sfx_cnnhit.explain.figures import (
     save_histogram_figure,
     save_inversion_figure,
 )
-from sfx_cnnhit.explain.gradcam import Explanation, GradCamExplainer, LogitTarget
+from sfx_cnnhit.explain.gradcam import Explanation, GradCamExplainer, LogOddsTarget
 from sfx_cnnhit.explain.histograms import activation_histograms
 from sfx_cnnhit.explain.inversion import inversion_layers, invert_representation
 from sfx_cnnhit.explain.report import ExplainSettings, explain_source
@@ -31,7 +31,7 @@ __all__ = [
     "ExplanationScorer",
     "FramePanels",
     "GradCamExplainer",
-    "LogitTarget",
+    "LogOddsTarget",
     "activation_histograms",
     "display_image",
     "explain_source",

@@ -16,10 +16,12 @@ All go through pytorch-grad-cam (``GradCAM``, ``HiResCAM``, ``GuidedBackpropReLU
   kept (pixels whose increase raises the target). It shows *which pixels* inside Grad-CAM's regions
   carry the evidence, at the resolution of the binned network input.
 
-Target ``"hit"`` is :class:`LogitTarget` over the spec's hit classes: the log-sum-exp of their logits,
-which is the hit logit itself for a hit/miss model and, for the five-class model, the log of the
-unnormalised probability of "any hit class" (its gradient is the softmax-weighted mean of the hit
-logits' gradients; the miss logits play no part). An int target is that class's logit.
+Target ``"hit"`` is :class:`LogOddsTarget` over the spec's hit classes: ``log P(hit) - log P(miss)``,
+the quantity the hit decision thresholds (the hit logit minus the miss logit for a hit/miss model;
+for the five-class model the log-sum-exp of the hit logits minus that of the miss logits). The
+evidence *against* a miss then counts as much as the evidence for a hit; with the hit logit alone,
+Grad-CAM's channel-averaged weights of the shipped hit/miss model summed to maps that missed the
+spots (``docs/explain.md``). An int target is the log-odds of that class against the others.
 
 Maps are computed at the network input's geometry and mapped back onto the frame with
 :meth:`~sfx_cnnhit.models.preprocess.InputPlan.to_frame` (bilinear upsampling of the Grad-CAM grid
@@ -59,8 +61,10 @@ METHODS: tuple[str, ...] = ("gradcam", "guided", "hirescam")
 DATASETS = {"gradcam": "gradcam", "guided": "guided_gradcam", "hirescam": "hirescam"}
 
 
-class LogitTarget:
-    """A Grad-CAM target: the log-sum-exp of the logits of ``classes`` (one class: its logit).
+class LogOddsTarget:
+    """A Grad-CAM target: the log-odds of ``classes`` against the other classes,
+    ``log P(classes) - log P(rest) = logsumexp(logits[classes]) - logsumexp(logits[rest])`` (with every
+    class named: the log-sum-exp of their logits).
 
     Called with one frame's logits ``(K,)`` (as pytorch-grad-cam does) or a batch ``(n, K)``.
     """
@@ -71,10 +75,12 @@ class LogitTarget:
         self.classes = [int(c) for c in classes]
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.logsumexp(logits[..., self.classes], dim=-1)
+        rest = [c for c in range(logits.shape[-1]) if c not in self.classes]
+        score = torch.logsumexp(logits[..., self.classes], dim=-1)
+        return score - torch.logsumexp(logits[..., rest], dim=-1) if rest else score
 
     def __repr__(self) -> str:
-        return f"LogitTarget({self.classes})"
+        return f"LogOddsTarget({self.classes})"
 
 
 class _RawCAM(BaseCAM):
@@ -133,7 +139,7 @@ def _graph_from(layer: nn.Module) -> Iterator[None]:
 class _TargetScore(nn.Module):
     """``x -> target(model(x))[:, None]``: lets GuidedBackpropReLUModel back-propagate any target."""
 
-    def __init__(self, model: nn.Module, target: LogitTarget) -> None:
+    def __init__(self, model: nn.Module, target: LogOddsTarget) -> None:
         super().__init__()
         self.model = model
         self.target = target
@@ -219,7 +225,7 @@ class GradCamExplainer:
             modules are the same after every call).
         spec: its spec (preprocessing, classes, ``cam_target_layer``).
         method: ``"gradcam"``, ``"guided"`` (guided Grad-CAM) or ``"hirescam"``.
-        target: ``"hit"`` (:class:`LogitTarget` of the hit classes) or a class index.
+        target: ``"hit"`` (:class:`LogOddsTarget` of the hit classes) or a class index.
         layout: panels of a multi-panel slab, as given to :func:`~sfx_cnnhit.models.preprocess.preprocess`.
         batch_size: frames per forward/backward pass.
 
@@ -257,7 +263,7 @@ class GradCamExplainer:
         self.method: Method = method
         self.layout = layout
         self.batch_size = int(batch_size)
-        self.target = LogitTarget(classes)
+        self.target = LogOddsTarget(classes)
         self.layer = get_layer(model, spec.cam_target_layer)
         self.dataset = DATASETS[method]
         self.last_probabilities: NDArray[np.float32] | None = None

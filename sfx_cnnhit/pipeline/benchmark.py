@@ -393,7 +393,8 @@ def run_benchmark(
     Args:
         config: what to measure (default :class:`BenchmarkConfig()`).
         workdir: folder for frames, models and outputs (default: a temporary folder, removed after).
-        progress: called with a line of text before each measurement.
+        progress: called with a line of text before each measurement and with its figures after it
+            (so a run stopped early has still shown what it measured).
     """
     config = config or BenchmarkConfig()
     say = progress or (lambda _line: None)
@@ -449,6 +450,8 @@ def run_benchmark(
                 continue
             threshold = result.get("threshold", threshold)
             results[method] = {"detector": detector, "frame_shape": list(frame_set.frame_shape), **result}
+            say(f"  {result['frames_per_second']:.1f} frames/s ({result['frames']} frames, {result['device']}), "
+                f"peak RSS {result['peak_rss_mb']:.0f} MB")
         by_detector[detector] = {"results": results, "ratio_to_om_peakfinder8": _ratios(results)}
 
     headline: dict[str, dict[str, Any]] = {}

@@ -66,7 +66,9 @@ def test_tiny_run_reports_every_required_figure(tiny_model, tmp_path):
     for key in ("cores", "torch_threads", "torch_version", "cpu"):
         assert key in report["machine"]
     assert report["model"]["trained"] and report["model"]["path"] == tiny_model
-    assert len(lines) == 1 + len(measured)  # one progress line for the frames and one per method
+    # one progress line for the frames, then per method one before and one with its figures
+    assert len(lines) == 1 + 2 * len(measured)
+    assert sum("frames/s" in line for line in lines) == len(measured)
     assert "cnn_veto" in format_report(report)
 
 

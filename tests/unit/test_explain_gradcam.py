@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.explain.gradcam import GradCamExplainer, LogitTarget
+from sfx_cnnhit.explain.gradcam import GradCamExplainer, LogOddsTarget
 from sfx_cnnhit.explain.score import fair_dilation_px, score_explanations
 from sfx_cnnhit.models import PanelLayout, PreprocessConfig, create_model, list_models, make_spec
 from sfx_cnnhit.models.zoo import ModelSpec
@@ -22,8 +22,8 @@ class SpotModel(nn.Module):
     """A hit/miss net whose decision is known by construction.
 
     Channel 0 fires only on bright spots (preprocessed value above 3, i.e. more than ~10 sigma above
-    the background), channel 1 on everything at or below the background. Hit logit = ``gain`` x the
-    summed spot activations; miss logit = the mean background activation.
+    the background), channel 1 on everything at or below the background. Hit logit = the summed spot
+    activations, miss logit = the mean background activation, both times ``gain``.
     """
 
     def __init__(self, gain: float = 1.0) -> None:
@@ -41,7 +41,7 @@ class SpotModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.features(x)
-        return torch.stack([a[:, 1].mean(dim=(1, 2)), self.gain * a[:, 0].sum(dim=(1, 2))], dim=1)
+        return self.gain * torch.stack([a[:, 1].mean(dim=(1, 2)), a[:, 0].sum(dim=(1, 2))], dim=1)
 
 
 SPOT_SPEC = ModelSpec(
@@ -227,5 +227,7 @@ def test_dataset_names_and_logit_target():
     assert GradCamExplainer(model, spec, method="guided").dataset == "guided_gradcam"
     assert GradCamExplainer(model, spec, method="hirescam").dataset == "hirescam"
     logits = torch.tensor([[0.5, 2.0, -1.0], [1.0, 0.0, 3.0]])
-    torch.testing.assert_close(LogitTarget([1])(logits), logits[:, 1])
-    torch.testing.assert_close(LogitTarget([1, 2])(logits[0]), torch.log(torch.exp(logits[0, 1:]).sum()))
+    p = torch.softmax(logits, dim=1)
+    torch.testing.assert_close(LogOddsTarget([1])(logits), torch.log(p[:, 1] / (1 - p[:, 1])))
+    torch.testing.assert_close(LogOddsTarget([1, 2])(logits[0]), torch.log(p[0, 1:].sum() / p[0, 0]))
+    torch.testing.assert_close(LogOddsTarget([0, 1, 2])(logits), torch.logsumexp(logits, dim=1))
