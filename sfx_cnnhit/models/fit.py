@@ -26,7 +26,7 @@ from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames, round_robin
 from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
 from sfx_cnnhit.models.tasks import Task
 from sfx_cnnhit.models.training import PRESETS, BatchSource, TrainResult, predict_batches, train
-from sfx_cnnhit.models.zoo import ModelSpec, build_model, create_model
+from sfx_cnnhit.models.zoo import ModelSpec, create_model
 
 
 def data_recipe(paths: list[str]) -> list[dict[str, Any]]:
@@ -151,12 +151,11 @@ def fit(
         resume=last if resume and last.exists() else None, recipe=recipe, progress=progress,
     )
     best = load_checkpoint(workdir / "best.pt")
-    final_model = build_model(spec)
-    final_model.load_state_dict(best.state_dict)
+    final_model = model_from_checkpoint(best, source=workdir / "best.pt")
     metrics = {**best.metrics, "history": result.history, "best_epoch": result.best_epoch}
     if val is not None:
-        metrics.update(validate_and_calibrate(final_model.eval(), spec, val, calibrate=calibrate))
-    save_checkpoint(output, final_model.eval(), spec, recipe=best.recipe, metrics=metrics)
+        metrics.update(validate_and_calibrate(final_model, spec, val, calibrate=calibrate))
+    save_checkpoint(output, final_model, spec, recipe=best.recipe, metrics=metrics)
     return output, result
 
 
@@ -209,13 +208,13 @@ def calibrate_checkpoint(
     output = Path(output)
     if output.exists():
         raise OutputError(f"{output}: exists; choose another name (checkpoints are never overwritten)")
-    ckpt = load_checkpoint(resolve_model_path(model))
+    path = resolve_model_path(model)
+    ckpt = load_checkpoint(path)
     if CALIBRATION in ckpt.metrics:
         raise ConfigError(f"{model}: already calibrated (offsets {ckpt.metrics[CALIBRATION]['logit_offsets']})")
-    net = build_model(ckpt.spec)
-    net.load_state_dict(ckpt.state_dict)
+    net = model_from_checkpoint(ckpt, source=path)
     val = LabelledFrames(val_files, labels, class_names=ckpt.spec.class_names, batch_size=batch_size, shuffle=False)
-    metrics = {**ckpt.metrics, **validate_and_calibrate(net.eval(), ckpt.spec, val)}
+    metrics = {**ckpt.metrics, **validate_and_calibrate(net, ckpt.spec, val)}
     metrics[CALIBRATION]["val_files"] = data_recipe(val_files)
     save_checkpoint(output, net, ckpt.spec, recipe=ckpt.recipe, metrics=metrics)
     return output, metrics[CALIBRATION]
