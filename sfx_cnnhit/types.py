@@ -122,8 +122,11 @@ class Classification:
             peakfinder8 and DIALS).
         hits: ``(n,)`` bool, the hit decision from the method's hit rule.
         peaks: per-frame peak lists where the method localises peaks (empty for misses of the CNN).
+        flags: per frame, why the method could not judge it (``""``: judged); see
+            :mod:`sfx_cnnhit.models.guards`. None: the method flags nothing.
     """
 
     scores: NDArray[np.float64]
     hits: NDArray[np.bool_]
     peaks: list[PeakList] | None = None
+    flags: list[str] | None = None

@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"[bold]{spec.name}[/bold] ({spec.task}) on {summary['n_frames']} frames")
         console.print(summary["table3"])
         console.print(f"accuracy {summary['accuracy']:.4f}")
+        if summary.get("roc_auc") is not None:
+            console.print(f"hit/miss ROC AUC {summary['roc_auc']:.4f}")
         console.print("hit/miss (rows: true hit, miss; columns: predicted hit, miss; %):")
         console.print(format_table5(summary["hit_confusion_percent"]))
         console.print(

@@ -14,7 +14,7 @@ import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors, progress_bar
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.simulate import CLASS_NAMES, DETECTORS, SimulationConfig
+from sfx_cnnhit.simulate import CLASS_NAMES, DETECTORS, NAMED_CONFIGS, SimulationConfig
 from sfx_cnnhit.simulate.cells import CELLS
 from sfx_cnnhit.simulate.output import simulate_to_file
 
@@ -44,9 +44,11 @@ def parse_fractions(text: str) -> list[float]:
 
 
 def load_config(path: Path | None) -> SimulationConfig:
-    """A config from a JSON or YAML file holding :meth:`SimulationConfig.to_dict`'s nested layout."""
+    """A config from a JSON or YAML file holding :meth:`SimulationConfig.to_dict`'s nested layout, or a
+    shipped config by name (:data:`sfx_cnnhit.simulate.NAMED_CONFIGS`, e.g. ``randomised``)."""
     if path is None:
         return SimulationConfig()
+    path = NAMED_CONFIGS.get(str(path), path)
     try:
         text = path.read_text()
     except OSError as err:
@@ -92,14 +94,17 @@ def build_config(
     return base.with_overrides(**overrides) if overrides else base
 
 
-def detector_config(spec: str) -> SimulationConfig:
-    """The default simulation on the detector ``NAME`` or ``NAME:SIZE`` (``simulate -d NAME --size SIZE``)."""
+def detector_config(spec: str, base: SimulationConfig | None = None) -> SimulationConfig:
+    """``base`` (default: the default simulation) on the detector ``NAME`` or ``NAME:SIZE`` (``simulate -d NAME
+    --size SIZE``)."""
     name, _, size = spec.partition(":")
     try:
         side = int(size) if size else None
     except ValueError:
         raise ConfigError(f"detector {spec!r}: the size after ':' must be an integer") from None
-    return build_config(SimulationConfig(), detector=name, size=side, photon_energy=None, clen=None, cells=None)
+    return build_config(
+        base or SimulationConfig(), detector=name, size=side, photon_energy=None, clen=None, cells=None
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -136,7 +141,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         config: Annotated[
             Path | None,
-            typer.Option("--config", help="JSON/YAML file with simulation settings (sections of SimulationConfig)."),
+            typer.Option(
+                "--config",
+                help="JSON/YAML file with simulation settings (sections of SimulationConfig), or the name of a "
+                "shipped one: randomised (the wide domain-randomised training distribution).",
+            ),
         ] = None,
         workers: Annotated[
             int, typer.Option("--workers", "-j", min=1, help="Simulator processes (results do not depend on it).")

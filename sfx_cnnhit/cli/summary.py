@@ -25,6 +25,12 @@ def print_summary(summary: ReduceSummary, console: Console) -> None:
     for role, path in summary.outputs.items():
         table.add_row(role, path)
     console.print(table)
+    if summary.unjudged_frames:
+        from sfx_cnnhit.models.guards import FLAG_HELP
+
+        counts = ", ".join(f"{n} {flag} ({FLAG_HELP.get(flag, flag)})" for flag, n in summary.unjudged_frames.items())
+        console.print(f"[yellow]warning:[/] frames the model could not judge: {counts}; "
+                      f"the 'flag' column of {summary.outputs.get('csv', 'frames.csv')} lists them")
     if not summary.hits:
         return
     out = summary.outputs

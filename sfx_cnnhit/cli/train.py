@@ -32,10 +32,26 @@ def register(app: typer.Typer) -> None:
                 "share the frames among several; default square512).",
             ),
         ] = None,
+        simulate_config: Annotated[
+            Path | None,
+            typer.Option(
+                "--simulate-config",
+                help="Simulation settings of --simulate (as simulate --config: a JSON/YAML file or a shipped "
+                "name such as randomised); default: the simulator's defaults.",
+            ),
+        ] = None,
         workers: Annotated[
             int, typer.Option("--workers", "-j", min=1, help="Simulator processes for --simulate.")
         ] = 1,
         task: Annotated[Literal["fiveclass", "hitmiss"], typer.Option("--task")] = "fiveclass",
+        background: Annotated[
+            Literal["local", "hybrid", "global"] | None,
+            typer.Option(
+                "--background",
+                help="Input normalisation: local (background and noise per 32-pixel cell, the default), hybrid "
+                "(local plus the smooth background's shape: water rings) or global (one median and MAD per frame).",
+            ),
+        ] = None,
         arch: Annotated[str, typer.Option("--arch", help="Zoo model: hitnet, alexnet, resnet18/50/101.")] = "hitnet",
         preset: Annotated[str, typer.Option("--preset", help="hitnet (ours) or seed (the paper's).")] = "hitnet",
         epochs: Annotated[int | None, typer.Option("--epochs")] = None,
@@ -64,11 +80,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         augment: Annotated[
-            Literal["detector", "label_safe", "none"] | None,
+            Literal["detector", "label_safe", "spot_safe", "none"] | None,
             typer.Option(
                 "--augment",
                 help="Augmentation (default: the preset's): detector (all effects), label_safe (none that can "
-                "change a label), none.",
+                "change a label), spot_safe (label_safe with only bright hot pixels, none spot-like), none.",
             ),
         ] = None,
     ) -> None:
@@ -77,7 +93,7 @@ def register(app: typer.Typer) -> None:
         The checkpoint holds the architecture, classes, preprocessing, data recipe, code version,
         metrics and the validation scores that `reduce --target-hit-recall` uses.
         """
-        from sfx_cnnhit.cli.simulate import detector_config
+        from sfx_cnnhit.cli.simulate import detector_config, load_config
         from sfx_cnnhit.models.fit import fit
         from sfx_cnnhit.models.training import AUGMENTATIONS
 
@@ -88,11 +104,12 @@ def register(app: typer.Typer) -> None:
         if augment is not None:
             overrides["augment"] = AUGMENTATIONS[augment]
 
+        base = load_config(simulate_config)
         path, result = fit(
             output=output,
             train_files=[str(p) for p in data or []],
             simulate_per_epoch=simulate,
-            simulate_configs=[detector_config(d) for d in simulate_detector or []],
+            simulate_configs=[detector_config(d, base) for d in simulate_detector or ["square512"]],
             workers=workers,
             val_files=[str(p) for p in val or []],
             labels=labels,
@@ -105,6 +122,7 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             max_frames=max_frames,
             geometry=geometry,
+            preprocess=None if background is None else {"background": background},
         )
         best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
         console.print(f"wrote {path} (best epoch {result.best_epoch + 1}: "

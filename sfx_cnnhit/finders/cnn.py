@@ -22,6 +22,7 @@ from sfx_cnnhit.finders.base import register_finder
 from sfx_cnnhit.finders.config import params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.models.checkpoint import decision_threshold, load_checkpoint, model_from_checkpoint, resolve_model_path
+from sfx_cnnhit.models.guards import VETOED_FLAGS, frame_flags
 from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
 from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.types import Classification, PeakList
@@ -170,19 +171,24 @@ class CnnHitFinder:
     def classify(
         self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
     ) -> Classification:
-        """Hit probabilities, hit flags (``P(hit) >= threshold``) and peaks (found on hits only)."""
+        """Hit probabilities, hit decisions (``P(hit) >= threshold``), peaks (found on hits only) and the
+        frames the model cannot judge (:func:`~sfx_cnnhit.models.guards.frame_flags`; those with a
+        vetoing flag are misses whatever their score)."""
         frames = np.asarray(frames)
         if frames.ndim == 2:
             frames = frames[None]
             masks = None if masks is None else np.asarray(masks)[None]
         scores = self.hit_probability(frames, masks)
-        hits = scores >= self.threshold
+        gain = self.panel_layout.adu_per_photon if self.panel_layout and self.panel_layout.adu_per_photon else None
+        flags = frame_flags(frames, masks, adu_per_photon=gain or self.spec.preprocess.adu_per_photon)
+        hits = (scores >= self.threshold) & np.array([f not in VETOED_FLAGS for f in flags], bool)
         peaks = [PeakList.empty()] * len(frames)
         if hits.any():
             pf8 = self._localiser(frames.shape[1:])
+            static = masks is None or np.ndim(masks) == 2  # one (ss, fs) mask for every frame
             for i in np.flatnonzero(hits):
-                peaks[i] = pf8.find_peaks_masked(frames[i], None if masks is None else masks[i])
-        return Classification(scores=scores, hits=hits, peaks=peaks)
+                peaks[i] = pf8.find_peaks_masked(frames[i], masks if static else masks[i])
+        return Classification(scores=scores, hits=hits, peaks=peaks, flags=flags)
 
     def explainer(self, method: Literal["gradcam", "guided", "hirescam"] = "gradcam") -> GradCamExplainer:
         """The heat-map maker of this finder's model (made once per method; hooks live only per call)."""

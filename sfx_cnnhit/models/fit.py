@@ -76,6 +76,7 @@ def fit(
     calibrate: bool = True,
     init: str | os.PathLike[str] | None = None,
     geometry: str | os.PathLike[str] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train a zoo model and write one checkpoint that carries everything inference needs.
 
@@ -96,6 +97,8 @@ def fit(
             file's own, see :mod:`sfx_cnnhit.models.data`).
         calibrate: fit per-class logit offsets and the hit threshold on the validation files
             (:mod:`sfx_cnnhit.models.calibration`) and store them in the checkpoint.
+        preprocess: :class:`~sfx_cnnhit.models.preprocess.PreprocessConfig` fields that replace the
+            architecture's defaults (e.g. ``{"background": "global"}``).
     """
     output = Path(output)
     if output.exists():
@@ -106,7 +109,7 @@ def fit(
         raise ConfigError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
     # None leaves the preset's value, except for augment, where None means no augmentation.
     config = replace(PRESETS[preset], **{k: v for k, v in (overrides or {}).items() if v is not None or k == "augment"})
-    model, spec = create_model(arch, task=task)
+    model, spec = create_model(arch, task=task, preprocess=preprocess)
     if init is not None:
         start = load_checkpoint(resolve_model_path(init))
         if start.spec.name != spec.name:
@@ -164,9 +167,10 @@ def transfer_state(
 ) -> dict[str, Any]:
     """``state`` of a ``source`` model as the start of a ``target`` model of the same architecture.
 
-    Same task: unchanged. Another task (five classes -> hit/miss): every layer but the output layer
-    is kept, and each output row starts as the mean of the source rows of the classes it merges
-    (miss = blank, no_crystal; hit = weak, good, strong).
+    Same task: unchanged. Another task: every layer but the output layer is kept. Five classes ->
+    hit/miss: each output row starts as the mean of the source rows of the classes it merges (miss =
+    blank, no_crystal; hit = weak, good, strong); hit/miss -> five classes: each class starts as the row
+    of the hit/miss class it belongs to.
     """
     if source.task == target.task:
         return state
@@ -175,13 +179,18 @@ def transfer_state(
 
     head = last_linear(model, target.num_classes)
     prefix = next(name for name, module in model.named_modules() if module is head)
-    merged = to_hitmiss(np.arange(source.num_classes), source.class_names)
-    if target.task != "hitmiss":
-        raise ConfigError(f"cannot start a {target.task} model from a {source.task} one")
     out = dict(state)
-    for key in ("weight", "bias"):
-        rows = state[f"{prefix}.{key}"]
-        out[f"{prefix}.{key}"] = torch.stack([rows[merged == c].mean(dim=0) for c in range(target.num_classes)])
+    if target.task == "hitmiss":
+        merged = to_hitmiss(np.arange(source.num_classes), source.class_names)
+        for key in ("weight", "bias"):
+            rows = state[f"{prefix}.{key}"]
+            out[f"{prefix}.{key}"] = torch.stack([rows[merged == c].mean(dim=0) for c in range(target.num_classes)])
+    elif source.task == "hitmiss":
+        parent = torch.from_numpy(to_hitmiss(np.arange(target.num_classes), target.class_names))
+        for key in ("weight", "bias"):
+            out[f"{prefix}.{key}"] = state[f"{prefix}.{key}"][parent].clone()
+    else:
+        raise ConfigError(f"cannot start a {target.task} model from a {source.task} one")
     return out
 
 

@@ -43,6 +43,8 @@ from sfx_cnnhit.io.geometry import DetectorGeometry, median_adu_per_photon
 
 Scaling = Literal["asinh", "log", "linear"]
 _SCALINGS = ("asinh", "log", "linear")
+Background = Literal["local", "hybrid", "global"]
+_BACKGROUNDS = ("local", "hybrid", "global")
 MAD_TO_SIGMA = 1.4826
 #: z-scores saturate here (asinh(1e18) = 42.1), so float32 never overflows.
 Z_MAX = 1e18
@@ -59,7 +61,17 @@ class PreprocessConfig:
             z-score; log and asinh are both linear near 0 and logarithmic for bright spots, log is cheaper.
         adu_per_photon: floor of the noise estimate (one photon, in ADU) for frames whose panel
             layout does not give the detector's gain.
-        stats_samples: at most this many binned pixels estimate the per-frame median and MAD.
+        background: ``"local"`` (default): background and noise are the median and MAD of each
+            ``background_cell``-square cell of the binned frame, interpolated between cell centres, so
+            water and solvent rings, air scatter, ADC offsets and panel pedestals are removed the way
+            peakfinder8's radial statistics remove them; ``"hybrid"``: the local z-score plus the smooth
+            background's shape in units of the frame's median noise (``(b - median b) / median sigma``),
+            so spots keep their local significance and water rings stay visible (what tells blank from
+            no-crystal frames); ``"global"``: one median and MAD per frame (checkpoints written before
+            this setting existed).
+        background_cell: cell side (network-input pixels) of the local background estimate.
+        stats_samples: at most this many binned pixels estimate the per-frame median and MAD
+            (``global``; ``local`` samples every second bin of each cell in both directions).
         chunk_pixels: pixels (of one panel, and of the input) processed at once: bounds temporary
             memory, so buffers are reused instead of freshly mapped; no effect on results.
     """
@@ -68,6 +80,8 @@ class PreprocessConfig:
     bin_factor: int | None = None
     scaling: Scaling = "log"
     adu_per_photon: float = 1.0
+    background: Background = "local"
+    background_cell: int = 32
     stats_samples: int = 4096
     chunk_pixels: int = 1 << 20
 
@@ -80,6 +94,10 @@ class PreprocessConfig:
             raise ConfigError(f"preprocessing: scaling must be one of {_SCALINGS}, got {self.scaling!r}")
         if not self.adu_per_photon > 0:
             raise ConfigError(f"preprocessing: adu_per_photon must be > 0, got {self.adu_per_photon}")
+        if self.background not in _BACKGROUNDS:
+            raise ConfigError(f"preprocessing: background must be one of {_BACKGROUNDS}, got {self.background!r}")
+        if self.background_cell < 8 or self.background_cell % 8:
+            raise ConfigError(f"preprocessing: background_cell must be a multiple of 8, got {self.background_cell}")
         if self.stats_samples < 16 or self.chunk_pixels < 1:
             raise ConfigError("preprocessing: stats_samples must be >= 16 and chunk_pixels >= 1")
 
@@ -91,7 +109,8 @@ class PreprocessConfig:
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"preprocessing: unknown settings {sorted(unknown)}")
-        return cls(**values)
+        # Checkpoints written before the local background existed were trained on the global one.
+        return cls(**{"background": "global", **values})
 
 
 @dataclass(frozen=True)
@@ -319,22 +338,99 @@ def _asinh_(z: torch.Tensor) -> torch.Tensor:
     return z.copy_(t.copysign_(z))
 
 
+def _robust_stats(sample: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median and noise ``max(1.4826 MAD, floor)`` over the last axis of ``sample``; non-finite values
+    are ignored. Where no value is finite the median is NaN."""
+    sample = torch.where(torch.isfinite(sample), sample, torch.nan)
+    med = torch.nanmedian(sample, dim=-1).values
+    mad = torch.nanmedian((sample - med[..., None]).abs(), dim=-1).values
+    return med, (MAD_TO_SIGMA * mad).clamp_min(floor)
+
+
+def _global_background(canvas: torch.Tensor, config: PreprocessConfig, floor: float) -> tuple[torch.Tensor, ...]:
+    """Per-frame median and noise of ``(c, S, S)``, shaped ``(c, 1, 1)``."""
+    c, S, _ = canvas.shape
+    step = max(1, math.ceil(S / math.sqrt(config.stats_samples)))
+    med, sigma = _robust_stats(canvas[:, ::step, ::step].reshape(c, -1), floor)
+    empty = torch.isnan(med)
+    med, sigma = torch.where(empty, 0.0, med), torch.where(empty, 1.0, sigma)
+    return med[:, None, None], sigma[:, None, None]
+
+
+def _cells(sub: torch.Tensor, n: int) -> torch.Tensor:
+    """``(c, m, m)`` samples (``m <= 8 n``) as ``(c, n, n, 64)`` cells of 8 x 8; the missing edge is NaN."""
+    c, m = sub.shape[0], sub.shape[1]
+    if m != n * 8:
+        sub = functional.pad(sub, (0, n * 8 - m, 0, n * 8 - m), value=math.nan)
+    return sub.reshape(c, n, 8, n, 8).permute(0, 1, 3, 2, 4).reshape(c, n, n, 64)
+
+
+def _fill_and_interpolate(values: torch.Tensor, m: int) -> torch.Tensor:
+    """``(c, n, n)`` cell values (NaN: no good bin; such cells take the median of the frame's other
+    cells, or 0 when none has one), bilinear between cell centres onto the ``(c, m, m)`` sample grid."""
+    c, n, _ = values.shape
+    empty = torch.isnan(values)
+    if empty.any():
+        fill = torch.nanmedian(values.reshape(c, -1), dim=1).values.nan_to_num_(0.0)
+        values = torch.where(empty, fill[:, None, None], values)
+    return functional.interpolate(values[:, None], size=(8 * n, 8 * n), mode="bilinear")[:, 0, :m, :m]
+
+
+def _local_background(canvas: torch.Tensor, config: PreprocessConfig, floor: float) -> tuple[torch.Tensor, ...]:
+    """Background and noise of ``(c, S, S)`` per ``background_cell`` square, on a grid of ``cell / 8`` bins.
+
+    The bins at a stride of ``r = cell / 8`` are the samples: 8 x 8 per cell. The background is each
+    cell's median (spots cover a few samples, so the median ignores them), interpolated bilinearly
+    between cell centres onto the sample grid; the noise is ``1.4826`` times each cell's median
+    absolute deviation *from that interpolated background* (so a steep water ring's slope is not taken
+    for noise), at least ``floor``, interpolated likewise. Cells without a good bin take the median of
+    the frame's other cells; a frame without any good bin gets background 0 and noise ``floor``.
+    The ``cell / 8``-bin steps are smooth enough to leave no visible edges and 64 times cheaper than
+    per-bin interpolation.
+
+    Returns:
+        background and noise, each ``(c, m, m)`` on steps of ``r`` bins (``m = ceil(S / r)``).
+    """
+    S = canvas.shape[1]
+    r = config.background_cell // 8
+    n = math.ceil(S / config.background_cell)
+    sub = canvas[:, ::r, ::r]
+    m = sub.shape[1]
+    sub = torch.where(torch.isfinite(sub), sub, torch.nan)
+    background = _fill_and_interpolate(torch.nanmedian(_cells(sub, n), dim=-1).values, m)
+    deviation = torch.nanmedian(_cells((sub - background).abs_(), n), dim=-1).values
+    noise = _fill_and_interpolate((MAD_TO_SIGMA * deviation).clamp_min_(floor), m).clamp_min_(floor)
+    return background, noise
+
+
 def _normalise_(canvas: torch.Tensor, config: PreprocessConfig, floor: float) -> torch.Tensor:
-    """Robust per-frame z-score (noise at least ``floor`` ADU) and scaling of ``(c, S, S)`` in place.
+    """Robust z-score (noise at least ``floor`` ADU) and scaling of ``(c, S, S)`` in place.
 
     Non-finite bins become 0.
     """
     c, S, _ = canvas.shape
-    step = max(1, math.ceil(S / math.sqrt(config.stats_samples)))
-    sample = canvas[:, ::step, ::step].reshape(c, -1)
-    sample = torch.where(torch.isfinite(sample), sample, torch.nan)
-    med = torch.nanmedian(sample, dim=1).values
-    mad = torch.nanmedian((sample - med[:, None]).abs(), dim=1).values
-    empty = torch.isnan(med)
-    med = torch.where(empty, 0.0, med)
-    sigma = torch.where(empty, 1.0, (MAD_TO_SIGMA * mad).clamp_min(floor))
-    scale = (1.0 / sigma)[:, None, None]
-    torch.addcmul(-med[:, None, None] * scale, canvas, scale, out=canvas)  # z-score in one pass
+    if config.background in ("local", "hybrid"):
+        med, sigma = _local_background(canvas, config, floor)
+        shape = None
+        if config.background == "hybrid":
+            flat = (c, -1)
+            shape = (med - med.reshape(flat).median(dim=1).values[:, None, None]).div_(
+                sigma.reshape(flat).median(dim=1).values[:, None, None]
+            )
+        r = config.background_cell // 8
+        if med.shape[-1] * r == S:  # each background step covers r x r bins: broadcast, no temporaries
+            view = canvas.view(c, S // r, r, S // r, r)
+            view.sub_(med[:, :, None, :, None]).div_(sigma[:, :, None, :, None])
+            if shape is not None:
+                view.add_(shape[:, :, None, :, None])
+        else:
+            med, sigma = (v.repeat_interleave(r, -1).repeat_interleave(r, -2)[:, :S, :S] for v in (med, sigma))
+            canvas.sub_(med).div_(sigma)
+            if shape is not None:
+                canvas.add_(shape.repeat_interleave(r, -1).repeat_interleave(r, -2)[:, :S, :S])
+    else:
+        med, sigma = _global_background(canvas, config, floor)
+        canvas.sub_(med).div_(sigma)
     # Masked bins (-inf), bins with an unmasked NaN or inf, and z beyond the float range: background.
     canvas.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     if config.scaling == "asinh":

@@ -245,6 +245,13 @@ AUGMENTATIONS: dict[str, AugmentConfig | None] = {
     "label_safe": AugmentConfig(
         gain_range=(0.8, 1.25), read_noise_range=(0.0, 0.5), p_gaps=0.2, gap_width=(1, 4), p_mask_rect=0.0
     ),
+    # label_safe with hot pixels only where no spot can be: 20 sigma and up, at most 5. Faint unmasked hot
+    # pixels look exactly like 1-2 pixel Bragg spots (nanoBragg's, a sharp detector's), so training on many
+    # of them in misses teaches the network to ignore compact spots.
+    "spot_safe": AugmentConfig(
+        gain_range=(0.8, 1.25), read_noise_range=(0.0, 0.5), p_gaps=0.2, gap_width=(1, 4), p_mask_rect=0.0,
+        p_hot=0.3, max_hot=5, hot_sigma=(20.0, 5000.0),
+    ),
     "none": None,
 }
 

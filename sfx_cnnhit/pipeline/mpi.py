@@ -211,6 +211,10 @@ def merge_ranks(outdir: str | os.PathLike[str], reports: list[dict[str, Any]], *
     outputs["cxi"] = outdir / "rank_*" / CXI_NAME
 
     hits = sum(int(report["hits"]) for report in reports)
+    unjudged: dict[str, int] = {}
+    for report in reports:
+        for flag, count in report.get("unjudged_frames", {}).items():
+            unjudged[flag] = unjudged.get(flag, 0) + int(count)
     settings = {key: value for key, value in reports[0]["settings"].items() if key != "partition"}
     settings["n_ranks"] = n_ranks
     settings["ranks"] = reports
@@ -224,6 +228,7 @@ def merge_ranks(outdir: str | os.PathLike[str], reports: list[dict[str, Any]], *
         elapsed_s=wall_s,
         outputs={role: str(path) for role, path in outputs.items()},
         settings=settings,
+        unjudged_frames=unjudged,
     )
     write_text_atomic(outputs["summary"], json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary

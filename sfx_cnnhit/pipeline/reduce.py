@@ -5,11 +5,11 @@ peakfinder8`` with peakfinder8). It writes into one output folder:
 
 ==================  ====================================================================
 ``hits.cxi``        the hits in the reduced-CXI layout (frames, peak lists, scores, heat maps)
-``frames.csv``      one row per frame read: event id, source file and index, score, hit, n_peaks
+``frames.csv``      one row per frame read: event id, source file and index, score, hit, n_peaks, flag
 ``hits.geom``       CrystFEL geometry of ``hits.cxi`` (``dim0 = %``, ``peak_list_type = cxi``)
 ``<map>.geom``      the same panels with ``data =`` the heat-map dataset (one per explainer)
 ``hits.lst``        ``hits.cxi //N`` events for ``indexamajig -i``
-``summary.json``    frames read, hits, hit rate, data reduction factor, frames/s, settings
+``summary.json``    frames read, hits, hit rate, data reduction factor, frames/s, settings, unjudged frames
 ``index_hits.sh``   the ``indexamajig`` command that indexes the hits (:mod:`sfx_cnnhit.plugins.crystfel`)
 ==================  ====================================================================
 
@@ -51,7 +51,7 @@ CSV_NAME = "frames.csv"
 GEOMETRY_NAME = "hits.geom"
 LST_NAME = "hits.lst"
 SUMMARY_NAME = "summary.json"
-CSV_COLUMNS = ("event_id", "source_file", "source_index", "score", "hit", "n_peaks")
+CSV_COLUMNS = ("event_id", "source_file", "source_index", "score", "hit", "n_peaks", "flag")
 SCORE_DATASET = "hit_score"
 
 
@@ -84,6 +84,8 @@ class ReduceSummary:
     elapsed_s: float
     outputs: dict[str, str]
     settings: dict[str, Any] = field(default_factory=dict)
+    #: frames the method could not judge, by flag (see :mod:`sfx_cnnhit.models.guards`); listed in the CSV
+    unjudged_frames: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,10 +151,11 @@ class _FrameTable:
 
 
 def _batch_rows(
-    batch: FrameBatch, scores: NDArray[np.float64], hits: NDArray[np.bool_], n_peaks: list[int]
+    batch: FrameBatch, scores: NDArray[np.float64], hits: NDArray[np.bool_], n_peaks: list[int], flags: list[str]
 ) -> list[tuple[Any, ...]]:
     return [
-        (batch.event_ids[i], batch.source_file, int(batch.source_index[i]), f"{scores[i]:.6g}", int(hits[i]), n)
+        (batch.event_ids[i], batch.source_file, int(batch.source_index[i]), f"{scores[i]:.6g}", int(hits[i]), n,
+         flags[i])
         for i, n in enumerate(n_peaks)
     ]
 
@@ -247,6 +250,7 @@ def reduce_run(
     done = int(state.get("frames_done", 0))
     n_hits = int(state.get("hits", 0))
     elapsed = float(state.get("elapsed_s", 0.0))
+    unjudged: dict[str, int] = dict(state.get("unjudged_frames", {}))
     try:
         table = _FrameTable(paths["csv"], resume_rows=done if resumed else None)
     except BaseException:
@@ -280,7 +284,10 @@ def reduce_run(
                 extras=hit_extras,
                 metadata={key: np.asarray(value)[idx] for key, value in batch.metadata.items()},
             )
-            table.append(_batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks))
+            flags = result.flags or [""] * len(batch)
+            for flag in filter(None, flags):
+                unjudged[flag] = unjudged.get(flag, 0) + 1
+            table.append(_batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks, flags))
             done += len(batch)
             n_hits += int(idx.size)
             writer.commit(
@@ -288,6 +295,7 @@ def reduce_run(
                     "settings": run_settings,
                     "frames_done": done,
                     "hits": n_hits,
+                    "unjudged_frames": unjudged,
                     "elapsed_s": elapsed + time.perf_counter() - t0,
                 }
             )
@@ -316,6 +324,7 @@ def reduce_run(
         elapsed_s=elapsed,
         outputs={role: str(path) for role, path in paths.items()},
         settings=run_settings,
+        unjudged_frames=unjudged,
     )
     write_text_atomic(paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n", protect=source.input_paths)
     return summary

@@ -5,6 +5,7 @@ See ``docs/simulator.md`` for the model, its equations and parameter ranges.
 
 from sfx_cnnhit.simulate.config import (
     CLASS_NAMES,
+    NAMED_CONFIGS,
     BackgroundConfig,
     BeamConfig,
     ClassConfig,
@@ -26,6 +27,7 @@ from sfx_cnnhit.simulate.simulator import (
 __all__ = [
     "CLASS_NAMES",
     "DETECTORS",
+    "NAMED_CONFIGS",
     "BackgroundConfig",
     "BeamConfig",
     "ClassConfig",

@@ -12,11 +12,15 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from sfx_cnnhit.errors import ConfigError
 
 Range = tuple[float, float]
+
+#: Shipped simulation configs by name (``simulate --config NAME``, ``train --simulate-config NAME``).
+NAMED_CONFIGS = {"randomised": Path(__file__).with_name("randomised.yaml")}
 
 #: DiffraNet's five classes, by id. ``hit = label >= HIT_MIN_LABEL``.
 CLASS_NAMES = ("blank", "no_crystal", "weak", "good", "strong")
@@ -70,7 +74,8 @@ class DetectorConfig:
         pedestal_panel_rms: rms of per-panel pedestal offsets (ADU, fixed per detector instance).
         hot_pixel_fraction, dead_pixel_fraction: defective pixels per pixel.
         hot_pixels_masked: fraction of the hot pixels the bad-pixel mask knows about (real masks miss some).
-        psf_px: detector point-spread sigma (pixels).
+        psf_px: detector point-spread sigma (pixels): one value, or a ``(low, high)`` range drawn
+            uniformly per frame (sharp 1-2 pixel spots to blurred ones).
         beamstop_radius_mm: radius of the beamstop shadow on the detector (0 = none).
         beamstop_arm: draw the beamstop holder arm (towards +x) as well.
         instance_frames: frames per detector instance: hot/dead pixels and gain maps are redrawn every
@@ -93,7 +98,7 @@ class DetectorConfig:
     hot_pixel_fraction: float = 1e-4
     dead_pixel_fraction: float = 1e-4
     hot_pixels_masked: float = 0.5
-    psf_px: float | None = None
+    psf_px: float | Range | None = None
     beamstop_radius_mm: float = 1.5
     beamstop_arm: bool = True
     instance_frames: int = 1000
@@ -120,7 +125,9 @@ class DetectorConfig:
         for name in ("panel_gain_rms", "pixel_gain_rms", "pedestal_panel_rms", "beamstop_radius_mm"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"detector.{name} must not be negative")
-        if self.psf_px is not None and self.psf_px < 0:
+        if isinstance(self.psf_px, tuple):
+            _check_range(o, "psf_px", self.psf_px, low=0.0)
+        elif self.psf_px is not None and self.psf_px < 0:
             raise ConfigError("detector.psf_px must not be negative")
         for name in ("hot_pixel_fraction", "dead_pixel_fraction", "hot_pixels_masked"):
             _check_fraction(o, name, getattr(self, name))

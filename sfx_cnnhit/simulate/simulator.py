@@ -128,6 +128,8 @@ class FrameParams:
     pedestal_adu: float
     crystal_size_um: float | None = None
     lattices: tuple[Lattice, ...] = ()
+    #: point-spread sigma (pixels) when the config draws it per frame; None: the detector's fixed one
+    psf_px: float | None = None
 
     @property
     def wavelength_a(self) -> float:
@@ -161,6 +163,7 @@ class FrameParams:
             "pedestal_adu": self.pedestal_adu,
             "crystal_size_um": self.crystal_size_um,
             "lattices": [lat.as_dict() for lat in self.lattices],
+            **({} if self.psf_px is None else {"psf_px": self.psf_px}),
         }
 
 
@@ -300,7 +303,7 @@ class Simulator:
         )
         self.lab = LabFrame(self.model, det.beamstop_radius_mm, det.beamstop_arm)
         self._clen_range: Range = det.clen_m or (self.lab.nominal_clen, self.lab.nominal_clen)
-        self._psf = self.model.psf_px if det.psf_px is None else det.psf_px
+        self._psf = self.model.psf_px if det.psf_px is None or isinstance(det.psf_px, tuple) else det.psf_px
         self._max_adu = self.model.max_adu if det.max_adu is None else det.max_adu
         self._counting = self.model.adu_per_ev is None and det.adu_per_photon is None and det.read_noise_adu is None
         self._instance: tuple[int, DetectorInstance] | None = None
@@ -359,6 +362,7 @@ class Simulator:
         preset_read = self.model.read_noise_photons * gain
         read = _uniform(rng, det.read_noise_adu or (preset_read, preset_read))
         pedestal = _uniform(rng, det.pedestal_adu or (self.model.pedestal_adu, self.model.pedestal_adu))
+        psf = _uniform(rng, det.psf_px) if isinstance(det.psf_px, tuple) else None  # no draw for a fixed PSF
         return FrameParams(
             label=label,
             photon_energy_ev=energy,
@@ -375,6 +379,7 @@ class Simulator:
             adu_per_photon=gain,
             read_noise_adu=read,
             pedestal_adu=pedestal,
+            psf_px=psf,
         )
 
     def _draw_lattices(self, rng: np.random.Generator) -> tuple[Lattice, ...]:
@@ -453,7 +458,7 @@ class Simulator:
             np.concatenate([p.sigma_radial for p in parts])[on],
             np.concatenate([p.sigma_tangential for p in parts])[on],
             params.clen_m,
-            self._psf,
+            self._psf if params.psf_px is None else params.psf_px,
         )
         read_photons = params.read_noise_adu / params.adu_per_photon
         noise = aperture_area(cov) * (self.lab.lookup(background, proj) + read_photons**2)

@@ -104,5 +104,18 @@ def test_a_fiveclass_model_starts_a_hitmiss_one():
     # each output is the mean of the merged classes' logits: miss = blank, no_crystal; hit = the rest
     torch.testing.assert_close(z2[:, 0], z5[:, :2].mean(dim=1))
     torch.testing.assert_close(z2[:, 1], z5[:, 2:].mean(dim=1))
-    with pytest.raises(ConfigError):
-        transfer_state(hitmiss.state_dict(), hm_spec, five, five_spec)
+
+
+def test_a_hitmiss_model_starts_a_fiveclass_one():
+    from sfx_cnnhit.models.fit import transfer_state
+
+    torch.manual_seed(2)
+    hitmiss, hm_spec = create_model("hitnet_test", task="hitmiss")
+    five, five_spec = create_model("hitnet_test", task="fiveclass")
+    five.load_state_dict(transfer_state(hitmiss.state_dict(), hm_spec, five, five_spec))
+    five.eval()
+    hitmiss.eval()
+    x = torch.randn(3, 1, five_spec.input_size, five_spec.input_size)
+    z5, z2 = five(x).detach(), hitmiss(x).detach()
+    # blank and no_crystal start as the miss logit, weak, good and strong as the hit logit
+    torch.testing.assert_close(z5, z2[:, [0, 0, 1, 1, 1]])

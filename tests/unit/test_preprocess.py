@@ -245,3 +245,73 @@ def test_scalings_are_functions_of_the_z_score() -> None:
         x = preprocess(frames, None, PreprocessConfig(input_size=96, scaling=scaling))
         assert torch.isfinite(x).all()
         assert torch.allclose(x, f(z), atol=1e-5)
+
+
+def ring_frames(n: int, size: int = 512, seed: int = 3, offset: float = 30.0) -> np.ndarray:
+    """Poisson frames of a steep water-like ring (20-120 photons) on an ADC offset, no spots."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - size / 2, xx - size / 2)
+    ring = 20.0 + 100.0 * np.exp(-0.5 * ((r - 0.35 * size) / (0.12 * size)) ** 2)
+    return (rng.poisson(ring, (n, size, size)) + offset).astype(np.float32)
+
+
+def test_local_background_removes_rings_and_offsets_but_keeps_spots() -> None:
+    frames = ring_frames(2)
+    frames[1, 200, 120] += 80.0  # a spot of about 7.7 sigma on the ring's flank
+    local = preprocess(frames, None, PreprocessConfig(input_size=512, scaling="linear"))
+    glob = preprocess(frames, None, PreprocessConfig(input_size=512, scaling="linear", background="global"))
+    # Without spots the local z-score is about unit noise everywhere (the MAD of integer counts is coarse).
+    assert 0.7 < float(local[0].std()) < 1.2
+    assert float(local[0].abs().max()) < 7.0
+    # The spot stands out at its local significance, the largest value of its frame; the global noise,
+    # inflated by the ring, hides it (the failure on nanoBragg's water-rich frames).
+    assert divmod(int(local[1, 0].argmax()), 512) == (200, 120)
+    assert float(local[1, 0, 200, 120]) > 6.0
+    assert float(glob[1, 0, 200, 120]) < 3.0
+
+
+def test_local_background_is_invariant_to_gain_and_pedestal() -> None:
+    frames = ring_frames(1)
+    cfg = PreprocessConfig(input_size=512)
+    a = preprocess(frames, None, cfg)
+    b = preprocess(9.0 * frames - 700.0, None, replace_cfg(cfg, adu_per_photon=9.0))
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def replace_cfg(cfg: PreprocessConfig, **changes: object) -> PreprocessConfig:
+    from dataclasses import replace
+
+    return replace(cfg, **changes)
+
+
+def test_local_background_with_masked_cells_and_odd_sizes() -> None:
+    frames = ring_frames(1, size=200)
+    mask = np.ones((200, 200), bool)
+    mask[:, :90] = False  # whole cells without a good bin take the frame's median background
+    for size in (64, 200, 256):
+        x = preprocess(frames, mask, PreprocessConfig(input_size=size, scaling="linear"))
+        assert torch.isfinite(x).all()
+        assert float(x.abs().max()) < 8.0
+
+
+def test_checkpoints_without_a_background_setting_read_as_global() -> None:
+    old = PreprocessConfig(background="global").to_dict()
+    del old["background"], old["background_cell"]
+    assert PreprocessConfig.from_dict(old).background == "global"
+    assert PreprocessConfig().background == "local"
+    with pytest.raises(ConfigError):
+        PreprocessConfig(background="radial")
+    with pytest.raises(ConfigError):
+        PreprocessConfig(background_cell=12)
+
+
+def test_hybrid_background_is_local_plus_the_smooth_background_shape() -> None:
+    ring, blank = ring_frames(1), noise_frames(1, (512, 512))
+    cfg = PreprocessConfig(input_size=512, scaling="linear")
+    hybrid = replace_cfg(cfg, background="hybrid")
+    # A flat background has no shape: hybrid is local. A ring shows as a smooth structure of many sigma.
+    assert torch.allclose(preprocess(blank, None, hybrid), preprocess(blank, None, cfg), atol=0.7)
+    shape = preprocess(ring, None, hybrid) - preprocess(ring, None, cfg)
+    assert float(shape.max() - shape.min()) > 5.0
+    assert float((shape[0, 0, 1:] - shape[0, 0, :-1]).abs().max()) < 1.0  # smooth: no pixel-scale detail
