@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "simulate",
     "peakfinder8",
     "train",
+    "train_spots",
     "calibrate",
     "evaluate",
     "reduce",

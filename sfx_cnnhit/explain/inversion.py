@@ -47,7 +47,8 @@ TV_EPS = 1e-8
 
 def inversion_layers(model: nn.Module, spec: ModelSpec) -> tuple[tuple[str, str], ...]:
     """``(label, module path)`` of the layers to invert for ``spec``'s architecture (seed Fig. 6 rows):
-    AlexNet conv1-conv5, ResNet ``conv1, layer1-layer4``, HitNet every ``down`` and ``blocks`` stage."""
+    AlexNet conv1-conv5, ResNet ``conv1, layer1-layer4``, HitNet every ``down`` and ``blocks`` stage,
+    SpotNet the spot head's stem, 3x3 layers and spot logits."""
     for family, layers in INVERSION_LAYERS.items():
         if spec.name.startswith(family):
             return layers
@@ -57,6 +58,9 @@ def inversion_layers(model: nn.Module, spec: ModelSpec) -> tuple[tuple[str, str]
             for group in ("down", "blocks")
             for name, _ in get_layer(model, group).named_children()
         )
+    if spec.name.startswith("spotnet"):
+        paths = ["spots.stem", *(f"spots.body.{name}" for name, _ in get_layer(model, "spots.body").named_children())]
+        return tuple((path, path) for path in [*paths, "spots.logit"])
     raise ConfigError(f"no default inversion layers for model {spec.name!r}; name the layer explicitly")
 
 

@@ -23,7 +23,7 @@ from sfx_cnnhit.finders.config import params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.models.checkpoint import decision_threshold, load_checkpoint, model_from_checkpoint, resolve_model_path
 from sfx_cnnhit.models.guards import VETOED_FLAGS, frame_flags
-from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
+from sfx_cnnhit.models.preprocess import PanelLayout, photon_adu, preprocess
 from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.types import Classification, PeakList
 
@@ -114,6 +114,7 @@ class CnnHitFinder:
         self.batch_size = int(batch_size)
         self._hit_classes = list(self.spec.hit_classes)
         self._explainers: dict[str, Any] = {}
+        self._centred: dict[tuple[int, int], Peakfinder8Finder] = {}
         self.last_score: float | None = None
 
     def with_threshold(self, threshold: float) -> CnnHitFinder:
@@ -164,9 +165,12 @@ class CnnHitFinder:
         return raw[:n], x[:n]
 
     def _localiser(self, frame_shape: tuple[int, int]) -> Peakfinder8Finder:
-        if self.peakfinder is None:
-            self.peakfinder = Peakfinder8Finder.from_beam_center(frame_shape)
-        return self.peakfinder
+        """The peakfinder8 for hits: the one given, else one per frame shape with the beam at its centre."""
+        if self.peakfinder is not None:
+            return self.peakfinder
+        if frame_shape not in self._centred:
+            self._centred[frame_shape] = Peakfinder8Finder.from_beam_center(frame_shape)
+        return self._centred[frame_shape]
 
     def classify(
         self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
@@ -179,12 +183,11 @@ class CnnHitFinder:
             frames = frames[None]
             masks = None if masks is None else np.asarray(masks)[None]
         scores = self.hit_probability(frames, masks)
-        gain = self.panel_layout.adu_per_photon if self.panel_layout and self.panel_layout.adu_per_photon else None
-        flags = frame_flags(frames, masks, adu_per_photon=gain or self.spec.preprocess.adu_per_photon)
+        flags = frame_flags(frames, masks, adu_per_photon=photon_adu(self.spec.preprocess, self.panel_layout))
         hits = (scores >= self.threshold) & np.array([f not in VETOED_FLAGS for f in flags], bool)
         peaks = [PeakList.empty()] * len(frames)
         if hits.any():
-            pf8 = self._localiser(frames.shape[1:])
+            pf8 = self._localiser(tuple(frames.shape[1:]))
             static = masks is None or np.ndim(masks) == 2  # one (ss, fs) mask for every frame
             for i in np.flatnonzero(hits):
                 peaks[i] = pf8.find_peaks_masked(frames[i], masks if static else masks[i])

@@ -211,6 +211,34 @@ class InputPlan:
             return None
         return slice(dr0, dr1), slice(dc0, dc1), slice(dr0 - r0, dr1 - r0), slice(dc0 - c0, dc1 - c0)
 
+    def assemble(self, x: torch.Tensor, mask: torch.Tensor | None, canvas: torch.Tensor) -> None:
+        """Mask, max-bin and tile raw frames ``x`` ``(n, ss, fs)`` into ``canvas`` ``(n, S, S)`` float32.
+
+        ``mask``: bool (True = good), ``(n, ss, fs)``, ``(ss, fs)`` or None; masked pixels read ``-inf``.
+        Only the tiles' places in ``canvas`` are written (padding is left as it is).
+        """
+        k = self.bin_factor
+        ninf = torch.tensor(-math.inf, dtype=torch.float32, device=x.device)
+        for tile in self.tiles:
+            clip = self._clip(tile)
+            if clip is None:
+                continue
+            (s0, s1), (f0, f1) = tile.ss, tile.fs
+            dst_r, dst_c, src_r, src_c = clip
+            dst = canvas[:, dst_r, dst_c]
+            whole = dst.shape[1:] == tile.binned  # not cropped: write straight into the input
+            v = x[:, s0:s1, f0:f1].to(torch.float32)
+            if mask is not None:
+                mv = mask[s0:s1, f0:f1] if mask.ndim == 2 else mask[:, s0:s1, f0:f1]
+                if k == 1 and whole:
+                    torch.where(mv, v, ninf, out=dst)
+                    continue
+                v = torch.where(mv, v, ninf)
+            if k > 1 and whole:
+                _max_bin(v, k, tile.binned, out=dst)
+            else:
+                dst.copy_(_max_bin(v, k, tile.binned)[:, src_r, src_c] if k > 1 else v[:, src_r, src_c])
+
     def to_frame(self, heatmap: torch.Tensor | NDArray[np.floating]) -> Any:
         """Map heat maps from the network input (or a coarser Grad-CAM grid) onto the frame's pixels.
 
@@ -440,6 +468,11 @@ def _normalise_(canvas: torch.Tensor, config: PreprocessConfig, floor: float) ->
     return canvas
 
 
+def photon_adu(config: PreprocessConfig, layout: PanelLayout | None = None) -> float:
+    """One photon in ADU for frames of ``layout``: its gain, else ``config.adu_per_photon``."""
+    return layout.adu_per_photon if layout is not None and layout.adu_per_photon else config.adu_per_photon
+
+
 @torch.no_grad()
 def preprocess(
     data: torch.Tensor | NDArray[Any],
@@ -479,8 +512,8 @@ def preprocess(
         if m.shape not in ((n, ss, fs), (ss, fs)):
             raise InputError(f"mask shape {tuple(m.shape)} does not match frames {(n, ss, fs)}")
     plan = plan_input((ss, fs), config, layout)
-    S, k = config.input_size, plan.bin_factor
-    floor = layout.adu_per_photon if layout is not None and layout.adu_per_photon else config.adu_per_photon
+    S = config.input_size
+    floor = photon_adu(config, layout)
     if out is None:
         out = torch.empty((n, 1, S, S), dtype=torch.float32, device=x.device)
     elif out.shape != (n, 1, S, S) or out.dtype != torch.float32 or out.device != x.device or not out.is_contiguous():
@@ -488,34 +521,33 @@ def preprocess(
     # Where the tiles fill the input, every element is written below; padding must read -inf (= masked).
     if not plan.covers_input:
         out.fill_(-math.inf)
-    ninf = torch.tensor(-math.inf, dtype=torch.float32, device=x.device)
     # Chunks of frames bound the temporaries of one panel (raw stage) and of the input (normalisation).
     panel_pixels = max((t.ss[1] - t.ss[0]) * (t.fs[1] - t.fs[0]) for t in plan.tiles)
     chunk, norm_chunk = max(1, config.chunk_pixels // panel_pixels), max(1, config.chunk_pixels // S**2)
     for i0 in range(0, n, chunk):
         i1 = min(n, i0 + chunk)
         canvas = out[i0:i1, 0]
-        for tile in plan.tiles:
-            clip = plan._clip(tile)
-            if clip is None:
-                continue
-            (s0, s1), (f0, f1) = tile.ss, tile.fs
-            dst_r, dst_c, src_r, src_c = clip
-            dst = canvas[:, dst_r, dst_c]
-            whole = dst.shape[1:] == tile.binned  # not cropped: write straight into the input
-            v = x[i0:i1, s0:s1, f0:f1].to(torch.float32)
-            if m is not None:
-                mv = m[s0:s1, f0:f1] if m.ndim == 2 else m[i0:i1, s0:s1, f0:f1]
-                if k == 1 and whole:
-                    torch.where(mv, v, ninf, out=dst)
-                    continue
-                v = torch.where(mv, v, ninf)
-            if k > 1 and whole:
-                _max_bin(v, k, tile.binned, out=dst)
-            else:
-                dst.copy_(_max_bin(v, k, tile.binned)[:, src_r, src_c] if k > 1 else v[:, src_r, src_c])
+        plan.assemble(x[i0:i1], None if m is None else m if m.ndim == 2 else m[i0:i1], canvas)
         for j0 in range(0, canvas.shape[0], norm_chunk):
             _normalise_(canvas[j0 : j0 + norm_chunk], config, floor)
+    return out
+
+
+@torch.no_grad()
+def input_map(
+    values: torch.Tensor | NDArray[Any], config: PreprocessConfig, layout: PanelLayout | None = None
+) -> torch.Tensor:
+    """Per-pixel maps ``(n, ss, fs)`` (e.g. a Bragg-spot mask) onto the network input's grid, unnormalised.
+
+    The same tiling and max-binning as :func:`preprocess` (a bin is True when any of its pixels is),
+    so a target drawn on the frame lines up with the input. Returns float32 ``(n, S, S)``, padding 0.
+    """
+    v = _as_tensor(values, "map")
+    v = v[None] if v.ndim == 2 else v
+    plan = plan_input(tuple(v.shape[1:]), config, layout)
+    S = config.input_size
+    out = torch.zeros((v.shape[0], S, S), dtype=torch.float32, device=v.device)
+    plan.assemble(v.to(torch.float32), None, out)
     return out
 
 

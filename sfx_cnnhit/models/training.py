@@ -456,7 +456,7 @@ def _class_weights(config: TrainConfig, counts: torch.Tensor, device: torch.devi
     return weights
 
 
-def _progress(enabled: bool) -> Progress:
+def progress_bar(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -517,7 +517,7 @@ def train(
         counts, history, start = state["class_counts"], state["history"], state["epoch"] + 1
         best, best_epoch, best_metrics = tuple(state["best"]), state["best_epoch"], state["best_metrics"]
 
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         for epoch in range(start, config.epochs):
             batches = _batches(train_data, epoch)
             sized = batches if hasattr(batches, "__len__") else train_data

@@ -3,7 +3,7 @@
 Front door (timm/torchvision style)::
 
     model, spec = create_model("hitnet", task="hitmiss")
-    list_models()  # ['alexnet', 'hitnet', 'hitnet_test', 'resnet101', 'resnet18', 'resnet50']
+    list_models()  # ['alexnet', 'hitnet', 'hitnet_lite', ..., 'resnet50', 'spotnet', 'spotnet_test']
 
 A :class:`ModelSpec` says everything needed to rebuild a model and feed it (architecture name and
 keyword arguments, task and class names, preprocessing with the input size, Grad-CAM target layer);
@@ -27,6 +27,7 @@ from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.models import seed_nets
 from sfx_cnnhit.models.hitnet import HitNet
 from sfx_cnnhit.models.preprocess import PreprocessConfig
+from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import TASK_CLASSES, Task, hit_class_indices
 
 
@@ -252,6 +253,21 @@ register_model(
     cam_target_layer="blocks",
     input_size=32,
     description="tiny HitNet for tests",
+)
+register_model(
+    "spotnet",
+    SpotNet,
+    cam_target_layer="spots.body",
+    input_size=512,
+    description="spot segmentation + spot count (trained on true Bragg masks): generalises; maps at 1/2",
+)
+register_model(
+    "spotnet_test",
+    partial(SpotNet, channels=(4, 4)),
+    cam_target_layer="spots.body",
+    input_size=32,
+    background_cell=8,
+    description="tiny SpotNet for tests",
 )
 register_model("alexnet", seed_nets.alexnet, cam_target_layer="features.10", input_size=512, description="seed")
 for _name in ("resnet18", "resnet50", "resnet101"):

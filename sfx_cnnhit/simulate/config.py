@@ -188,6 +188,10 @@ class CrystalConfig:
         extra_lattice_probability: chance that a hit holds another lattice (repeated up to
             ``max_lattices``).
         max_lattices: most lattices in one frame.
+        profile_roughness: rms of the log of a random factor on every pixel of every spot profile,
+            uniform per frame from this range (photons per spot kept): irregular spots, often one or
+            two bright pixels, the way mosaic domains and partiality break up real and nanoBragg spots.
+            None (default): smooth Gaussian profiles.
     """
 
     cells: tuple[str, ...] = ("lysozyme", "thermolysin", "insulin", "myoglobin")
@@ -198,6 +202,7 @@ class CrystalConfig:
     b_factor: Range = (15.0, 60.0)
     extra_lattice_probability: float = 0.1
     max_lattices: int = 3
+    profile_roughness: Range | None = None
 
     def __post_init__(self) -> None:
         from sfx_cnnhit.simulate.cells import CELLS
@@ -212,6 +217,8 @@ class CrystalConfig:
         _check_range(o, "domain_size_um", self.domain_size_um, positive=True)
         _check_range(o, "mosaicity_deg", self.mosaicity_deg, positive=True)
         _check_range(o, "b_factor", self.b_factor, low=0.0)
+        if self.profile_roughness is not None:
+            _check_range(o, "profile_roughness", self.profile_roughness, low=0.0)
         if not 0.0 <= self.cell_jitter < 0.05:
             raise ConfigError("crystal.cell_jitter must lie in [0, 0.05)")
         _check_fraction(o, "extra_lattice_probability", self.extra_lattice_probability)

@@ -9,7 +9,7 @@ edge) is lost, as on a real detector.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,6 +84,18 @@ def patch_half_width(cov: NDArray[np.float64], limit: int = 8) -> int:
         return 2
     widest = float(np.sqrt(np.max(np.maximum(cov[:, 0, 0], cov[:, 1, 1]))))
     return int(np.clip(np.ceil(3.0 * widest), 2, limit))
+
+
+def roughen(patches: SpotPatches, roughness: float, rng: np.random.Generator) -> SpotPatches:
+    """Multiply every pixel of every spot by ``exp(roughness * N(0, 1))``, keeping each spot's photons."""
+    if roughness <= 0 or patches.weight.size == 0:
+        return patches
+    weight = patches.weight * np.exp(roughness * rng.standard_normal(patches.weight.size))
+    n = int(patches.owner.max()) + 1
+    weight /= np.bincount(patches.owner, weights=weight, minlength=n)[patches.owner]
+    brightest = np.zeros(n)
+    np.maximum.at(brightest, patches.owner, weight)
+    return replace(patches, weight=weight, peak_fraction=weight / brightest[patches.owner])
 
 
 def spot_patches(lab: LabFrame, proj: Projection, cov: NDArray[np.float64]) -> SpotPatches:

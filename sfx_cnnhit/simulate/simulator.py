@@ -35,7 +35,7 @@ from sfx_cnnhit.simulate.config import CLASS_NAMES, HIT_MIN_LABEL, Range, Simula
 from sfx_cnnhit.simulate.crystal import Beam, Lattice, predict
 from sfx_cnnhit.simulate.detectors import DetectorModel, build_detector, corner_resolution_limit
 from sfx_cnnhit.simulate.projection import BackgroundMaps, LabFrame, Projection
-from sfx_cnnhit.simulate.render import APERTURE_FRACTION, aperture_area, spot_covariance, spot_patches
+from sfx_cnnhit.simulate.render import APERTURE_FRACTION, aperture_area, roughen, spot_covariance, spot_patches
 from sfx_cnnhit.simulate.response import DetectorInstance, draw_instance, photon_counts, to_adu
 
 SPLITS = ("train", "val", "test")
@@ -573,6 +573,8 @@ class Simulator:
         if spots is not None and params.crystal_size_um is not None:
             volume = params.crystal_size_um**3
             patches = spot_patches(self.lab, spots.proj, spots.cov)
+            if self.config.crystal.profile_roughness is not None:  # no draw otherwise: old seeds reproduce
+                patches = roughen(patches, _uniform(rng, self.config.crystal.profile_roughness), rng)
             photons = spots.photons_per_um3 * volume
             spot_index = patches.index
             spot_expected = photons[patches.owner] * patches.weight

@@ -27,6 +27,8 @@ SIZES = {
     "hitnet": ([256, 100], 2),
     "hitnet_lite": ([256, 72], 2),
     "hitnet_test": ([32, 48], 4),
+    "spotnet": ([64, 100], 2),
+    "spotnet_test": ([32], 2),
     "alexnet": ([64, 127], 2),
     "resnet18": ([64, 96], 2),
     "resnet50": ([64], 1),
@@ -79,7 +81,9 @@ def test_alexnet_takes_512_frames() -> None:
         assert model(torch.randn(1, 1, 512, 512)).shape == (1, 5)
 
 
-CAM_CASES = [("hitnet", 512, (32, 32)), ("hitnet_lite", 256, (32, 32)), ("alexnet", 512, (31, 31))]
+CAM_CASES = [
+    ("hitnet", 512, (32, 32)), ("hitnet_lite", 256, (32, 32)), ("alexnet", 512, (31, 31)), ("spotnet", 512, (256, 256))
+]
 
 
 @pytest.mark.parametrize(("name", "size", "cam_shape"), CAM_CASES)

@@ -241,3 +241,24 @@ def test_requested_classes_and_bragg_signal_ordering():
     assert signal[0] < signal[1]
     assert per_class[1] < per_class[2] < per_class[3] < per_class[4]
     np.testing.assert_array_equal(bragg_photons > 0, batch.hit)
+
+
+def test_rough_spot_profiles_keep_each_spots_photons():
+    from sfx_cnnhit.simulate.render import SpotPatches, roughen
+
+    owner = np.repeat(np.arange(3), 9)
+    weight = np.tile(np.full(9, 1 / 9), 3)
+    patches = SpotPatches(index=np.arange(27), weight=weight, owner=owner, peak_fraction=np.ones(27))
+    rough = roughen(patches, 1.0, np.random.default_rng(0))
+    np.testing.assert_allclose(np.bincount(rough.owner, weights=rough.weight), 1.0)
+    assert rough.weight.std() > 0.5 * rough.weight.mean()  # irregular, not flat any more
+    np.testing.assert_allclose([rough.peak_fraction[owner == i].max() for i in range(3)], 1.0)
+    assert roughen(patches, 0.0, np.random.default_rng(0)) is patches
+
+
+def test_rough_profiles_change_spots_only_when_configured():
+    smooth = SimulationConfig().with_overrides(detector__size=128)
+    rough = smooth.with_overrides(crystal__profile_roughness=(1.0, 1.0))
+    a, b, c = (Simulator(cfg, seed=3).generate([4]) for cfg in (smooth, smooth, rough))
+    np.testing.assert_array_equal(a.data, b.data)
+    assert not np.array_equal(a.data, c.data)

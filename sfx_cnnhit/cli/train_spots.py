@@ -1,0 +1,83 @@
+"""`sfx-cnnhit train-spots`: train a SpotNet (spot segmentation + spot count) hit/miss model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from sfx_cnnhit.cli.common import console, handle_errors
+from sfx_cnnhit.errors import ConfigError
+
+
+def parse_channels(text: str) -> tuple[int, ...]:
+    """``"4,8,8"`` -> (4, 8, 8): positive widths, at least two (a stem and one 3x3 layer)."""
+    try:
+        widths = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) < 2 or min(widths) < 1:
+        raise ConfigError(f"--channels must be two or more positive integers such as 4,8,8, got {text!r}")
+    return widths
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train-spots")
+    @handle_errors
+    def train_spots(
+        data: Annotated[list[Path], typer.Argument(help="Simulated training files (with /truth/bragg_mask).")],
+        val: Annotated[
+            list[Path], typer.Option("--val", help="Simulated validation file(s): fit the count head and calibrate.")
+        ],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (.pt).")] = Path("spotnet.pt"),
+        arch: Annotated[str, typer.Option("--arch", help="A SpotNet zoo model.")] = "spotnet",
+        task: Annotated[
+            Literal["hitmiss", "fiveclass"],
+            typer.Option("--task", help="hitmiss (local inputs) or fiveclass (hybrid inputs + diffuse contrast)."),
+        ] = "hitmiss",
+        channels: Annotated[
+            str | None,
+            typer.Option("--channels", help="Spot-head widths, comma-separated: stem, then one per 3x3 layer (4,8,8)."),
+        ] = None,
+        steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps of the spot head.")] = 3000,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per step.")] = 32,
+        crop: Annotated[int, typer.Option("--crop", min=8, help="Crop side (input pixels, even).")] = 128,
+        lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, one cycle).")] = 3e-3,
+        hot_pixels: Annotated[
+            int, typer.Option("--hot-pixels", min=0, help="Most one-bin spikes per crop (labelled no spot).")
+        ] = 4,
+        augment: Annotated[
+            bool, typer.Option("--augment/--no-augment", help="Perturb raw frames (gain, noise, masks, hot pixels).")
+        ] = True,
+        seed: Annotated[int, typer.Option("--seed", help="Augmentation and crop seed.")] = 0,
+        max_frames: Annotated[int | None, typer.Option("--max-frames", help="Use at most this many per file.")] = None,
+    ) -> None:
+        """Train the spot head on true Bragg-spot masks, fit the class head and calibrate on --val.
+
+        Frames are read, augmented and preprocessed once (0.5 MiB a 512x512 frame in memory); about
+        0.2 s a step on two CPU cores.
+        """
+        from sfx_cnnhit.models.spot_training import SpotTrainConfig, fit_spotnet
+
+        widths = None if channels is None else parse_channels(channels)
+        config = SpotTrainConfig(
+            steps=steps, batch_size=batch_size, crop=crop, lr=lr, hot_pixels=hot_pixels, augment=augment, seed=seed
+        )
+        path, metrics = fit_spotnet(
+            output,
+            [str(p) for p in data],
+            [str(p) for p in val],
+            arch=arch,
+            task=task,
+            channels=widths,
+            config=config,
+            max_frames=max_frames,
+        )
+        count, spots = metrics["count_head"], metrics["spot_training"]
+        half = f"P(hit) = 0.5 at {count['spots_at_half']:.2f} spots; " if "spots_at_half" in count else ""
+        console.print(
+            f"wrote {path}: spot pixels precision {spots['pixel_precision']:.3f} recall {spots['pixel_recall']:.3f}; "
+            f"{half}validation accuracy {metrics['calibration']['val_accuracy_after']:.4f}, hit accuracy "
+            f"{metrics['calibration']['val_hit_accuracy_after']:.4f} at threshold {metrics['decision_threshold']:.4g}"
+        )

@@ -1,0 +1,342 @@
+"""Training SpotNet: the spot head against true Bragg-spot masks, then the count head on frame labels.
+
+Two stages, both on our simulator's frames (files with ``/truth/bragg_mask`` and ``/truth/hit``):
+
+1. :func:`train_spot_head`: per-pixel binary cross-entropy of the spot logits against the Bragg mask
+   mapped onto the spot map's grid (:func:`~sfx_cnnhit.models.preprocess.input_map`, then 2x2 max),
+   on random crops of the preprocessed frames, rotated and flipped, with extra one-bin hot pixels
+   (spikes labelled "no spot"); the raw frames are perturbed once with :func:`augment` (gain,
+   pedestal, noise, masked stripes and shadows, hot pixels).
+2. :func:`fit_count_head`: the linear head from ``log(1 + nSpots)`` (five classes: and the diffuse
+   contrast) to the classes, by logistic regression on validation frames (the spot head frozen).
+
+Inputs are preprocessed once and kept as float16 (``2 S^2`` bytes a frame: 0.5 MiB at 512).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+from sfx_cnnhit.errors import ConfigError, InputError, OutputError
+from sfx_cnnhit.io.hdf5 import open_hdf5
+from sfx_cnnhit.models.checkpoint import save_checkpoint
+from sfx_cnnhit.models.data import HITMISS, LabelledFrames
+from sfx_cnnhit.models.fit import data_recipe, validate_and_calibrate
+from sfx_cnnhit.models.preprocess import input_map, preprocess
+from sfx_cnnhit.models.spotnet import SpotNet
+from sfx_cnnhit.models.tasks import Task
+from sfx_cnnhit.models.training import AUGMENTATIONS, augment, progress_bar
+from sfx_cnnhit.models.zoo import ModelSpec, create_model
+
+#: Raw-frame augmentation of the spot head: ``spot_safe`` without flips and rotations (the crops
+#: are flipped and rotated instead, together with their targets).
+SPOT_AUGMENT = replace(AUGMENTATIONS["spot_safe"], p_flip=0.0, p_rot90=0.0)
+
+
+@dataclass
+class SpotSet:
+    """Preprocessed frames with spot targets and hit labels.
+
+    Attributes:
+        inputs: float16 ``(n, 1, S, S)`` network inputs.
+        targets: bool ``(n, 1, S/2, S/2)``: a Bragg-spot pixel in the 2x2 input bins (good pixels only).
+        labels: int64 ``(n,)`` class indices of the frames (the model's classes).
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _scaled(z: float, scaling: str) -> float:
+    """A z-score as the network input shows it (:func:`~sfx_cnnhit.models.preprocess.preprocess`)."""
+    return {"log": math.log1p(z), "asinh": math.asinh(z)}.get(scaling, z)
+
+
+def _bragg_mask(path: str, dataset: str, index: np.ndarray) -> np.ndarray:
+    """Bool ``(n, ss, fs)``: the true Bragg-spot mask of frames ``index`` (increasing) of ``path``."""
+    with open_hdf5(path) as h5:
+        if dataset not in h5:
+            raise InputError(f"{path}: no Bragg-spot mask {dataset} (files from `sfx-cnnhit simulate` have one)")
+        truth = h5[dataset]
+        if len(index) and np.all(np.diff(index) == 1):
+            return np.asarray(truth[int(index[0]) : int(index[-1]) + 1], bool)
+        return np.asarray(truth[np.asarray(index)], bool)
+
+
+def load_spot_set(
+    paths: Sequence[str | os.PathLike[str]],
+    spec: ModelSpec,
+    *,
+    bragg_mask: str = "/truth/bragg_mask",
+    labels: str | None = None,
+    augment_seed: int | None = 0,
+    max_frames: int | None = None,
+    min_sigma: float = 3.0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> SpotSet:
+    """Read, augment (``augment_seed``; None: no augmentation) and preprocess frames with their targets.
+
+    ``labels``: the label dataset (default ``/truth/hit`` for hit/miss models, else ``/truth/label``).
+    ``min_sigma``: a Bragg bin is a target only where the input shows it at least this many noise sigmas
+    above the local background (0: every Bragg bin), so the head learns visible spots, not guesses at
+    invisible ones (which it would then also "see" in noise).
+
+    Raises:
+        InputError: a file without the ``bragg_mask`` dataset, or one whose shape is not the frames'.
+    """
+    labels = labels or ("/truth/hit" if spec.class_names == HITMISS else "/truth/label")
+    frames = LabelledFrames(
+        paths, labels, class_names=spec.class_names, batch_size=batch_size, shuffle=False, max_frames=max_frames
+    )
+    S = spec.input_size
+    n = frames.n_frames
+    inputs = torch.empty((n, 1, S, S), dtype=torch.float16)
+    targets = torch.empty((n, 1, S // 2, S // 2), dtype=torch.bool)
+    classes = torch.empty(n, dtype=torch.long)
+    gen = None if augment_seed is None else torch.Generator().manual_seed(augment_seed)
+    i = 0
+    with progress_bar(progress) as bar:
+        task = bar.add_task("reading frames and spot targets", total=n, info="")
+        for source, layout, size in zip(frames.sources, frames.layouts, frames.sizes, strict=True):
+            for batch in source.batches(batch_size, stop=size):
+                spots = _bragg_mask(batch.source_file, bragg_mask, batch.source_index)
+                if spots.shape != batch.data.shape:
+                    raise InputError(f"{batch.source_file}: {bragg_mask} shape {spots.shape} is not the frames'")
+                data, mask = torch.from_numpy(batch.data), torch.from_numpy(batch.mask)
+                if gen is not None:
+                    data, mask = augment(data, mask, SPOT_AUGMENT, gen)
+                j = i + len(batch)
+                x = preprocess(data, mask, spec.preprocess, layout)
+                inputs[i:j] = x.half()
+                spot_map = input_map(torch.from_numpy(spots) & mask, spec.preprocess, layout)[:, None]
+                if min_sigma > 0:
+                    spot_map = spot_map * (x >= _scaled(min_sigma, spec.preprocess.scaling))
+                targets[i:j, 0] = functional.max_pool2d(spot_map, 2)[:, 0] > 0
+                classes[i:j] = frames.targets(batch)
+                i = j
+                bar.advance(task, len(batch))
+    return SpotSet(inputs[:i], targets[:i], classes[:i])
+
+
+@dataclass(frozen=True)
+class SpotTrainConfig:
+    """Settings of :func:`train_spot_head`.
+
+    Attributes:
+        steps: optimizer steps.
+        batch_size: crops per step.
+        crop: crop side (network-input pixels; even).
+        lr: peak learning rate (AdamW, one-cycle schedule).
+        weight_decay: AdamW weight decay.
+        pos_weight: weight of spot pixels in the cross-entropy (spots are rare).
+        hot_pixels: at most this many one-bin spikes (2-40 sigma) added to each crop, labelled no spot.
+        augment: perturb the raw frames once with :data:`SPOT_AUGMENT` before preprocessing.
+        seed: raw-frame augmentation, crop positions, flips and spikes.
+    """
+
+    steps: int = 3000
+    batch_size: int = 32
+    crop: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    pos_weight: float = 3.0
+    hot_pixels: int = 4
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.crop < 8 or self.crop % 2:
+            raise ConfigError("spot training: steps and batch_size must be >= 1, crop even and >= 8")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _crops(data: SpotSet, config: SpotTrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of random, randomly rotated and flipped crops: inputs ``(b, 1, c, c)``, targets ``(b, 1, c/2, c/2)``."""
+    S, c = data.inputs.shape[-1], config.crop
+    if c > S:
+        raise ConfigError(f"spot training: crop {c} is larger than the input {S}")
+    idx = torch.randint(0, len(data), (config.batch_size,), generator=gen)
+    # Even offsets keep the 2x2 bins of the spot map aligned with the crop.
+    rows = 2 * torch.randint(0, (S - c) // 2 + 1, (config.batch_size,), generator=gen)
+    cols = 2 * torch.randint(0, (S - c) // 2 + 1, (config.batch_size,), generator=gen)
+    xs, ys = [], []
+    for i, r, q in zip(idx.tolist(), rows.tolist(), cols.tolist(), strict=True):
+        x = data.inputs[i, :, r : r + c, q : q + c].float()
+        y = data.targets[i, :, r // 2 : (r + c) // 2, q // 2 : (q + c) // 2].float()
+        k = int(torch.randint(0, 4, (1,), generator=gen))
+        x, y = x.rot90(k, (1, 2)), y.rot90(k, (1, 2))
+        if torch.rand(1, generator=gen) < 0.5:
+            x, y = x.flip(2), y.flip(2)
+        n_hot = int(torch.randint(0, config.hot_pixels + 1, (1,), generator=gen))
+        if n_hot:
+            at = torch.randint(0, c, (2, n_hot), generator=gen)
+            z = 2.0 + 38.0 * torch.rand(n_hot, generator=gen)
+            x = x.clone()
+            x[0, at[0], at[1]] = torch.log1p(z)  # the "log" scaling of a z-score
+            y = y.clone()
+            y[0, at[0] // 2, at[1] // 2] = 0.0
+        xs.append(x)
+        ys.append(y)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def train_spot_head(model: SpotNet, data: SpotSet, config: SpotTrainConfig, *, progress: bool = True) -> list[float]:
+    """Train ``model.spots`` in place (CPU); returns the mean loss of every 100 steps."""
+    if not isinstance(model, SpotNet):
+        raise ConfigError("train_spot_head needs a SpotNet")
+    gen = torch.Generator().manual_seed(config.seed)
+    params = list(model.spots.parameters())
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps)
+    pos_weight = torch.tensor(config.pos_weight)
+    model.train()
+    losses, running = [], 0.0
+    with progress_bar(progress) as bar:
+        task = bar.add_task("training the spot head", total=config.steps, info="")
+        for step in range(config.steps):
+            x, y = _crops(data, config, gen)
+            loss = functional.binary_cross_entropy_with_logits(model.spot_logits(x), y, pos_weight=pos_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+            if (step + 1) % 100 == 0 or step + 1 == config.steps:
+                losses.append(running / ((step % 100) + 1))
+                running = 0.0
+                bar.update(task, info=f"loss {losses[-1]:.4f}")
+            bar.advance(task)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def head_features(model: SpotNet, data: SpotSet, batch_size: int = 32) -> torch.Tensor:
+    """The head's inputs ``(n, f)`` for every frame of ``data`` (model in eval mode)."""
+    model.eval()
+    return torch.cat([model.features(data.inputs[i : i + batch_size].float()) for i in range(0, len(data), batch_size)])
+
+
+def fit_count_head(model: SpotNet, val: SpotSet, *, l2: float = 1e-3) -> dict[str, Any]:
+    """Fit the linear head on ``val`` (the spot head frozen), in place: multinomial logistic regression
+    of the classes on ``log(1 + nSpots)`` (and the diffuse contrast), L2 ``l2`` on the weights.
+
+    Returns the weights and biases, the spot count at P(hit) = 0.5 (hit/miss) and the fit's accuracy.
+    """
+    f = head_features(model, val).double()
+    y = val.labels
+    k = model.head.out_features
+    if len(torch.unique(y)) < 2:
+        raise InputError("fitting the spot-count head needs validation frames of at least two classes")
+    weight = torch.zeros((k, f.shape[1]), dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = functional.cross_entropy(f @ weight.T + bias, y) + l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    weight, bias = weight.detach(), bias.detach()
+    with torch.no_grad():
+        model.head.weight.copy_(weight.float())
+        model.head.bias.copy_(bias.float())
+        accuracy = float(((f @ weight.T + bias).argmax(1) == y).double().mean())
+    out: dict[str, Any] = {"weight": weight.tolist(), "bias": bias.tolist(), "val_accuracy": accuracy}
+    if k == 2:
+        slope, intercept = float(weight[1, 0] - weight[0, 0]), float(bias[1] - bias[0])
+        if not slope > 0:
+            raise InputError(f"the spot count does not separate hits from misses (slope {slope:.3g})")
+        out["spots_at_half"] = math.expm1(-intercept / slope)
+    return out
+
+
+@torch.no_grad()
+def spot_map_scores(model: SpotNet, data: SpotSet, batch_size: int = 32) -> dict[str, float]:
+    """Pixel precision and recall of the spot map (P(spot) > 0.5) against the targets of ``data``."""
+    model.eval()
+    tp = fp = fn = 0
+    for i in range(0, len(data), batch_size):
+        pred = model.spot_logits(data.inputs[i : i + batch_size].float()) > 0
+        truth = data.targets[i : i + batch_size]
+        tp += int((pred & truth).sum())
+        fp += int((pred & ~truth).sum())
+        fn += int((~pred & truth).sum())
+    return {"pixel_precision": tp / max(tp + fp, 1), "pixel_recall": tp / max(tp + fn, 1)}
+
+
+def fit_spotnet(
+    output: str | os.PathLike[str],
+    train_files: Sequence[str],
+    val_files: Sequence[str],
+    *,
+    arch: str = "spotnet",
+    task: Task = "hitmiss",
+    channels: tuple[int, ...] | None = None,
+    config: SpotTrainConfig | None = None,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Train a SpotNet end to end into a calibrated checkpoint at ``output``.
+
+    Hit/miss models see ``local`` inputs; five-class models ``hybrid`` inputs and the diffuse contrast.
+    ``channels`` overrides the architecture's spot-head widths (stem, then one per 3x3 layer).
+
+    The spot head learns from ``train_files`` (:func:`train_spot_head`); on ``val_files`` the count
+    head is fitted (:func:`fit_count_head`), then calibrated like every model (class offsets and the
+    hit threshold, :func:`~sfx_cnnhit.models.fit.validate_and_calibrate`). Both need
+    ``/truth/bragg_mask`` and the labels (``/truth/hit`` or ``/truth/label``). Returns the checkpoint
+    path and its metrics.
+    """
+    output = Path(output)
+    if output.exists():
+        raise OutputError(f"{output}: exists; choose another name (checkpoints are never overwritten)")
+    if not train_files or not val_files:
+        raise ConfigError("SpotNet training needs training files and validation files (--val)")
+    config = config or SpotTrainConfig()
+    five = task == "fiveclass"
+    widths = {} if channels is None else {"channels": tuple(channels)}
+    model, spec = create_model(
+        arch, task=task, preprocess={"background": "hybrid" if five else "local"}, diffuse=five, **widths
+    )
+    if not isinstance(model, SpotNet):
+        raise ConfigError(f"{arch!r} is not a SpotNet architecture")
+    seed = config.seed if config.augment else None
+    train_set = load_spot_set(train_files, spec, augment_seed=seed, max_frames=max_frames, progress=progress)
+    losses = train_spot_head(model, train_set, config, progress=progress)
+    del train_set
+    val_set = load_spot_set(val_files, spec, augment_seed=None, progress=progress)
+    metrics: dict[str, Any] = {
+        "spot_training": {"loss_per_100_steps": losses, **spot_map_scores(model, val_set)},
+        "count_head": fit_count_head(model, val_set),
+    }
+    del val_set
+    labels = "/truth/label" if five else "/truth/hit"
+    val = LabelledFrames(list(val_files), labels, class_names=spec.class_names, shuffle=False)
+    metrics.update(validate_and_calibrate(model, spec, val))
+    recipe = {
+        "train": data_recipe(list(train_files)),
+        "val": data_recipe(list(val_files)),
+        "spot_training": config.to_dict(),
+        "max_frames": max_frames,
+    }
+    save_checkpoint(output, model, spec, recipe=recipe, metrics=metrics)
+    return output, metrics

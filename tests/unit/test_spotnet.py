@@ -1,0 +1,160 @@
+"""SpotNet: spot targets on the input grid, the soft spot count, training, checkpoint, finder, Grad-CAM."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sfx_cnnhit.cli.app import app
+from sfx_cnnhit.errors import InputError
+from sfx_cnnhit.finders.cnn import CnnHitFinder
+from sfx_cnnhit.io.sources import open_frames
+from sfx_cnnhit.models.checkpoint import load_checkpoint
+from sfx_cnnhit.models.data import file_geometry
+from sfx_cnnhit.models.hitnet import fuse_conv_bn_
+from sfx_cnnhit.models.preprocess import PanelLayout, PreprocessConfig, input_map, preprocess
+from sfx_cnnhit.models.spot_training import SpotSet, SpotTrainConfig, fit_count_head, load_spot_set, train_spot_head
+from sfx_cnnhit.models.spotnet import SpotCount
+from sfx_cnnhit.models.zoo import cam_layer, create_model
+from sfx_cnnhit.simulate import SimulationConfig, simulate_to_file
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("layout", [None, PanelLayout.regular(2, 2, 32, 48)])
+def test_input_map_puts_a_pixel_where_preprocess_puts_it(layout):
+    rng = np.random.default_rng(0)
+    config = PreprocessConfig(input_size=32, background_cell=8)
+    frame = rng.normal(10.0, 1.0, (64, 96)).astype(np.float32)
+    spot = np.zeros_like(frame, dtype=bool)
+    frame[37, 70] = 1e4
+    spot[37, 70] = True
+    x = preprocess(frame, None, config, layout)[0, 0]
+    target = input_map(spot, config, layout)[0]
+    assert target.sum() == 1
+    assert torch.argmax(target) == torch.argmax(x)
+
+
+def test_spot_count_counts_confident_local_maxima_only():
+    logits = torch.full((2, 1, 16, 16), -5.0)
+    for r, c in [(2, 2), (8, 9), (13, 4)]:
+        logits[0, 0, r, c] = 20.0
+        logits[0, 0, r, c + 1] = 10.0  # a shoulder of the same spot: not a second maximum
+    logits[1, 0, 5, 5] = -0.1  # a maximum below P = 0.5
+    count = SpotCount()(logits)
+    assert count.shape == (2, 1)
+    assert math.expm1(float(count[0, 0])) == pytest.approx(3.0, abs=1e-6)
+    assert float(count[1, 0]) == 0.0
+
+
+def test_spotnet_forward_fusion_and_cam_layer():
+    model, spec = create_model("spotnet_test", task="hitmiss")
+    x = torch.randn(3, 1, 32, 32)
+    model.eval()
+    assert model.spot_logits(x).shape == (3, 1, 16, 16)
+    out = model(x)
+    assert out.shape == (3, 2)
+    torch.testing.assert_close(fuse_conv_bn_(model)(x), out, atol=1e-5, rtol=1e-5)
+    assert cam_layer(model, spec) is model.spots.body
+
+
+@pytest.fixture(scope="module")
+def sim_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spots")
+    config = SimulationConfig().with_overrides(detector__size=128)
+    train = simulate_to_file(root / "train.cxi", 24, seed=1, config=config, split="train")
+    val = simulate_to_file(root / "val.cxi", 20, seed=2, config=config, split="val")
+    return root, train, val
+
+
+def test_spot_targets_follow_the_true_bragg_mask(sim_files):
+    _, train, _ = sim_files
+    _, spec = create_model("spotnet_test", task="hitmiss", preprocess={"input_size": 64})
+    data = load_spot_set([str(train)], spec, augment_seed=None, progress=False, min_sigma=0)
+    visible = load_spot_set([str(train)], spec, augment_seed=None, progress=False)  # default: >= 3 sigma
+    with h5py.File(train, "r") as f:
+        bragg, hits = f["/truth/bragg_mask"][:], f["/truth/hit"][:].astype(bool)
+    (batch,) = open_frames([train], geometry=file_geometry(train)).batches(24)  # the mask training reads
+    bragg &= batch.mask
+    assert data.inputs.shape == (24, 1, 64, 64) and data.inputs.dtype == torch.float16
+    assert data.labels.tolist() == hits.astype(int).tolist()
+    # 128x128 frames binned 2x2 into the 64x64 input: a target bin is set where its 4x4 pixels hold a good spot pixel.
+    expected = bragg.reshape(24, 32, 4, 32, 4).any(axis=(2, 4))
+    assert (data.targets[:, 0].numpy() == expected).all()
+    assert data.targets[torch.from_numpy(~hits)].sum() == 0  # misses have no crystal, so no spots
+    # Visible-spot targets: only Bragg bins that stand out of the noise, so a subset, and not empty.
+    assert not (visible.targets & ~data.targets).any()
+    assert 0 < visible.targets.sum() < data.targets.sum()
+
+
+def test_a_file_without_bragg_mask_is_a_clear_error(tmp_path, sim_files):
+    _, train, _ = sim_files
+    copy = tmp_path / "nomask.cxi"
+    copy.write_bytes(train.read_bytes())
+    with h5py.File(copy, "a") as f:
+        del f["/truth/bragg_mask"]
+    _, spec = create_model("spotnet_test", task="hitmiss")
+    with pytest.raises(InputError, match="bragg_mask"):
+        load_spot_set([str(copy)], spec, progress=False)
+
+
+def _blobs(n: int, seed: int) -> SpotSet:
+    """Noise inputs; the hits carry 4-8 three-pixel-wide spots, the misses single-pixel spikes."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, 1, 32, 32), generator=gen) * 0.5
+    targets = torch.zeros((n, 1, 16, 16), dtype=torch.bool)
+    labels = (torch.arange(n) % 2 == 0).long()
+    for i in range(n):
+        for _ in range(int(torch.randint(4, 9, (1,), generator=gen))):
+            r, c = (int(v) for v in 2 * torch.randint(2, 14, (2,), generator=gen))
+            if labels[i]:
+                x[i, 0, r - 1 : r + 2, c - 1 : c + 2] += 3.0
+                targets[i, 0, (r - 1) // 2 : (r + 1) // 2 + 1, (c - 1) // 2 : (c + 1) // 2 + 1] = True
+            else:
+                x[i, 0, r, c] += 3.0
+    return SpotSet(x.half(), targets, labels)
+
+
+def test_training_learns_spots_and_the_count_separates_hits():
+    torch.manual_seed(0)
+    model, _ = create_model("spotnet_test", task="hitmiss")
+    losses = train_spot_head(model, _blobs(64, 1), SpotTrainConfig(steps=300, batch_size=16, crop=16, lr=1e-2),
+                             progress=False)
+    assert losses[-1] < 0.5 * losses[0]
+    fitted = fit_count_head(model, _blobs(40, 2))
+    assert fitted["spots_at_half"] > 0 and fitted["val_accuracy"] >= 0.9
+
+
+def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
+    root, train, val = sim_files
+    out = root / "spot.pt"
+    args = ["train-spots", str(train), "--val", str(val), "-o", str(out), "--arch", "spotnet_test",
+            "--steps", "30", "--crop", "16"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(out)
+    assert ckpt.spec.name == "spotnet_test"
+    assert {"spot_training", "count_head", "calibration"} <= set(ckpt.metrics)
+    assert [entry["n_frames"] for entry in ckpt.recipe["train"]] == [24]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code != 0 and "exists" in again.output
+    with h5py.File(val, "r") as f:
+        frames = f["/entry_1/data_1/data"][:4]
+    scores = CnnHitFinder(model=out, device="cpu").hit_probability(frames)
+    assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_five_class_spotnet_feeds_the_diffuse_contrast_to_its_head():
+    model, spec = create_model("spotnet_test", task="fiveclass", diffuse=True)
+    model.eval()
+    flat = torch.randn(1, 1, 32, 32) * 0.3
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    ring = flat + 3.0 * torch.exp(-(((yy - 16).square() + (xx - 16).square()).sqrt() - 10).square() / 8)
+    features = model.features(torch.cat([flat, ring]))
+    assert features.shape == (2, 2) and model(ring).shape == (1, 5)
+    assert features[0, 1] < 0.2 < 0.5 < features[1, 1]
