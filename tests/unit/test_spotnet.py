@@ -150,7 +150,7 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
 
 
 def test_five_class_spotnet_feeds_the_diffuse_contrast_to_its_head():
-    model, spec = create_model("spotnet_test", task="fiveclass", diffuse=True)
+    model, _ = create_model("spotnet_test", task="fiveclass", diffuse=True)
     model.eval()
     flat = torch.randn(1, 1, 32, 32) * 0.3
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
