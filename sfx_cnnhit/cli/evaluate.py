@@ -50,6 +50,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"[bold]{spec.name}[/bold] ({spec.task}) on {summary['n_frames']} frames")
         console.print(summary["table3"])
         console.print(f"accuracy {summary['accuracy']:.4f}")
+        if "three_way_accuracy" in summary:
+            console.print(
+                f"blank / no crystal / hit accuracy {summary['three_way_accuracy']:.4f} (hit: P(hit) >= threshold); "
+                f"confusion {summary['three_way_confusion_matrix']}"
+            )
         if summary.get("roc_auc") is not None:
             console.print(f"hit/miss ROC AUC {summary['roc_auc']:.4f}")
         console.print("hit/miss (rows: true hit, miss; columns: predicted hit, miss; %):")

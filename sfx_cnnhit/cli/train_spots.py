@@ -40,6 +40,10 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--channels", help="Spot-head widths, comma-separated: stem, then one per 3x3 layer (4,8,8)."),
         ] = None,
+        stride: Annotated[
+            int | None,
+            typer.Option("--stride", min=1, help="Spot-map cell in input pixels (default: the arch's)."),
+        ] = None,
         steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps of the spot head.")] = 3000,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per step.")] = 32,
         crop: Annotated[int, typer.Option("--crop", min=8, help="Crop side (input pixels, even).")] = 128,
@@ -71,6 +75,7 @@ def register(app: typer.Typer) -> None:
             arch=arch,
             task=task,
             channels=widths,
+            stride=stride,
             config=config,
             max_frames=max_frames,
         )

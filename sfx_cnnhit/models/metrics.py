@@ -288,7 +288,22 @@ def evaluation_summary(
         "pr_auc": auc(pr["recall"], pr["precision"]),
         "threshold": choose_threshold(hit_true, p_hit, target_hit_recall).to_dict() if hit_true.any() else None,
     }
+    if names == class_names and {"blank", "no_crystal"} <= set(names):
+        summary.update(_three_way(p, y, names, hit_pred))
     return {k: _nan_to_none(v) for k, v in summary.items()}
+
+
+def _three_way(
+    probs: NDArray[np.float64], labels: NDArray[np.int64], names: Sequence[str], hit_pred: NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Blank / no crystal / hit accuracy and confusion matrix of a five-class model: a frame is a hit
+    when P(hit) >= the threshold (as ``reduce`` decides), otherwise the likelier of blank and no crystal."""
+    blank, empty = names.index("blank"), names.index("no_crystal")
+    group = np.where(labels == blank, 0, np.where(labels == empty, 1, 2))
+    pred = np.where(hit_pred, 2, np.where(probs[:, blank] >= probs[:, empty], 0, 1))
+    cm = confusion_matrix(group, pred, 3)
+    return {"three_way_classes": ["blank", "no_crystal", "hit"], "three_way_accuracy": accuracy(cm),
+            "three_way_confusion_matrix": cm.tolist()}
 
 
 #: Key of a checkpoint's metrics holding the validation P(hit) of every true hit (sorted, descending).

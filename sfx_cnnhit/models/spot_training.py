@@ -48,7 +48,8 @@ class SpotSet:
 
     Attributes:
         inputs: float16 ``(n, 1, S, S)`` network inputs.
-        targets: bool ``(n, 1, S/2, S/2)``: a Bragg-spot pixel in the 2x2 input bins (good pixels only).
+        targets: bool ``(n, 1, S/k, S/k)``: a Bragg-spot pixel in the ``k x k`` input bins (good pixels
+            only; ``k``: :attr:`stride`).
         labels: int64 ``(n,)`` class indices of the frames (the model's classes).
     """
 
@@ -58,6 +59,11 @@ class SpotSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per spot-map cell along each axis."""
+        return self.inputs.shape[-1] // self.targets.shape[-1]
 
 
 def _scaled(z: float, scaling: str) -> float:
@@ -85,6 +91,7 @@ def load_spot_set(
     augment_seed: int | None = 0,
     max_frames: int | None = None,
     min_sigma: float = 3.0,
+    stride: int = 2,
     batch_size: int = 32,
     progress: bool = True,
 ) -> SpotSet:
@@ -93,9 +100,11 @@ def load_spot_set(
     ``labels``: the label dataset (default ``/truth/hit`` for hit/miss models, else ``/truth/label``).
     ``min_sigma``: a Bragg bin is a target only where the input shows it at least this many noise sigmas
     above the local background (0: every Bragg bin), so the head learns visible spots, not guesses at
-    invisible ones (which it would then also "see" in noise).
+    invisible ones (which it would then also "see" in noise). ``stride``: input pixels per spot-map cell
+    (the model's :attr:`~sfx_cnnhit.models.spotnet.SpotNet.stride`).
 
     Raises:
+        ConfigError: ``stride`` does not divide the input size.
         InputError: a file without the ``bragg_mask`` dataset, or one whose shape is not the frames'.
     """
     labels = labels or ("/truth/hit" if spec.class_names == HITMISS else "/truth/label")
@@ -105,7 +114,9 @@ def load_spot_set(
     S = spec.input_size
     n = frames.n_frames
     inputs = torch.empty((n, 1, S, S), dtype=torch.float16)
-    targets = torch.empty((n, 1, S // 2, S // 2), dtype=torch.bool)
+    if stride < 1 or S % stride:
+        raise ConfigError(f"spot targets: stride {stride} must divide the input size {S}")
+    targets = torch.empty((n, 1, S // stride, S // stride), dtype=torch.bool)
     classes = torch.empty(n, dtype=torch.long)
     gen = None if augment_seed is None else torch.Generator().manual_seed(augment_seed)
     i = 0
@@ -125,7 +136,7 @@ def load_spot_set(
                 spot_map = input_map(torch.from_numpy(spots) & mask, spec.preprocess, layout)[:, None]
                 if min_sigma > 0:
                     spot_map = spot_map * (x >= _scaled(min_sigma, spec.preprocess.scaling))
-                targets[i:j, 0] = functional.max_pool2d(spot_map, 2)[:, 0] > 0
+                targets[i:j, 0] = functional.max_pool2d(spot_map, stride)[:, 0] > 0
                 classes[i:j] = frames.targets(batch)
                 i = j
                 bar.advance(task, len(batch))
@@ -143,7 +154,7 @@ class SpotTrainConfig:
         lr: peak learning rate (AdamW, one-cycle schedule).
         weight_decay: AdamW weight decay.
         pos_weight: weight of spot pixels in the cross-entropy (spots are rare).
-        hot_pixels: at most this many one-bin spikes (2-40 sigma) added to each crop, labelled no spot.
+        hot_pixels: at most this many one-bin spikes (3-300 sigma, log-uniform) added to each crop, labelled no spot.
         augment: perturb the raw frames once with :data:`SPOT_AUGMENT` before preprocessing.
         seed: raw-frame augmentation, crop positions, flips and spikes.
     """
@@ -167,30 +178,30 @@ class SpotTrainConfig:
 
 
 def _crops(data: SpotSet, config: SpotTrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of random, randomly rotated and flipped crops: inputs ``(b, 1, c, c)``, targets ``(b, 1, c/2, c/2)``."""
-    S, c = data.inputs.shape[-1], config.crop
-    if c > S:
-        raise ConfigError(f"spot training: crop {c} is larger than the input {S}")
+    """A batch of random, randomly rotated and flipped crops: inputs ``(b, 1, c, c)``, targets ``(b, 1, c/k, c/k)``."""
+    S, c, k = data.inputs.shape[-1], config.crop, data.stride
+    if c > S or c % k:
+        raise ConfigError(f"spot training: crop {c} must be a multiple of the spot-map cell {k}, at most the input {S}")
     idx = torch.randint(0, len(data), (config.batch_size,), generator=gen)
-    # Even offsets keep the 2x2 bins of the spot map aligned with the crop.
-    rows = 2 * torch.randint(0, (S - c) // 2 + 1, (config.batch_size,), generator=gen)
-    cols = 2 * torch.randint(0, (S - c) // 2 + 1, (config.batch_size,), generator=gen)
+    # Offsets in whole cells keep the k x k bins of the spot map aligned with the crop.
+    rows = k * torch.randint(0, (S - c) // k + 1, (config.batch_size,), generator=gen)
+    cols = k * torch.randint(0, (S - c) // k + 1, (config.batch_size,), generator=gen)
     xs, ys = [], []
     for i, r, q in zip(idx.tolist(), rows.tolist(), cols.tolist(), strict=True):
         x = data.inputs[i, :, r : r + c, q : q + c].float()
-        y = data.targets[i, :, r // 2 : (r + c) // 2, q // 2 : (q + c) // 2].float()
-        k = int(torch.randint(0, 4, (1,), generator=gen))
-        x, y = x.rot90(k, (1, 2)), y.rot90(k, (1, 2))
+        y = data.targets[i, :, r // k : (r + c) // k, q // k : (q + c) // k].float()
+        turns = int(torch.randint(0, 4, (1,), generator=gen))
+        x, y = x.rot90(turns, (1, 2)), y.rot90(turns, (1, 2))
         if torch.rand(1, generator=gen) < 0.5:
             x, y = x.flip(2), y.flip(2)
         n_hot = int(torch.randint(0, config.hot_pixels + 1, (1,), generator=gen))
         if n_hot:
             at = torch.randint(0, c, (2, n_hot), generator=gen)
-            z = 2.0 + 38.0 * torch.rand(n_hot, generator=gen)
+            z = 3.0 * 100.0 ** torch.rand(n_hot, generator=gen)  # log-uniform, 3-300 sigma
             x = x.clone()
             x[0, at[0], at[1]] = torch.log1p(z)  # the "log" scaling of a z-score
             y = y.clone()
-            y[0, at[0] // 2, at[1] // 2] = 0.0
+            y[0, at[0] // k, at[1] // k] = 0.0
         xs.append(x)
         ys.append(y)
     return torch.stack(xs), torch.stack(ys)
@@ -291,6 +302,7 @@ def fit_spotnet(
     arch: str = "spotnet",
     task: Task = "hitmiss",
     channels: tuple[int, ...] | None = None,
+    stride: int | None = None,
     config: SpotTrainConfig | None = None,
     max_frames: int | None = None,
     progress: bool = True,
@@ -298,7 +310,8 @@ def fit_spotnet(
     """Train a SpotNet end to end into a calibrated checkpoint at ``output``.
 
     Hit/miss models see ``local`` inputs; five-class models ``hybrid`` inputs and the diffuse contrast.
-    ``channels`` overrides the architecture's spot-head widths (stem, then one per 3x3 layer).
+    ``channels`` and ``stride`` override the architecture's spot-head widths (stem, then one per 3x3
+    layer) and spot-map cell.
 
     The spot head learns from ``train_files`` (:func:`train_spot_head`); on ``val_files`` the count
     head is fitted (:func:`fit_count_head`), then calibrated like every model (class offsets and the
@@ -313,17 +326,21 @@ def fit_spotnet(
         raise ConfigError("SpotNet training needs training files and validation files (--val)")
     config = config or SpotTrainConfig()
     five = task == "fiveclass"
-    widths = {} if channels is None else {"channels": tuple(channels)}
+    widths: dict[str, Any] = {} if channels is None else {"channels": tuple(channels)}
+    if stride is not None:
+        widths["stride"] = stride
     model, spec = create_model(
         arch, task=task, preprocess={"background": "hybrid" if five else "local"}, diffuse=five, **widths
     )
     if not isinstance(model, SpotNet):
         raise ConfigError(f"{arch!r} is not a SpotNet architecture")
     seed = config.seed if config.augment else None
-    train_set = load_spot_set(train_files, spec, augment_seed=seed, max_frames=max_frames, progress=progress)
+    train_set = load_spot_set(
+        train_files, spec, augment_seed=seed, max_frames=max_frames, stride=model.stride, progress=progress
+    )
     losses = train_spot_head(model, train_set, config, progress=progress)
     del train_set
-    val_set = load_spot_set(val_files, spec, augment_seed=None, progress=progress)
+    val_set = load_spot_set(val_files, spec, augment_seed=None, stride=model.stride, progress=progress)
     metrics: dict[str, Any] = {
         "spot_training": {"loss_per_100_steps": losses, **spot_map_scores(model, val_set)},
         "count_head": fit_count_head(model, val_set),

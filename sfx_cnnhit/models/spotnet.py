@@ -40,15 +40,18 @@ from sfx_cnnhit.models.hitnet import ConvBNReLU
 
 
 class SpotHead(nn.Sequential):
-    """``(n, 1, S, S)`` preprocessed frames -> ``(n, 1, S/2, S/2)`` spot logits (one per 2x2 bins)."""
+    """``(n, 1, S, S)`` preprocessed frames -> ``(n, 1, S/k, S/k)`` spot logits, one per ``k x k`` input
+    bins (``k = stride``: the stem is a ``k x k`` stride-``k`` linear convolution, a learned space-to-depth)."""
 
-    def __init__(self, channels: tuple[int, ...] = (4, 8, 8)) -> None:
+    def __init__(self, channels: tuple[int, ...] = (4, 8, 8), stride: int = 2) -> None:
         if len(channels) < 2:
             raise ValueError("SpotHead needs a stem and at least one 3x3 layer")
+        if stride < 1:
+            raise ValueError(f"SpotHead: stride must be positive, got {stride}")
         body = (ConvBNReLU(i, o) for i, o in itertools.pairwise(channels))
         super().__init__(
             OrderedDict(
-                stem=ConvBNReLU(1, channels[0], stride=2, relu=False, kernel=2),
+                stem=ConvBNReLU(1, channels[0], stride=stride, relu=False, kernel=stride),
                 body=nn.Sequential(*body),
                 logit=nn.Conv2d(channels[-1], 1, 1),
             )
@@ -93,16 +96,23 @@ class SpotNet(nn.Module):
     Args:
         num_classes: outputs.
         channels: output channels of the stem and of each 3x3 layer of the spot head.
-        window: side of the local-maximum window on the spot map (1/2 input resolution).
+        stride: the spot map's cell, in input pixels (the stem's kernel and stride).
+        window: side of the local-maximum window on the spot map (cells).
         diffuse: also feed the head :class:`DiffuseContrast` (for five classes on ``hybrid`` inputs,
             where it tells blank from no-crystal frames).
     """
 
     def __init__(
-        self, num_classes: int = 2, channels: tuple[int, ...] = (4, 8, 8), window: int = 3, diffuse: bool = False
+        self,
+        num_classes: int = 2,
+        channels: tuple[int, ...] = (4, 8, 8),
+        stride: int = 2,
+        window: int = 3,
+        diffuse: bool = False,
     ) -> None:
         super().__init__()
-        self.spots = SpotHead(channels)
+        self.stride = stride
+        self.spots = SpotHead(channels, stride)
         self.count = SpotCount(window)
         self.diffuse = DiffuseContrast() if diffuse else None
         self.head = nn.Linear(2 if diffuse else 1, num_classes)
@@ -117,7 +127,7 @@ class SpotNet(nn.Module):
             self.head.bias.copy_(-self.head.weight[:, 0] * math.log1p(3.0))
 
     def spot_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, 1, S, S) -> (n, 1, S/2, S/2)`` spot logits."""
+        """``(n, 1, S, S) -> (n, 1, S/stride, S/stride)`` spot logits."""
         return self.spots(x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

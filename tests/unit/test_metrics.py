@@ -126,11 +126,16 @@ def test_evaluation_summary_fiveclass_and_merge() -> None:
     assert s["hit_recall"] == pytest.approx(3 / 4)
     assert s["miss_rejection"] == 1.0
     assert s["threshold"]["hit_recall"] >= 0.995
+    # Blank / no crystal / hit: the missed strong hit (frame 5) is the one error.
+    assert s["three_way_classes"] == ["blank", "no_crystal", "hit"]
+    assert s["three_way_confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 3]]
+    assert s["three_way_accuracy"] == pytest.approx(5 / 6)
     # Labels only hit/miss (like /truth/hit) with a five-class model: merged to two classes.
     m = evaluation_summary(probs, (labels >= 2).astype(int), FIVE, ("miss", "hit"))
     assert m["class_names"] == ["miss", "hit"]
     assert m["confusion_matrix"] == [[2, 0], [1, 3]]
     assert m["precision"][0] == pytest.approx(2 / 3)
+    assert "three_way_accuracy" not in m
 
 
 def test_evaluation_summary_without_hits_has_null_threshold() -> None:

@@ -14,7 +14,7 @@ from sfx_cnnhit.cli.app import app
 from sfx_cnnhit.errors import InputError
 from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.io.sources import open_frames
-from sfx_cnnhit.models.checkpoint import load_checkpoint
+from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model
 from sfx_cnnhit.models.data import file_geometry
 from sfx_cnnhit.models.hitnet import fuse_conv_bn_
 from sfx_cnnhit.models.preprocess import PanelLayout, PreprocessConfig, input_map, preprocess
@@ -90,6 +90,10 @@ def test_spot_targets_follow_the_true_bragg_mask(sim_files):
     # Visible-spot targets: only Bragg bins that stand out of the noise, so a subset, and not empty.
     assert not (visible.targets & ~data.targets).any()
     assert 0 < visible.targets.sum() < data.targets.sum()
+    # A stride-4 spot map: one cell per 4x4 input bins, i.e. 8x8 frame pixels.
+    coarse = load_spot_set([str(train)], spec, augment_seed=None, progress=False, min_sigma=0, stride=4)
+    assert coarse.stride == 4 and coarse.targets.shape == (24, 1, 16, 16)
+    assert (coarse.targets[:, 0].numpy() == bragg.reshape(24, 16, 8, 16, 8).any(axis=(2, 4))).all()
 
 
 def test_a_file_without_bragg_mask_is_a_clear_error(tmp_path, sim_files):
@@ -134,11 +138,13 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
     root, train, val = sim_files
     out = root / "spot.pt"
     args = ["train-spots", str(train), "--val", str(val), "-o", str(out), "--arch", "spotnet_test",
-            "--steps", "30", "--crop", "16"]
+            "--steps", "30", "--crop", "16", "--channels", "4,8", "--stride", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     ckpt = load_checkpoint(out)
     assert ckpt.spec.name == "spotnet_test"
+    assert ckpt.spec.arch_kwargs["channels"] == (4, 8) and ckpt.spec.arch_kwargs["stride"] == 2
+    assert load_model(out)[0].spot_logits(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 16, 16)
     assert {"spot_training", "count_head", "calibration"} <= set(ckpt.metrics)
     assert [entry["n_frames"] for entry in ckpt.recipe["train"]] == [24]
     again = CliRunner().invoke(app, args)
@@ -147,6 +153,8 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
         frames = f["/entry_1/data_1/data"][:4]
     scores = CnnHitFinder(model=out, device="cpu").hit_probability(frames)
     assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))
+    bad = CliRunner().invoke(app, [*args[:5], str(root / "bad.pt"), *args[6:-4], "--channels", "8"])
+    assert bad.exit_code != 0 and "--channels" in bad.output
 
 
 def test_five_class_spotnet_feeds_the_diffuse_contrast_to_its_head():
