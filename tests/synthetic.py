@@ -82,3 +82,14 @@ def make_frame(
         )
     data = rng.poisson(expected) * adu_per_photon + rng.normal(0.0, read_noise, shape)
     return SyntheticFrame(data=data.astype(np.float32), radius=radius, spots=np.asarray(spots, np.float64))
+
+
+def simulate_train_val(root, n_train: int, n_val: int = 20):
+    """Two small labelled simulator files of 128x128 frames, ``train.cxi`` (seed 1) and ``val.cxi``
+    (seed 2), in ``root``; returns ``(root, train, val)``."""
+    from sfx_cnnhit.simulate import SimulationConfig, simulate_to_file
+
+    config = SimulationConfig().with_overrides(detector__size=128)
+    train = simulate_to_file(root / "train.cxi", n_train, seed=1, config=config, split="train")
+    val = simulate_to_file(root / "val.cxi", n_val, seed=2, config=config, split="val")
+    return root, train, val

@@ -38,7 +38,7 @@ CHECKPOINT_FORMAT = 1
 #: Shipped weights live in ``sfx_cnnhit/weights/<name>.pt``.
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: The shipped model every command uses unless told otherwise.
-DEFAULT_MODEL = "hitnet_hitmiss"
+DEFAULT_MODEL = "spotnet_hitmiss"
 #: Hit threshold of a checkpoint that records no calibrated one.
 FALLBACK_THRESHOLD = 0.5
 

@@ -5,25 +5,28 @@ Design (``spotnet``: input ``(n, 1, 512, 512)``, the preprocessed frame at full 
 =========== ===================================================== ========= ==============
 module      layers                                                 stride    out (512²)
 =========== ===================================================== ========= ==============
-spots.stem  2x2 stride-2 conv (1 -> 4) and BN, no ReLU              /2        4 x 256²
-spots.body  3x3 convs, BN, ReLU: 4 -> 8 -> 8                        /2        8 x 256²
-spots.logit 1x1 conv -> spot logit per 2x2 input bins               /2        1 x 256²
-count       local maxima (3x3) of the spot map with P(spot) > 0.5,            1: log(1 + nSpots)
+spots.stem  4x4 stride-4 conv (1 -> 16) and BN, no ReLU: a learned  /4        16 x 128²
+            lossless space-to-depth (16 values a 4x4 cell)
+spots.body  3x3 convs, BN, ReLU: 16 -> 16 -> 16 -> 16                /4        16 x 128²
+spots.logit 1x1 conv -> spot logit per 4x4 input cell                /4        1 x 128²
+count       local maxima (3x3 cells) of the spot map with P(spot) > 0.5,       1: log(1 + nSpots)
             each counted as ``2 P(spot) - 1`` (a soft spot count)
 head        linear: log(1 + nSpots) -> class logits (five classes: and the
             diffuse contrast, the spread of the 16x16-averaged input)
 =========== ===================================================== ========= ==============
 
-About 1 000 parameters and 0.06 GMAC per frame (HitNet: 0.20). The spot head is trained as a
-per-pixel segmentation against the simulator's true Bragg-spot masks (``/truth/bragg_mask``,
-:mod:`sfx_cnnhit.models.spot_training`), never against frame labels, so it learns what a spot looks
-like (a compact peak over the local background, wider than one hot pixel) and not which frames a
-simulator happens to call hits; its receptive field is 10 input pixels, so it cannot learn a
+About 7 000 parameters and 0.12 GMAC per frame (HitNet: 0.20). The spot head is trained as a
+per-cell segmentation against the simulator's true Bragg-spot masks (``/truth/bragg_mask``, only
+where a spot stands 3 sigma above the local background), with one-pixel spikes added as "no spot"
+(:mod:`sfx_cnnhit.models.spot_training`), never against frame labels: it learns what a spot looks
+like (a compact peak over the local background, unlike a lone hot pixel) and not which frames a
+simulator happens to call hits; its receptive field is 28 input pixels, so it cannot learn a
 position prior or a background texture. The head then maps the count to the classes (two
 parameters per class, fitted on validation frames). Measured on frames our simulator did not make,
 this generalises where a frame classifier did not (docs/models.md).
 
-The Grad-CAM target is ``spots.body``: heat maps at 1/2 of the input, i.e. spot resolution.
+``stride`` and ``channels`` are parameters (``spotnet_test``: stride 2); the Grad-CAM target is
+``spots.body``: heat maps at ``1/stride`` of the input, i.e. spot resolution.
 """
 
 from __future__ import annotations

@@ -76,4 +76,4 @@ def test_cli_help_lists_every_command():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
     for name in COMMAND_MODULES:
-        assert name in result.output
+        assert name.replace("_", "-") in result.output

@@ -82,7 +82,7 @@ def test_alexnet_takes_512_frames() -> None:
 
 
 CAM_CASES = [
-    ("hitnet", 512, (32, 32)), ("hitnet_lite", 256, (32, 32)), ("alexnet", 512, (31, 31)), ("spotnet", 512, (256, 256))
+    ("hitnet", 512, (32, 32)), ("hitnet_lite", 256, (32, 32)), ("alexnet", 512, (31, 31)), ("spotnet", 512, (128, 128))
 ]
 
 

@@ -21,7 +21,7 @@ from sfx_cnnhit.models.preprocess import PanelLayout, PreprocessConfig, input_ma
 from sfx_cnnhit.models.spot_training import SpotSet, SpotTrainConfig, fit_count_head, load_spot_set, train_spot_head
 from sfx_cnnhit.models.spotnet import SpotCount
 from sfx_cnnhit.models.zoo import cam_layer, create_model
-from sfx_cnnhit.simulate import SimulationConfig, simulate_to_file
+from tests.synthetic import simulate_train_val
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -65,11 +65,7 @@ def test_spotnet_forward_fusion_and_cam_layer():
 
 @pytest.fixture(scope="module")
 def sim_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("spots")
-    config = SimulationConfig().with_overrides(detector__size=128)
-    train = simulate_to_file(root / "train.cxi", 24, seed=1, config=config, split="train")
-    val = simulate_to_file(root / "val.cxi", 20, seed=2, config=config, split="val")
-    return root, train, val
+    return simulate_train_val(tmp_path_factory.mktemp("spots"), 24)
 
 
 def test_spot_targets_follow_the_true_bragg_mask(sim_files):

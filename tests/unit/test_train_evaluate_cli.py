@@ -10,18 +10,12 @@ from typer.testing import CliRunner
 from sfx_cnnhit.cli.app import app
 from sfx_cnnhit.models.checkpoint import load_checkpoint
 from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES
-from sfx_cnnhit.simulate import simulate_to_file
+from tests.synthetic import simulate_train_val
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sim")
-    from sfx_cnnhit.simulate import SimulationConfig
-
-    config = SimulationConfig().with_overrides(detector__size=128)
-    train = simulate_to_file(root / "train.cxi", 40, seed=1, config=config, split="train")
-    val = simulate_to_file(root / "val.cxi", 20, seed=2, config=config, split="val")
-    return root, train, val
+    return simulate_train_val(tmp_path_factory.mktemp("sim"), 40)
 
 
 def test_train_evaluate_reduce(files):
