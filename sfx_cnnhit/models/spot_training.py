@@ -159,7 +159,7 @@ class SpotTrainConfig:
         seed: raw-frame augmentation, crop positions, flips and spikes.
     """
 
-    steps: int = 3000
+    steps: int = 24000
     batch_size: int = 32
     crop: int = 128
     lr: float = 3e-3
