@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
+from sfx_cnnhit.cli.inputs import HotPixelMap
 
 
 def register(app: typer.Typer) -> None:
@@ -18,12 +19,17 @@ def register(app: typer.Typer) -> None:
         val: Annotated[list[Path], typer.Option("--val", help="Labelled validation file(s), never the test split.")],
         output: Annotated[Path, typer.Option("--output", "-o", help="Calibrated checkpoint to write (.pt).")],
         labels: Annotated[str, typer.Option("--labels", help="Label dataset in each file, or a CSV.")] = "/truth/label",
+        hot_pixel_map: HotPixelMap = True,
     ) -> None:
         """Per-class logit offsets and the hit threshold, fitted on validation frames (`train` does this
-        itself when given --val); the new checkpoint is used like any other, the input is kept."""
+        itself when given --val); a SpotNet's spot-count head is refitted first, so shipped SpotNets
+        can be recalibrated on your own labelled frames. The new checkpoint is used like any other,
+        the input is kept."""
+        from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
         from sfx_cnnhit.models.fit import calibrate_checkpoint
 
-        path, record = calibrate_checkpoint(model, [str(p) for p in val], output, labels=labels)
+        hot_pixels = DEFAULT_HOT_PIXELS if hot_pixel_map else None
+        path, record = calibrate_checkpoint(model, [str(p) for p in val], output, labels=labels, hot_pixels=hot_pixels)
         before, after = record["val_accuracy_before"], record["val_accuracy_after"]
         console.print(
             f"wrote {path}: validation accuracy {before:.4f} -> {after:.4f}, "

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
-from sfx_cnnhit.cli.inputs import LabelledGeometry
+from sfx_cnnhit.cli.inputs import HotPixelMap, LabelledGeometry
 from sfx_cnnhit.io.atomic import write_text_atomic
 
 
@@ -32,8 +32,10 @@ def register(app: typer.Typer) -> None:
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="At most this many per file.")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
         geometry: LabelledGeometry = None,
+        hot_pixel_map: HotPixelMap = True,
     ) -> None:
         """Evaluate a model on labelled frames (simulated files carry /truth/label and /truth/hit)."""
+        from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
         from sfx_cnnhit.models.fit import evaluate_files
         from sfx_cnnhit.models.metrics import format_table5, plot_curves
 
@@ -45,6 +47,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             max_frames=max_frames,
             geometry=geometry,
+            hot_pixels=DEFAULT_HOT_PIXELS if hot_pixel_map else None,
         )
         summary["model"] = model or "default"
         console.print(f"[bold]{spec.name}[/bold] ({spec.task}) on {summary['n_frames']} frames")

@@ -21,6 +21,7 @@ import typer
 from sfx_cnnhit.finders.config import load_finder_config
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
 from sfx_cnnhit.io.masks import parse_mask_argument
 from sfx_cnnhit.io.sources import FrameSource, open_frames
 
@@ -42,6 +43,14 @@ PrecisionOption = Annotated[
 LabelledGeometry = Annotated[
     Path | None,
     typer.Option("--geometry", "-g", help="CrystFEL geometry of every file (default: X.geom beside X.cxi)."),
+]
+HotPixelMap = Annotated[
+    bool,
+    typer.Option(
+        "--hot-pixel-map/--no-hot-pixel-map",
+        help="Also mask pixels that are a local maximum in most frames of each 500-frame window (Cheetah's "
+        "hotpixFreq; costs 24 extra frame reads per window).",
+    ),
 ]
 MinPeaks = Annotated[int | None, typer.Option("--min-peaks", help="A hit has at least this many peaks.")]
 
@@ -73,6 +82,7 @@ class InputOptions:
     mask_badbits: Annotated[
         str | None, typer.Option("--mask-badbits", help="Read masks with CrystFEL bad bits, e.g. 0xffff.")
     ] = None
+    hot_pixel_map: HotPixelMap = True
 
     def open(self, inputs: list[Path]) -> FrameSource:
         """Open ``inputs`` with these options."""
@@ -85,6 +95,7 @@ class InputOptions:
             mask_goodbits=parse_bits(self.mask_goodbits),
             mask_badbits=parse_bits(self.mask_badbits),
             geometry=DetectorGeometry.from_file(self.geometry) if self.geometry else None,
+            hot_pixels=DEFAULT_HOT_PIXELS if self.hot_pixel_map else None,
         )
 
 

@@ -35,6 +35,7 @@ from sfx_cnnhit.io.hdf5 import (
     image_like_datasets,
     open_hdf5,
 )
+from sfx_cnnhit.io.hotpixels import HotPixelRule
 from sfx_cnnhit.io.images import IMAGE_SUFFIXES, check_dtype, read_image_frame, read_image_info
 from sfx_cnnhit.io.lists import LIST_SUFFIXES, read_lst
 from sfx_cnnhit.io.masks import (
@@ -161,10 +162,14 @@ class FrameSource:
         geometry: DetectorGeometry | None,
         rules: list[BadPixelRules],
         static_good: list[NDArray[np.bool_]],
+        hot_pixels: HotPixelRule | None = None,
     ) -> None:
         self._inputs = inputs
         self._rules = rules
         self._static_good = static_good
+        self.hot_pixels = hot_pixels
+        self._hot_maps: dict[int, NDArray[np.bool_] | None] = {}
+        self.hot_pixel_windows: dict[int, dict[str, int]] = {}
         self._offsets = np.cumsum([0] + [inp.n_frames for inp in inputs])
         self.geometry = geometry
         self.n_frames = int(self._offsets[-1])
@@ -253,11 +258,13 @@ class FrameSource:
         self, i: int, inp: _Input, reader: _Reader, glob: NDArray[np.int64], local: NDArray[np.int64]
     ) -> FrameBatch:
         file_idx = inp.file_indices(local)
-        data = reader.frames(file_idx)
-        good = self._rules[i].good(data)
-        good &= self._static_good[i]
-        if inp.mask is not None and inp.mask.per_frame:
-            good &= reader.mask_frames(file_idx)
+        data, good = self._read_good(i, inp, reader, file_idx)
+        if self.hot_pixels is not None:
+            windows = self.hot_pixels.window_of(glob)
+            for w in np.unique(windows):
+                hot = self._hot_map(int(w))
+                if hot is not None:
+                    good[windows == w] &= ~hot
         np.copyto(data, 0.0, where=~good)
         ids, metadata = self._read_meta_and_ids(inp, local, reader)
         return FrameBatch(
@@ -269,6 +276,49 @@ class FrameSource:
             metadata=metadata,
             global_index=glob.astype(np.int64),
         )
+
+    def _read_good(
+        self, i: int, inp: _Input, reader: _Reader, file_idx: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Frames and their good-pixel masks (stored mask, bad-pixel rules), before hot pixels."""
+        data = reader.frames(file_idx)
+        good = self._rules[i].good(data)
+        good &= self._static_good[i]
+        if inp.mask is not None and inp.mask.per_frame:
+            good &= reader.mask_frames(file_idx)
+        return data, good
+
+    def _hot_map(self, window: int) -> NDArray[np.bool_] | None:
+        """The hot-pixel map of ``window`` (True = hot), made on first use from frames read across the
+        window (see :mod:`sfx_cnnhit.io.hotpixels`); the two most recent maps are kept."""
+        if window in self._hot_maps:
+            return self._hot_maps[window]
+        rule = self.hot_pixels
+        assert rule is not None
+        wanted = rule.sample_indices(window, self.n_frames)
+        samples: list[tuple[NDArray[np.float32], NDArray[np.bool_]]] = []
+        for i, inp in enumerate(self._inputs):
+            lo, hi = self._offsets[i], self._offsets[i + 1]
+            mine = wanted[(wanted >= lo) & (wanted < hi)]
+            if mine.size == 0:
+                continue
+            with _Reader(inp) as reader:
+                for local in mine - lo:
+                    try:
+                        data, good = self._read_good(i, inp, reader, inp.file_indices(np.array([local])))
+                    except InputError:  # an unreadable frame is no sample; the batch reading it reports it
+                        continue
+                    samples.append((data[0], good[0]))
+        hot = rule.hot_map(samples)
+        if len(self._hot_maps) >= 2:
+            del self._hot_maps[min(self._hot_maps)]
+        self._hot_maps[window] = hot
+        self.hot_pixel_windows[window] = {
+            "first_frame": int(window * rule.window),
+            "sampled_frames": len(samples),
+            "hot_pixels": -1 if hot is None else int(np.count_nonzero(hot)),
+        }
+        return hot
 
     def _read_meta_and_ids(
         self, inp: _Input, local: NDArray[np.int64], reader: _Reader | None = None
@@ -684,6 +734,7 @@ def open_frames(
     geometry: DetectorGeometry | None = None,
     floor: float | None = None,
     saturation: float | None = None,
+    hot_pixels: HotPixelRule | None = None,
 ) -> FrameSource:
     """Open frame files for streaming.
 
@@ -701,6 +752,8 @@ def open_frames(
             ``-inf`` disables it).
         saturation: values at or above it are bad (default the geometry's ``max_adu``, a CBF header's
             ``Count_cutoff``, or the integer dtype's maximum; ``inf`` disables it).
+        hot_pixels: also mask the hot pixels this rule finds in the run (:mod:`sfx_cnnhit.io.hotpixels`);
+            None: only the stored mask and the bad-pixel rules.
 
     Raises:
         InputError: one line naming the file and the problem.
@@ -789,4 +842,4 @@ def open_frames(
                 header_saturation=inp.header_saturation,
             )
         rules.append(rules_cache[rkey])
-    return FrameSource(opened, geometry=geometry, rules=rules, static_good=statics)
+    return FrameSource(opened, geometry=geometry, rules=rules, static_good=statics, hot_pixels=hot_pixels)

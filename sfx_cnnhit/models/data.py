@@ -21,6 +21,7 @@ import torch
 
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.hotpixels import HotPixelRule
 from sfx_cnnhit.io.labels import load_labels
 from sfx_cnnhit.io.prefetch import prefetched
 from sfx_cnnhit.io.sources import FrameSource, open_frames
@@ -64,6 +65,7 @@ class LabelledFrames:
         shuffle: visit the batches in a new order every epoch (seeded by ``seed`` and the epoch).
         max_frames: use at most this many frames of each file.
         geometry: detector geometry of every file; None: each file's own (see the module docstring).
+        hot_pixels: mask each file's hot pixels (:mod:`sfx_cnnhit.io.hotpixels`); None: do not.
     """
 
     def __init__(
@@ -78,10 +80,14 @@ class LabelledFrames:
         max_frames: int | None = None,
         data_path: str | None = None,
         geometry: DetectorGeometry | None = None,
+        hot_pixels: HotPixelRule | None = None,
     ) -> None:
         if not paths:
             raise InputError("no labelled input files given")
-        self.sources = [open_frames([p], data_path=data_path, geometry=file_geometry(p, geometry)) for p in paths]
+        self.sources = [
+            open_frames([p], data_path=data_path, geometry=file_geometry(p, geometry), hot_pixels=hot_pixels)
+            for p in paths
+        ]
         self.layouts = [source_layout(s) for s in self.sources]
         self.labels = load_labels(labels)
         self.class_names = tuple(class_names)

@@ -14,6 +14,7 @@ from torch import nn
 
 from sfx_cnnhit.errors import ConfigError, OutputError
 from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS, HotPixelRule
 from sfx_cnnhit.models.calibration import CALIBRATION, DECISION_THRESHOLD, apply_logit_offsets_, calibration_record
 from sfx_cnnhit.models.checkpoint import (
     decision_threshold,
@@ -24,6 +25,7 @@ from sfx_cnnhit.models.checkpoint import (
 )
 from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames, round_robin
 from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
+from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
 from sfx_cnnhit.models.training import PRESETS, BatchSource, TrainResult, predict_batches, train
 from sfx_cnnhit.models.zoo import ModelSpec, create_model
@@ -211,19 +213,31 @@ def validate_and_calibrate(model: nn.Module, spec: ModelSpec, val: Any, *, calib
 
 def calibrate_checkpoint(
     model: str | os.PathLike[str], val_files: list[str], output: str | os.PathLike[str], *,
-    labels: str = "/truth/label", batch_size: int = 64,
+    labels: str = "/truth/label", batch_size: int = 64, hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
 ) -> tuple[Path, dict[str, Any]]:
-    """Calibrate a trained checkpoint on validation files into a new checkpoint (the input is kept)."""
+    """Calibrate a trained checkpoint on validation files into a new checkpoint (the input is kept).
+
+    A SpotNet's count head is refitted on the same frames first (:func:`~sfx_cnnhit.models.spot_training.
+    fit_count_head`), so calibrated SpotNets can be recalibrated, e.g. on a user's own labelled frames;
+    other models are calibrated once. Frames are read as the commands read them (``hot_pixels``).
+    """
     output = Path(output)
     if output.exists():
         raise OutputError(f"{output}: exists; choose another name (checkpoints are never overwritten)")
     path = resolve_model_path(model)
     ckpt = load_checkpoint(path)
-    if CALIBRATION in ckpt.metrics:
-        raise ConfigError(f"{model}: already calibrated (offsets {ckpt.metrics[CALIBRATION]['logit_offsets']})")
     net = model_from_checkpoint(ckpt, source=path)
-    val = LabelledFrames(val_files, labels, class_names=ckpt.spec.class_names, batch_size=batch_size, shuffle=False)
-    metrics = {**ckpt.metrics, **validate_and_calibrate(net, ckpt.spec, val)}
+    spot_net = isinstance(net, SpotNet)
+    if CALIBRATION in ckpt.metrics and not spot_net:
+        raise ConfigError(f"{model}: already calibrated (offsets {ckpt.metrics[CALIBRATION]['logit_offsets']})")
+    val = LabelledFrames(val_files, labels, class_names=ckpt.spec.class_names, batch_size=batch_size, shuffle=False,
+                         hot_pixels=hot_pixels)
+    metrics = dict(ckpt.metrics)
+    if spot_net:  # the count head is refitted from scratch, which also undoes an earlier calibration
+        from sfx_cnnhit.models.spot_training import fit_count_head, frame_features
+
+        metrics["count_head"] = fit_count_head(net, *frame_features(net, ckpt.spec, val))
+    metrics.update(validate_and_calibrate(net, ckpt.spec, val))
     metrics[CALIBRATION]["val_files"] = data_recipe(val_files)
     save_checkpoint(output, net, ckpt.spec, recipe=ckpt.recipe, metrics=metrics)
     return output, metrics[CALIBRATION]
@@ -255,19 +269,21 @@ def evaluate_files(
     batch_size: int = 64,
     max_frames: int | None = None,
     geometry: str | os.PathLike[str] | None = None,
+    hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, ModelSpec]:
     """Evaluate a model on labelled files: the :func:`evaluation_summary` dict, P(hit), true hit flags.
 
     Hit/miss labels (``/truth/hit``) with a five-class model are compared as hit/miss; five-class
     labels with a hit/miss model too. ``geometry``: CrystFEL geometry file of every input (default:
-    each file's own, see :mod:`sfx_cnnhit.models.data`).
+    each file's own, see :mod:`sfx_cnnhit.models.data`). ``hot_pixels``: mask each file's hot pixels
+    (:mod:`sfx_cnnhit.io.hotpixels`; None: do not).
     """
     path = resolve_model_path(model)
     ckpt = load_checkpoint(path)
     net, spec = model_from_checkpoint(ckpt, source=path), ckpt.spec
     label_space = _label_space(paths[0], labels, spec)
     frames = LabelledFrames(paths, labels, class_names=label_space, batch_size=batch_size, shuffle=False,
-                            max_frames=max_frames, geometry=_geometry(geometry))
+                            max_frames=max_frames, geometry=_geometry(geometry), hot_pixels=hot_pixels)
     probs, y = predict_batches(net, spec, frames)
     summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall,
                                  hit_threshold=decision_threshold(ckpt.metrics))

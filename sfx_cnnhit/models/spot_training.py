@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,14 @@ from torch.nn import functional
 
 from sfx_cnnhit.errors import ConfigError, InputError, OutputError
 from sfx_cnnhit.io.hdf5 import open_hdf5
+from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS, HotPixelRule
 from sfx_cnnhit.models.checkpoint import save_checkpoint
 from sfx_cnnhit.models.data import HITMISS, LabelledFrames
 from sfx_cnnhit.models.fit import data_recipe, validate_and_calibrate
 from sfx_cnnhit.models.preprocess import input_map, preprocess
 from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
-from sfx_cnnhit.models.training import AUGMENTATIONS, augment, progress_bar
+from sfx_cnnhit.models.training import AUGMENTATIONS, Batch, augment, batch_input, progress_bar
 from sfx_cnnhit.models.zoo import ModelSpec, create_model
 
 #: Raw-frame augmentation of the spot head: ``spot_safe`` without flips and rotations (the crops
@@ -244,14 +245,29 @@ def head_features(model: SpotNet, data: SpotSet, batch_size: int = 32) -> torch.
     return torch.cat([model.features(data.inputs[i : i + batch_size].float()) for i in range(0, len(data), batch_size)])
 
 
-def fit_count_head(model: SpotNet, val: SpotSet, *, l2: float = 1e-3) -> dict[str, Any]:
-    """Fit the linear head on ``val`` (the spot head frozen), in place: multinomial logistic regression
-    of the classes on ``log(1 + nSpots)`` (and the diffuse contrast), L2 ``l2`` on the weights.
+@torch.no_grad()
+def frame_features(model: SpotNet, spec: ModelSpec, frames: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's inputs ``(n, f)`` and the labels ``(n,)`` of labelled raw batches (model in eval mode)."""
+    model.eval()
+    device = next(model.parameters()).device
+    features, labels = [], []
+    for batch in frames:
+        x, y = batch_input(batch, spec, device, layout=None)
+        features.append(model.features(x).cpu())
+        labels.append(y.cpu())
+    if not features:
+        raise InputError("fitting the spot-count head needs validation frames")
+    return torch.cat(features), torch.cat(labels)
+
+
+def fit_count_head(model: SpotNet, features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-3) -> dict[str, Any]:
+    """Fit the linear head on the head inputs ``features`` ``(n, f)`` of frames of class ``labels``
+    ``(n,)`` (the spot head frozen), in place: multinomial logistic regression of the classes on
+    ``log(1 + nSpots)`` (and the diffuse contrast), L2 ``l2`` on the weights.
 
     Returns the weights and biases, the spot count at P(hit) = 0.5 (hit/miss) and the fit's accuracy.
     """
-    f = head_features(model, val).double()
-    y = val.labels
+    f, y = features.double(), labels.long()
     k = model.head.out_features
     if len(torch.unique(y)) < 2:
         raise InputError("fitting the spot-count head needs validation frames of at least two classes")
@@ -306,6 +322,7 @@ def fit_spotnet(
     config: SpotTrainConfig | None = None,
     max_frames: int | None = None,
     progress: bool = True,
+    hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a SpotNet end to end into a calibrated checkpoint at ``output``.
 
@@ -315,7 +332,8 @@ def fit_spotnet(
 
     The spot head learns from ``train_files`` (:func:`train_spot_head`); on ``val_files`` the count
     head is fitted (:func:`fit_count_head`), then calibrated like every model (class offsets and the
-    hit threshold, :func:`~sfx_cnnhit.models.fit.validate_and_calibrate`). Both need
+    hit threshold, :func:`~sfx_cnnhit.models.fit.validate_and_calibrate`), on validation frames read
+    as the commands read them (``hot_pixels`` masked, :mod:`sfx_cnnhit.io.hotpixels`). Both need
     ``/truth/bragg_mask`` and the labels (``/truth/hit`` or ``/truth/label``). Returns the checkpoint
     path and its metrics.
     """
@@ -341,13 +359,11 @@ def fit_spotnet(
     losses = train_spot_head(model, train_set, config, progress=progress)
     del train_set
     val_set = load_spot_set(val_files, spec, augment_seed=None, stride=model.stride, progress=progress)
-    metrics: dict[str, Any] = {
-        "spot_training": {"loss_per_100_steps": losses, **spot_map_scores(model, val_set)},
-        "count_head": fit_count_head(model, val_set),
-    }
+    metrics: dict[str, Any] = {"spot_training": {"loss_per_100_steps": losses, **spot_map_scores(model, val_set)}}
     del val_set
     labels = "/truth/label" if five else "/truth/hit"
-    val = LabelledFrames(list(val_files), labels, class_names=spec.class_names, shuffle=False)
+    val = LabelledFrames(list(val_files), labels, class_names=spec.class_names, shuffle=False, hot_pixels=hot_pixels)
+    metrics["count_head"] = fit_count_head(model, *frame_features(model, spec, val))
     metrics.update(validate_and_calibrate(model, spec, val))
     recipe = {
         "train": data_recipe(list(train_files)),

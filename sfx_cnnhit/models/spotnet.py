@@ -26,7 +26,9 @@ parameters per class, fitted on validation frames). Measured on frames our simul
 this generalises where a frame classifier did not (docs/models.md).
 
 ``stride`` and ``channels`` are parameters (``spotnet_test``: stride 2); the Grad-CAM target is
-``spots.body``: heat maps at ``1/stride`` of the input, i.e. spot resolution.
+``spots.logit``, the spot map the count is taken from: heat maps at ``1/stride`` of the input, i.e.
+spot resolution, that show the spots the decision counted (``spots.body``, one layer earlier, spread
+Grad-CAM's mass over background texture: docs/explain.md).
 """
 
 from __future__ import annotations

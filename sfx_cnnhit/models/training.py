@@ -339,7 +339,7 @@ def _groups(batches: Iterable[Batch], n: int) -> Iterator[list[Batch]]:
         yield group
 
 
-def _to_input(
+def batch_input(
     batch: Batch,
     spec: ModelSpec,
     device: torch.device,
@@ -395,7 +395,7 @@ def predict_batches(
     probs, labels = [], []
     try:
         for batch in batches:
-            x, y = _to_input(batch, spec, dev, layout=layout)
+            x, y = batch_input(batch, spec, dev, layout=layout)
             probs.append(torch.softmax(model(x).float(), dim=1).cpu())
             labels.append(y.cpu())
     finally:
@@ -531,7 +531,7 @@ def train(
                         module.eval()
             for group in _groups(batches, config.mix_batches):
                 inputs = [
-                    _to_input(b, spec, device, layout=layout, augment_config=config.augment, generator=generator)
+                    batch_input(b, spec, device, layout=layout, augment_config=config.augment, generator=generator)
                     for b in group
                 ]
                 x, y = (torch.cat(parts) for parts in zip(*inputs, strict=True)) if len(inputs) > 1 else inputs[0]

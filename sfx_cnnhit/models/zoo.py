@@ -257,14 +257,14 @@ register_model(
 register_model(
     "spotnet",
     partial(SpotNet, channels=(16, 16, 16, 16), stride=4),
-    cam_target_layer="spots.body",
+    cam_target_layer="spots.logit",
     input_size=512,
     description="the default: spot segmentation + spot count (trained on true Bragg masks); maps at 1/4",
 )
 register_model(
     "spotnet_test",
     partial(SpotNet, channels=(4, 4)),
-    cam_target_layer="spots.body",
+    cam_target_layer="spots.logit",
     input_size=32,
     background_cell=8,
     description="tiny SpotNet for tests",

@@ -9,7 +9,7 @@ peakfinder8`` with peakfinder8). It writes into one output folder:
 ``hits.geom``       CrystFEL geometry of ``hits.cxi`` (``dim0 = %``, ``peak_list_type = cxi``)
 ``<map>.geom``      the same panels with ``data =`` the heat-map dataset (one per explainer)
 ``hits.lst``        ``hits.cxi //N`` events for ``indexamajig -i``
-``summary.json``    frames read, hits, hit rate, data reduction factor, frames/s, settings, unjudged frames
+``summary.json``    frames read, hits, hit rate, reduction factor, frames/s, settings, unjudged frames, hot pixels
 ``index_hits.sh``   the ``indexamajig`` command that indexes the hits (:mod:`sfx_cnnhit.plugins.crystfel`)
 ==================  ====================================================================
 
@@ -86,6 +86,8 @@ class ReduceSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     #: frames the method could not judge, by flag (see :mod:`sfx_cnnhit.models.guards`); listed in the CSV
     unjudged_frames: dict[str, int] = field(default_factory=dict)
+    #: hot-pixel maps made in this process, by window: first frame, frames sampled, hot pixels (-1: no map)
+    hot_pixel_windows: dict[int, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,6 +215,7 @@ def reduce_run(
         "method": method,
         "inputs": [str(Path(p).resolve()) for p in source.input_paths],
         "n_frames": source.n_frames,
+        "hot_pixel_map": asdict(source.hot_pixels) if source.hot_pixels is not None else None,
         **dict(settings or {}),
     }
     if n_ranks > 1:
@@ -325,6 +328,7 @@ def reduce_run(
         outputs={role: str(path) for role, path in paths.items()},
         settings=run_settings,
         unjudged_frames=unjudged,
+        hot_pixel_windows=dict(sorted(source.hot_pixel_windows.items())),
     )
     write_text_atomic(paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n", protect=source.input_paths)
     return summary

@@ -44,5 +44,5 @@ def test_default_model_on_real_nanobragg_frames_keeps_its_reported_accuracy() ->
 
 
 # What the shipped default measured (docs/models.md), less a margin for float rounding across machines.
-ACCURACY_FLOOR = 0.95  # measured 0.960 (spotnet_hitmiss)
+ACCURACY_FLOOR = 0.97  # measured 0.975 (spotnet_hitmiss, session 9)
 AUC_FLOOR = 0.99  # measured 0.9967

@@ -18,7 +18,14 @@ from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model
 from sfx_cnnhit.models.data import file_geometry
 from sfx_cnnhit.models.hitnet import fuse_conv_bn_
 from sfx_cnnhit.models.preprocess import PanelLayout, PreprocessConfig, input_map, preprocess
-from sfx_cnnhit.models.spot_training import SpotSet, SpotTrainConfig, fit_count_head, load_spot_set, train_spot_head
+from sfx_cnnhit.models.spot_training import (
+    SpotSet,
+    SpotTrainConfig,
+    fit_count_head,
+    head_features,
+    load_spot_set,
+    train_spot_head,
+)
 from sfx_cnnhit.models.spotnet import SpotCount
 from sfx_cnnhit.models.zoo import cam_layer, create_model
 from tests.synthetic import simulate_train_val
@@ -60,7 +67,7 @@ def test_spotnet_forward_fusion_and_cam_layer():
     out = model(x)
     assert out.shape == (3, 2)
     torch.testing.assert_close(fuse_conv_bn_(model)(x), out, atol=1e-5, rtol=1e-5)
-    assert cam_layer(model, spec) is model.spots.body
+    assert cam_layer(model, spec) is model.spots.logit
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +133,8 @@ def test_training_learns_spots_and_the_count_separates_hits():
     losses = train_spot_head(model, _blobs(64, 1), SpotTrainConfig(steps=300, batch_size=16, crop=16, lr=1e-2),
                              progress=False)
     assert losses[-1] < 0.5 * losses[0]
-    fitted = fit_count_head(model, _blobs(40, 2))
+    val = _blobs(40, 2)
+    fitted = fit_count_head(model, head_features(model, val), val.labels)
     assert fitted["spots_at_half"] > 0 and fitted["val_accuracy"] >= 0.9
 
 
@@ -151,6 +159,14 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
     assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))
     bad = CliRunner().invoke(app, [*args[:5], str(root / "bad.pt"), *args[6:-4], "--channels", "8"])
     assert bad.exit_code != 0 and "--channels" in bad.output
+    # a calibrated SpotNet can be recalibrated: the count head is refitted on the given frames
+    recal = root / "spot_recal.pt"
+    result = CliRunner().invoke(app, ["calibrate", str(out), "--val", str(train), "-o", str(recal)])
+    assert result.exit_code == 0, result.output
+    refit = load_checkpoint(recal)
+    assert refit.metrics["count_head"] != ckpt.metrics["count_head"]
+    assert refit.metrics["calibration"]["val_files"][0]["path"] == str(train)
+    torch.testing.assert_close(refit.state_dict["spots.logit.weight"], ckpt.state_dict["spots.logit.weight"])
 
 
 def test_five_class_spotnet_feeds_the_diffuse_contrast_to_its_head():
