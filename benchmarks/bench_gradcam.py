@@ -8,7 +8,9 @@ Uses the shipped default model when there is one, else a freshly built HitNet (u
 time the same as trained ones). Usage::
 
     .venv/bin/python benchmarks/bench_gradcam.py [--batch 16] [--repeats 5] [--device cpu]
-        [--methods gradcam,hirescam,guided]
+        [--methods gradcam,hirescam,guided] [--layers spots.logit,spots.body]
+
+``--layers`` times each method at each of these target layers (default: the model's own).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--methods", default="gradcam,hirescam", help="comma-separated: gradcam, hirescam, guided")
+    parser.add_argument("--layers", default=None, help="comma-separated CAM target layers (default: the model's)")
     args = parser.parse_args()
     device = torch.device(args.device)
     try:
@@ -73,15 +77,20 @@ def main() -> None:
         origin = "freshly built HitNet (no shipped model yet; untrained weights, same cost)"
     print(f"model: {spec.name} ({origin}), input {spec.input_size}^2, CAM layer {spec.cam_target_layer}")
     print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}")
-    methods = args.methods.split(",")
-    explainers = [GradCamExplainer(model, spec, method=m, batch_size=args.batch) for m in methods]
+    layers = args.layers.split(",") if args.layers else [spec.cam_target_layer]
+    runs = [(m, layer) for layer in layers for m in args.methods.split(",")]
+    explainers = [
+        GradCamExplainer(model, replace(spec, cam_target_layer=layer), method=m, batch_size=args.batch)
+        for m, layer in runs
+    ]
+    methods = [m if len(layers) == 1 else f"{m}@{layer}" for m, layer in runs]
 
     def classify(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = preprocess(data, mask, spec.preprocess).to(device)
             return torch.softmax(model(x).float(), dim=1).cpu().numpy()
 
-    print(f"{'frame':>11} {'classify':>14} " + " ".join(f"{m:>14} {'ratio':>6}" for m in methods))
+    print(f"{'frame':>11} {'classify':>14} " + " ".join(f"{m:>20} {'ratio':>6}" for m in methods))
     for size in (512, 1024):
         data = frames(args.batch, size)
         mask = np.ones(data.shape[1:], bool)
@@ -90,7 +99,7 @@ def main() -> None:
         )
         row = f"{size:>5}x{size:<5} {args.batch / t_cls:8.1f} fr/s "
         for t in t_explain:
-            row += f"{args.batch / t:8.1f} fr/s {t / t_cls:5.2f}x "
+            row += f"{args.batch / t:14.1f} fr/s {t / t_cls:5.2f}x "
         print(row)
     print("ratio = time of the explanation / time of the classification of the same batch (goal <= 2)")
 
