@@ -8,7 +8,7 @@ Conventions: frames are float32 arrays of shape ``(ss, fs)`` in the detector's r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,20 @@ class PeakList:
 
 
 @dataclass(frozen=True)
+class FailedFrame:
+    """A frame that could not be read (corrupt chunk, short read ...), skipped instead of ending the run."""
+
+    event_id: str
+    source_file: str
+    source_index: int
+    global_index: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class FrameBatch:
     """A chunk of frames from one source, as every reader yields them.
 
@@ -99,6 +113,8 @@ class FrameBatch:
             or scalars) as far as the file records it.
         global_index: ``(n,)`` int64 index of each frame in the whole multi-file source (empty when
             the producer does not know it).
+        failed: frames of this batch's slot that could not be read and are not in ``data`` (only
+            when the reader was asked to skip bad frames).
     """
 
     data: NDArray[np.float32]
@@ -108,6 +124,7 @@ class FrameBatch:
     source_index: NDArray[np.int64]
     metadata: dict[str, Any] = field(default_factory=dict)
     global_index: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    failed: tuple[FailedFrame, ...] = ()
 
     def __len__(self) -> int:
         return int(self.data.shape[0])

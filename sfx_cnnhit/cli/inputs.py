@@ -52,6 +52,16 @@ HotPixelMap = Annotated[
         "hotpixFreq; costs 24 extra frame reads per window).",
     ),
 ]
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Stop at the first unreadable frame. Default: skip it, list it in summary.json (failed_frames) "
+        "and the CSV, and exit with status 3.",
+    ),
+]
+#: Exit status of a run that finished but skipped unreadable frames (2: the run failed; 130: interrupted).
+FAILED_FRAMES_EXIT = 3
 MinPeaks = Annotated[int | None, typer.Option("--min-peaks", help="A hit has at least this many peaks.")]
 
 

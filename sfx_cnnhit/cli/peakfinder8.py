@@ -8,6 +8,7 @@ import typer
 
 from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import (
+    FAILED_FRAMES_EXIT,
     BatchSize,
     InputOptions,
     Inputs,
@@ -15,6 +16,7 @@ from sfx_cnnhit.cli.inputs import (
     OutDir,
     Overwrite,
     Peakfinder8Options,
+    Strict,
     with_option_groups,
 )
 from sfx_cnnhit.cli.summary import print_summary
@@ -33,6 +35,7 @@ def register(app: typer.Typer) -> None:
         min_peaks: MinPeaks = None,
         batch_size: BatchSize = 64,
         overwrite: Overwrite = False,
+        strict: Strict = False,
     ) -> None:
         """Find peaks and hits with peakfinder8; write the hits as a reduced CXI plus a per-frame table.
 
@@ -51,5 +54,8 @@ def register(app: typer.Typer) -> None:
                 batch_size=batch_size,
                 overwrite=overwrite,
                 progress=update,
+                skip_bad_frames=not strict,
             )
         print_summary(summary, console)
+        if summary.failed_frames:
+            raise typer.Exit(FAILED_FRAMES_EXIT)

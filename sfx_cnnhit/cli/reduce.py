@@ -11,6 +11,7 @@ import typer
 
 from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import (
+    FAILED_FRAMES_EXIT,
     BatchSize,
     Device,
     InputOptions,
@@ -19,6 +20,7 @@ from sfx_cnnhit.cli.inputs import (
     Overwrite,
     Peakfinder8Options,
     PrecisionOption,
+    Strict,
     with_option_groups,
 )
 from sfx_cnnhit.cli.summary import print_summary
@@ -75,6 +77,7 @@ def register(app: typer.Typer) -> None:
         precision: PrecisionOption = "float32",
         compression: Compression = "gzip",
         overwrite: Overwrite = False,
+        strict: Strict = False,
     ) -> None:
         """Classify every frame with the CNN; write hits, their peaks and Grad-CAM maps for CrystFEL.
 
@@ -99,6 +102,7 @@ def register(app: typer.Typer) -> None:
             precision=precision,
             compression=compression,
             overwrite=overwrite,
+            skip_bad_frames=not strict,
         )
         comm = world()
         if comm is None:
@@ -116,3 +120,5 @@ def register(app: typer.Typer) -> None:
             if comm.Get_rank():
                 return
         print_summary(summary, console)
+        if summary.failed_frames:
+            raise typer.Exit(FAILED_FRAMES_EXIT)

@@ -31,6 +31,11 @@ def print_summary(summary: ReduceSummary, console: Console) -> None:
         counts = ", ".join(f"{n} {flag} ({FLAG_HELP.get(flag, flag)})" for flag, n in summary.unjudged_frames.items())
         console.print(f"[yellow]warning:[/] frames the model could not judge: {counts}; "
                       f"the 'flag' column of {summary.outputs.get('csv', 'frames.csv')} lists them")
+    if summary.failed_frames:
+        first = summary.failed_frames[0]
+        console.print(f"[red]error:[/] {len(summary.failed_frames)} frames could not be read and were skipped "
+                      f"(first: {first['event_id']}: {first['reason']}); summary.json's failed_frames and the "
+                      f"'flag' column of {summary.outputs.get('csv', 'frames.csv')} list them; exit status 3")
     if not summary.hits:
         return
     out = summary.outputs

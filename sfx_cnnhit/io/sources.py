@@ -45,7 +45,7 @@ from sfx_cnnhit.io.masks import (
     load_mask_file,
     mask_from_values,
 )
-from sfx_cnnhit.types import FrameBatch
+from sfx_cnnhit.types import FailedFrame, FrameBatch
 
 EVENT_ID_PATH = "/entry_1/experiment_identifier"
 STAGING_BYTES = 16 * 2**20  # read buffer for frames stored in another dtype than float32
@@ -227,15 +227,24 @@ class FrameSource:
         return out
 
     def batches(
-        self, chunk_size: int = 64, *, start: int = 0, stop: int | None = None, stride: int = 1
+        self,
+        chunk_size: int = 64,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        stride: int = 1,
+        skip_bad: bool = False,
     ) -> Iterator[FrameBatch]:
         """Yield batches of at most ``chunk_size`` frames of ``range(start, stop, stride)`` (global indices).
 
         A batch never spans two files. Frames are read only when their batch is requested, so memory
         is bounded by ``chunk_size`` (the batch being built, plus the one the caller still holds).
+        With ``skip_bad``, a batch that cannot be read is read again frame by frame, and the frames
+        that still fail are left out and listed in ``FrameBatch.failed`` (such a batch may hold no
+        frame at all); one bad frame never costs its neighbours.
 
         Raises:
-            InputError: when a file cannot be read or decompressed part-way.
+            InputError: when a file cannot be read or decompressed part-way (without ``skip_bad``).
         """
         if chunk_size < 1 or stride < 1 or start < 0:
             raise ValueError("chunk_size and stride must be >= 1 and start >= 0")
@@ -249,7 +258,13 @@ class FrameSource:
             with _Reader(inp) as reader:
                 for k in range(0, mine.size, chunk_size):
                     glob = mine[k : k + chunk_size]
-                    yield self._batch(i, inp, reader, glob, glob - lo)
+                    try:
+                        batch = self._batch(i, inp, reader, glob, glob - lo)
+                    except InputError:
+                        if not skip_bad:
+                            raise
+                        batch = self._batch_skipping_bad(i, inp, reader, glob, lo)
+                    yield batch
 
     def __iter__(self) -> Iterator[FrameBatch]:
         return self.batches()
@@ -275,6 +290,50 @@ class FrameSource:
             source_index=file_idx.astype(np.int64),
             metadata=metadata,
             global_index=glob.astype(np.int64),
+        )
+
+    def _batch_skipping_bad(
+        self, i: int, inp: _Input, reader: _Reader, glob: NDArray[np.int64], lo: int
+    ) -> FrameBatch:
+        """The frames of ``glob`` read one by one: the readable ones, and the others as ``failed``."""
+        good: list[FrameBatch] = []
+        failed: list[FailedFrame] = []
+        for g in glob:
+            one = np.array([g], np.int64)
+            try:
+                good.append(self._batch(i, inp, reader, one, one - lo))
+            except InputError as err:
+                file_idx = int(inp.file_indices(one - lo)[0])
+                try:
+                    event_id = self._read_meta_and_ids(inp, one - lo, reader)[0][0]
+                except (InputError, OSError, KeyError, ValueError):
+                    event_id = f"{inp.path} //{file_idx}"
+                failed.append(FailedFrame(event_id, inp.path, file_idx, int(g), str(err)))
+        if good:
+            first = good[0]
+            metadata = {
+                key: np.concatenate([np.atleast_1d(b.metadata[key]) for b in good]) for key in first.metadata
+            }
+            return FrameBatch(
+                data=np.concatenate([b.data for b in good]),
+                mask=np.concatenate([b.mask for b in good]),
+                event_ids=[e for b in good for e in b.event_ids],
+                source_file=inp.path,
+                source_index=np.concatenate([b.source_index for b in good]),
+                metadata=metadata,
+                global_index=np.concatenate([b.global_index for b in good]),
+                failed=tuple(failed),
+            )
+        shape = (0, *self.frame_shape)
+        return FrameBatch(
+            data=np.zeros(shape, np.float32),
+            mask=np.zeros(shape, bool),
+            event_ids=[],
+            source_file=inp.path,
+            source_index=np.zeros(0, np.int64),
+            metadata={},
+            global_index=np.zeros(0, np.int64),
+            failed=tuple(failed),
         )
 
     def _read_good(

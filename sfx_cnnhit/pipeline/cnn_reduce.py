@@ -56,9 +56,10 @@ def cnn_reduce(
     prefetch: int = 1,
     rank: int = 0,
     n_ranks: int = 1,
+    skip_bad_frames: bool = True,
 ) -> ReduceSummary:
     """Reduce ``source`` with the CNN hit finder into ``outdir`` (see :func:`reduce_run` for the outputs,
-    the reader thread ``prefetch`` and the MPI share ``rank`` of ``n_ranks``)."""
+    the reader thread ``prefetch``, the MPI share ``rank`` of ``n_ranks`` and ``skip_bad_frames``)."""
     finder = CnnHitFinder(
         model=model,
         threshold=resolve_threshold(model, threshold, target_hit_recall),
@@ -89,4 +90,5 @@ def cnn_reduce(
         prefetch=prefetch,
         rank=rank,
         n_ranks=n_ranks,
+        skip_bad_frames=skip_bad_frames,
     )

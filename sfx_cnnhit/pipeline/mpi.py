@@ -229,6 +229,8 @@ def merge_ranks(outdir: str | os.PathLike[str], reports: list[dict[str, Any]], *
         outputs={role: str(path) for role, path in outputs.items()},
         settings=settings,
         unjudged_frames=unjudged,
+        failed_frames=sorted((f for report in reports for f in report.get("failed_frames", [])),
+                             key=lambda f: f["global_index"]),
     )
     write_text_atomic(outputs["summary"], json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary

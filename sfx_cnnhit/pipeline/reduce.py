@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +52,7 @@ CSV_NAME = "frames.csv"
 GEOMETRY_NAME = "hits.geom"
 LST_NAME = "hits.lst"
 SUMMARY_NAME = "summary.json"
+log = logging.getLogger(__name__)
 CSV_COLUMNS = ("event_id", "source_file", "source_index", "score", "hit", "n_peaks", "flag")
 SCORE_DATASET = "hit_score"
 
@@ -86,6 +88,8 @@ class ReduceSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     #: frames the method could not judge, by flag (see :mod:`sfx_cnnhit.models.guards`); listed in the CSV
     unjudged_frames: dict[str, int] = field(default_factory=dict)
+    #: frames that could not be read and were skipped: event_id, source_file, source_index, global_index, reason
+    failed_frames: list[dict[str, Any]] = field(default_factory=list)
     #: hot-pixel maps made in this process, by window: first frame, frames sampled, hot pixels (-1: no map)
     hot_pixel_windows: dict[int, dict[str, int]] = field(default_factory=dict)
 
@@ -162,6 +166,11 @@ def _batch_rows(
     ]
 
 
+def _failed_rows(batch: FrameBatch) -> list[tuple[Any, ...]]:
+    """CSV rows of the frames of a batch's slot that could not be read (no score, flag ``failed: ...``)."""
+    return [(f.event_id, f.source_file, f.source_index, "", 0, 0, f"failed: {f.reason}") for f in batch.failed]
+
+
 def reduce_run(
     source: FrameSource,
     finder: HitFinder,
@@ -178,6 +187,7 @@ def reduce_run(
     prefetch: int = 1,
     rank: int = 0,
     n_ranks: int = 1,
+    skip_bad_frames: bool = True,
 ) -> ReduceSummary:
     """Classify every frame of ``source`` with ``finder`` and write the hits to ``outdir``.
 
@@ -199,6 +209,9 @@ def reduce_run(
         prefetch: batches a reader thread reads ahead (0: read in this thread); see :func:`prefetched`.
         rank, n_ranks: process only global frames ``rank, rank + n_ranks, ...`` (one MPI rank's share);
             the summary and outputs then cover those frames, and a resume needs the same partition.
+        skip_bad_frames: skip frames that cannot be read (corrupt chunk, short read), listing them in
+            the summary's ``failed_frames`` and as CSV rows flagged ``failed: <reason>``; False stops
+            at the first one (``--strict``).
 
     Raises:
         OutputError: if ``outdir`` holds a completed run (without ``overwrite``) or a partial run with
@@ -254,6 +267,7 @@ def reduce_run(
     n_hits = int(state.get("hits", 0))
     elapsed = float(state.get("elapsed_s", 0.0))
     unjudged: dict[str, int] = dict(state.get("unjudged_frames", {}))
+    failed: list[dict[str, Any]] = list(state.get("failed_frames", []))
     try:
         table = _FrameTable(paths["csv"], resume_rows=done if resumed else None)
     except BaseException:
@@ -261,10 +275,27 @@ def reduce_run(
         raise
     if progress:
         progress(done, n_mine)
-    stream = prefetched(source.batches(batch_size, start=rank + done * n_ranks, stride=n_ranks), prefetch)
+    stream = prefetched(
+        source.batches(batch_size, start=rank + done * n_ranks, stride=n_ranks, skip_bad=skip_bad_frames), prefetch
+    )
     t0 = time.perf_counter()
+
+    def run_state() -> dict[str, Any]:
+        """What a resumed run needs, committed with every batch."""
+        return {"settings": run_settings, "frames_done": done, "hits": n_hits, "unjudged_frames": unjudged,
+                "failed_frames": failed, "elapsed_s": elapsed + time.perf_counter() - t0}
+
     try:
         for batch in stream:
+            for bad in batch.failed:
+                failed.append(bad.to_dict())
+                log.warning("skipped unreadable frame %s (%s //%d): %s", bad.event_id, bad.source_file,
+                            bad.source_index, bad.reason)
+            if not len(batch):
+                table.append(_failed_rows(batch))
+                done += len(batch.failed)
+                writer.commit(run_state())
+                continue
             result = finder.classify(batch.data, batch.mask)
             hits = np.asarray(result.hits, bool)
             idx = np.flatnonzero(hits)
@@ -290,18 +321,11 @@ def reduce_run(
             flags = result.flags or [""] * len(batch)
             for flag in filter(None, flags):
                 unjudged[flag] = unjudged.get(flag, 0) + 1
-            table.append(_batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks, flags))
-            done += len(batch)
+            table.append(_batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks, flags)
+                         + _failed_rows(batch))
+            done += len(batch) + len(batch.failed)
             n_hits += int(idx.size)
-            writer.commit(
-                {
-                    "settings": run_settings,
-                    "frames_done": done,
-                    "hits": n_hits,
-                    "unjudged_frames": unjudged,
-                    "elapsed_s": elapsed + time.perf_counter() - t0,
-                }
-            )
+            writer.commit(run_state())
             if progress:
                 progress(done, n_mine)
     except BaseException:
@@ -328,6 +352,7 @@ def reduce_run(
         outputs={role: str(path) for role, path in paths.items()},
         settings=run_settings,
         unjudged_frames=unjudged,
+        failed_frames=failed,
         hot_pixel_windows=dict(sorted(source.hot_pixel_windows.items())),
     )
     write_text_atomic(paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n", protect=source.input_paths)
