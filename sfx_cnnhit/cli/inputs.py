@@ -22,7 +22,7 @@ from sfx_cnnhit.finders.config import load_finder_config
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
-from sfx_cnnhit.io.masks import parse_mask_argument
+from sfx_cnnhit.io.masks import MaskConvention, parse_mask_argument
 from sfx_cnnhit.io.sources import FrameSource, open_frames
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,6 +92,15 @@ class InputOptions:
     mask_badbits: Annotated[
         str | None, typer.Option("--mask-badbits", help="Read masks with CrystFEL bad bits, e.g. 0xffff.")
     ] = None
+    mask_convention: Annotated[
+        MaskConvention,
+        typer.Option(
+            "--mask-convention",
+            help="How stored masks are read: cheetah (0 = good), crystfel (1 = good: goodbits 0x1, badbits 0); "
+            "auto: --mask-goodbits/--mask-badbits or the geometry's bits, else cheetah, refusing a mask that "
+            "looks inverted.",
+        ),
+    ] = "auto"
     hot_pixel_map: HotPixelMap = True
 
     def open(self, inputs: list[Path]) -> FrameSource:
@@ -104,6 +113,7 @@ class InputOptions:
             mask_file=mask_file,
             mask_goodbits=parse_bits(self.mask_goodbits),
             mask_badbits=parse_bits(self.mask_badbits),
+            mask_convention=self.mask_convention,
             geometry=DetectorGeometry.from_file(self.geometry) if self.geometry else None,
             hot_pixels=DEFAULT_HOT_PIXELS if self.hot_pixel_map else None,
         )

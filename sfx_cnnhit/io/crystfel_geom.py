@@ -6,12 +6,17 @@ Use :meth:`DetectorGeometry.from_file` / :meth:`~DetectorGeometry.from_text` /
 Supported: panels (``min/max_fs/ss``, ``corner_x/y``, ``fs``/``ss`` vectors such as
 ``-0.0001x +1y``, ``res``, ``coffset``, ``adu_per_photon``/``adu_per_eV``, ``max_adu``, ``data``,
 ``dimN``, ``no_index``, ``mask_edge_pixels``, ``flag_lessthan/morethan/equal``), top-level values as
-defaults for the panels first mentioned after them, ``clen`` and ``photon_energy``/``wavelength`` as
-numbers or HDF5 paths, one bad-pixel mask (``mask``/``mask_file``/``mask_good``/``mask_bad`` or
-``mask0_data``/``mask0_file``/``mask0_goodbits``/``mask0_badbits``), bad regions in fs/ss or x/y.
-``rigid_group*``, ``group_*``, ``peak_list*`` and ``bandwidth`` are read and ignored. Geometries whose
-panels pick a module with a fixed index dimension (EuXFEL: ``dim1 = 3``) are converted to this
-package's slab, where the modules are stacked along ss in index order.
+defaults for the panels first mentioned after them, one bad-pixel mask (``mask``/``mask_file``/
+``mask_good``/``mask_bad`` or ``mask0_data``/``mask0_file``/``mask0_goodbits``/``mask0_badbits``), bad
+regions in fs/ss or x/y. ``photon_energy`` (eV, keV), ``wavelength`` (m, A), ``clen`` and
+``detector_shift_x/y`` (m, mm) are numbers with an optional unit (``4570eV``, ``95.3 mm``) or HDF5
+paths with an optional unit after a space (``/path/x_m m``; without one, a ``clen`` or shift path is in
+mm, CrystFEL's rule). Paths are per-frame values: they are kept as written and written back as
+written. ``rigid_group*``, ``group_*``, ``peak_list*``, ``bandwidth``, ``photon_energy_bandwidth``,
+``electron_voltage`` and the obsolete panel keys ``peak_sep``/``badrow_direction`` are read and
+ignored; unknown keys are ignored with a warning naming the line. Geometries whose panels pick a module
+with a fixed index dimension (EuXFEL: ``dim1 = 3``) are converted to this package's slab, where the
+modules are stacked along ss in index order.
 """
 
 from __future__ import annotations
@@ -33,7 +38,17 @@ _INT_KEYS = ("min_fs", "max_fs", "min_ss", "max_ss")
 _FLOAT_KEYS = ("corner_x", "corner_y", "res", "coffset", "adu_per_photon", "adu_per_eV", "max_adu")
 _MASK_ALIASES = {"mask": "data", "mask_file": "file", "mask_good": "goodbits", "mask_bad": "badbits"}
 _MASK_RE = re.compile(r"mask(\d+)_(data|file|goodbits|badbits)")
-_IGNORED_TOPLEVEL = ("peak_list", "peak_list_type", "bandwidth")
+_IGNORED_TOPLEVEL = (
+    "peak_list",
+    "peak_list_type",
+    "hdf5_peak_path",
+    "bandwidth",
+    "photon_energy_bandwidth",
+    "electron_voltage",
+)
+_IGNORED_PANEL = ("peak_sep", "badrow_direction")
+_TOPLEVEL_ONLY = ("photon_energy", "wavelength", "detector_shift_x", "detector_shift_y")
+_NUMBER_UNIT = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)")
 _VECTOR_TERM = re.compile(r"([+-]?)(\d*\.?\d*(?:[eE][+-]?\d+)?)([xyz])")
 
 
@@ -55,6 +70,11 @@ class _PanelDraft:
 def _fail(source: str, line: _Line | int, message: str) -> ConfigError:
     number = line.number if isinstance(line, _Line) else line
     return ConfigError(f"{source} line {number}: {message}")
+
+
+def _warn(source: str, line: _Line, message: str) -> None:
+    """Warn about ``line`` of ``source`` (stack level: the caller of ``DetectorGeometry.from_text``)."""
+    warnings.warn(f"{source} line {line.number}: {message}", stacklevel=4)
 
 
 def parse_vector(text: str) -> tuple[float, float, float]:
@@ -79,43 +99,48 @@ def format_vector(vec: tuple[float, float, float]) -> str:
     return " ".join(f"{float(v):+}{axis}" for v, axis in zip(vec, "xyz", strict=True))
 
 
-def parse_length(spec: str) -> tuple[float | None, str | None, float]:
-    """Split a CrystFEL length (``clen``) into ``(value_m, hdf5_path, scale_to_m)``.
+def split_value(spec: str) -> tuple[float | None, str | None, str | None]:
+    """Split a CrystFEL value into ``(number, hdf5_path, unit)``: ``4570eV``, ``95.3 mm``, ``/a/b m``.
 
-    A literal without units is metres; an HDF5 path without units is millimetres (CrystFEL's
-    historical rule). Exactly one of ``value_m`` and ``hdf5_path`` is not None.
+    Exactly one of ``number`` and ``hdf5_path`` is not None; ``unit`` is None when none is given.
     """
-    parts = spec.split()
-    if not parts or len(parts) > 2:
-        raise ValueError(f"invalid length {spec!r}")
-    unit = parts[1] if len(parts) == 2 else None
+    text = spec.strip()
+    if text.startswith("/"):
+        parts = text.split()
+        if len(parts) > 2:
+            raise ValueError(f"invalid value {spec!r}: an HDF5 path and at most one unit")
+        return None, parts[0], parts[1] if len(parts) == 2 else None
+    m = _NUMBER_UNIT.fullmatch(text)
+    if m is None:
+        raise ValueError(f"invalid value {spec!r}: neither a number (with an optional unit) nor an HDF5 path")
+    return float(m.group(1)), None, m.group(2) or None
+
+
+def parse_length(spec: str) -> tuple[float | None, str | None, float]:
+    """Split a CrystFEL length (``clen``, ``detector_shift_x``) into ``(value_m, hdf5_path, scale_to_m)``.
+
+    Units ``m`` or ``mm``; a number without units is metres, an HDF5 path without units millimetres
+    (CrystFEL's historical rule). Exactly one of ``value_m`` and ``hdf5_path`` is not None.
+    """
+    value, path, unit = split_value(spec)
     if unit not in (None, "m", "mm"):
-        raise ValueError(f"invalid length unit {unit!r} (use m or mm)")
-    try:
-        value = float(parts[0])
-    except ValueError:
-        if not parts[0].startswith("/"):
-            raise ValueError(f"invalid length {spec!r}: neither a number nor an HDF5 path") from None
-        return None, parts[0], 1e-3 if unit in (None, "mm") else 1.0
-    scale = 1e-3 if unit == "mm" else 1.0
-    return value * scale, None, scale
+        raise ValueError(f"invalid length unit {unit!r} in {spec!r} (use m or mm)")
+    scale = 1e-3 if unit == "mm" or (unit is None and path is not None) else 1.0
+    return (None if value is None else value * scale), path, scale
 
 
 def parse_photon_energy(spec: str) -> tuple[float | None, str | None, float]:
-    """Split ``photon_energy`` into ``(value_ev, hdf5_path, scale_to_ev)`` (units eV or keV)."""
-    parts = spec.split()
-    if not parts or len(parts) > 2:
-        raise ValueError(f"invalid photon energy {spec!r}")
-    unit = parts[1] if len(parts) == 2 else "eV"
-    if unit not in ("eV", "keV"):
-        raise ValueError(f"invalid photon energy unit {unit!r} (use eV or keV)")
+    """Split ``photon_energy`` into ``(value_ev, hdf5_path, scale_to_ev)`` (units eV, the default, or keV)."""
+    value, path, unit = split_value(spec)
+    if unit not in (None, "eV", "keV"):
+        raise ValueError(f"invalid photon energy unit {unit!r} in {spec!r} (use eV or keV)")
     scale = 1e3 if unit == "keV" else 1.0
-    try:
-        return float(parts[0]) * scale, None, scale
-    except ValueError:
-        if not parts[0].startswith("/"):
-            raise ValueError(f"invalid photon energy {spec!r}: neither a number nor an HDF5 path") from None
-        return None, parts[0], scale
+    return (None if value is None else value * scale), path, scale
+
+
+def _as_written(spec: str) -> str:
+    """A per-frame value (HDF5 path and optional unit) as written, with its whitespace normalised."""
+    return " ".join(spec.split())
 
 
 def _parse_int(source: str, line: _Line) -> int:
@@ -199,8 +224,8 @@ def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
         line = _Line(number, key, value)
         if not key:
             raise _fail(source, line, "missing key before '='")
-        if key == "photon_energy":
-            _check_photon_energy(source, line)
+        if key in _TOPLEVEL_ONLY:
+            _check_toplevel(source, line)
         if "/" in key:
             owner, field_name = key.split("/", 1)
             line.key = field_name
@@ -209,6 +234,11 @@ def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
                 continue
             if owner.startswith(("group", "rigid_group")):
                 raise _fail(source, line, f"panel names must not start with 'group' or 'rigid_group' ({owner!r})")
+            if field_name in _IGNORED_PANEL:
+                continue
+            if not _is_panel_key(field_name):
+                _warn(source, line, f"unknown panel key {key!r} ignored")
+                continue
             draft = panels.get(owner)
             if draft is None:
                 draft = panels[owner] = _PanelDraft(
@@ -216,27 +246,25 @@ def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
                 )
                 unused_default = None
             _set_panel_value(source, draft.values, draft.flags, line)
-        elif key.startswith(("rigid_group", "group_")) or key in _IGNORED_TOPLEVEL:
+        elif key.startswith(("rigid_group", "group_")) or key in _IGNORED_TOPLEVEL or key in _IGNORED_PANEL:
             continue
-        elif key in ("photon_energy", "wavelength", "electron_voltage", "detector_shift_x", "detector_shift_y"):
+        elif key in _TOPLEVEL_ONLY:
             toplevel[key] = line
         elif _is_panel_key(key):
             _set_panel_value(source, defaults, default_flags, line)
             unused_default = line
         else:
-            raise _fail(source, line, f"unknown geometry key {key!r}")
+            _warn(source, line, f"unknown geometry key {key!r} ignored")
 
     if not panels:
         raise ConfigError(f"{source}: no panels defined (expected lines such as 'p0/min_fs = 0')")
     if unused_default is not None:
-        warnings.warn(
-            f"{source} line {unused_default.number}: '{unused_default.key}' comes after the last panel and "
-            "has no effect (top-level values apply to panels first mentioned after them)",
-            stacklevel=3,
+        _warn(
+            source,
+            unused_default,
+            f"'{unused_default.key}' comes after the last panel and has no effect "
+            "(top-level values apply to panels first mentioned after them)",
         )
-    for key in ("electron_voltage", "detector_shift_x", "detector_shift_y"):
-        if key in toplevel:
-            raise _fail(source, toplevel[key], f"'{key}' is not supported by sfx-cnnhit")
 
     mask = _common_mask(source, panels)
     photon_energy = _photon_energy(source, toplevel)
@@ -259,6 +287,8 @@ def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
         mask_good=mask.get("goodbits"),
         mask_bad=mask.get("badbits"),
         data_path=built[0].data or "/data/data",
+        detector_shift_x=_as_written(toplevel["detector_shift_x"].value) if "detector_shift_x" in toplevel else None,
+        detector_shift_y=_as_written(toplevel["detector_shift_y"].value) if "detector_shift_y" in toplevel else None,
     )
 
 
@@ -295,35 +325,36 @@ def _validate(source: str, line: _Line) -> None:
         raise _fail(source, line, str(err)) from None
 
 
-def _check_photon_energy(source: str, line: _Line) -> None:
+def _check_toplevel(source: str, line: _Line) -> None:
+    """Check a top-level-only value (photon energy, wavelength, detector shift) where it is read."""
     try:
-        parse_photon_energy(line.value)
+        if line.key == "photon_energy":
+            parse_photon_energy(line.value)
+        elif line.key == "wavelength":
+            _, _, unit = split_value(line.value)
+            if unit not in ("m", "A"):
+                raise ValueError("wavelength needs a unit, e.g. '1.3 A' or '1.3e-10 m'")
+        else:
+            parse_length(line.value)
     except ValueError as err:
         raise _fail(source, line, str(err)) from None
 
 
 def _photon_energy(source: str, toplevel: dict[str, _Line]) -> float | str | None:
+    """The photon energy in eV, or a per-frame HDF5 path as written (with its unit, if any)."""
     if "photon_energy" in toplevel and "wavelength" in toplevel:
         raise _fail(source, toplevel["wavelength"], "give either photon_energy or wavelength, not both")
     if "photon_energy" in toplevel:
         line = toplevel["photon_energy"]
-        try:
-            value, path, scale = parse_photon_energy(line.value)
-        except ValueError as err:
-            raise _fail(source, line, str(err)) from None
-        if path is not None:
-            return path if scale == 1.0 else f"{path} keV"
-        return value
+        value, path, _ = parse_photon_energy(line.value)
+        return _as_written(line.value) if path is not None else value
     if "wavelength" in toplevel:
         line = toplevel["wavelength"]
-        parts = line.value.split()
-        if len(parts) != 2 or parts[1] not in ("m", "A"):
-            raise _fail(source, line, "wavelength needs a number and a unit, e.g. '1.3 A' or '1.3e-10 m'")
-        try:
-            metres = float(parts[0]) * (1e-10 if parts[1] == "A" else 1.0)
-        except ValueError:
-            raise _fail(source, line, "wavelength from an HDF5 path is not supported; use photon_energy") from None
-        return HC_EV_M / metres
+        value, _, unit = split_value(line.value)
+        if value is None:
+            _warn(source, line, "a wavelength from an HDF5 path is not used (give photon_energy); energy unknown")
+            return None
+        return HC_EV_M / (value * (1e-10 if unit == "A" else 1.0))
     return None
 
 
@@ -344,17 +375,17 @@ def _build_panel(source: str, draft: _PanelDraft, photon_energy: float | str | N
         except ValueError as err:
             raise _fail(source, v[key], str(err)) from None
     try:
-        clen_m, clen_path, clen_scale = parse_length(v["clen"].value)
+        clen_m = parse_length(v["clen"].value)[0]
     except ValueError as err:
         raise _fail(source, v["clen"], str(err)) from None
-    clen: float | str = clen_m if clen_path is None else (clen_path if clen_scale == 1e-3 else f"{clen_path} m")
-    adu = floats.get("adu_per_photon")
-    if "adu_per_eV" in floats:
-        if "adu_per_photon" in floats:
-            raise _fail(source, v["adu_per_eV"], "give either adu_per_eV or adu_per_photon, not both")
-        if not isinstance(photon_energy, float):
-            raise _fail(source, v["adu_per_eV"], "adu_per_eV needs a numeric photon_energy; use adu_per_photon")
-        adu = floats["adu_per_eV"] * photon_energy
+    clen: float | str = clen_m if clen_m is not None else _as_written(v["clen"].value)
+    # adu_per_eV and adu_per_photon set the same gain (as in CrystFEL): the later line wins.
+    per_ev = floats.get("adu_per_eV")
+    if per_ev is not None and "adu_per_photon" in floats and v["adu_per_photon"].number > v["adu_per_eV"].number:
+        per_ev = None
+    adu = floats.get("adu_per_photon") if per_ev is None else None
+    if per_ev is not None and isinstance(photon_energy, float):
+        adu = per_ev * photon_energy  # else resolved per input: DetectorGeometry.with_photon_energy
     dims = _dims(source, v)
     extra = {key: line.value for key, line in v.items() if not _is_consumed(key)}
     extra.update({key: " ".join(values) for key, values in draft.flags.items()})
@@ -372,6 +403,7 @@ def _build_panel(source: str, draft: _PanelDraft, photon_energy: float | str | N
             clen=clen,
             coffset=floats.get("coffset", 0.0),
             adu_per_photon=adu,
+            adu_per_ev=per_ev,
             max_adu=floats.get("max_adu"),
             data=v["data"].value if "data" in v else "/data/data",
             dim_structure=dims,
@@ -534,7 +566,7 @@ def format_geometry(
         data_path: HDF5 path of the frames (default the geometry's ``data_path``).
         stacked: the data is a ``(N, ss, fs)`` stack: write ``dim0 = %``, ``dim1 = ss``, ``dim2 = fs``.
         peak_list: CXI peak-list group (``peak_list_type = cxi``); None writes neither line.
-        photon_energy: eV or an HDF5 path; default the geometry's value.
+        photon_energy: eV or an HDF5 path; default the geometry's value (a path as it was written).
         clen: metres or an HDF5 path (millimetres there, CrystFEL's rule); default the panels' value.
         mask_path, mask_file: a bad-pixel mask in Cheetah's convention (0 = good), written as
             ``mask0_goodbits = 0x0``, ``mask0_badbits = 0xffff``. Default: the geometry's own mask
@@ -552,8 +584,11 @@ def format_geometry(
         raise ConfigError("panels have different clen values; CrystFEL needs one clen (use coffset per panel)")
     c = clens[0]
     lines.append(f"clen = {_fmt(c) + ' m' if isinstance(c, float | int) else c}")
-    adus = [p.adu_per_photon for p in panels]
-    if any(a is None for a in adus):
+    for key in ("detector_shift_x", "detector_shift_y"):
+        shift = getattr(geometry, key)
+        if shift is not None:
+            lines.append(f"{key} = {shift}")
+    if any(p.adu_per_photon is None and p.adu_per_ev is None for p in panels):
         lines.append("adu_per_photon = 1  ; not known to sfx-cnnhit: set the real value")
     lines.append("")
     lines.append(f"data = {data_path or geometry.data_path}")
@@ -588,7 +623,9 @@ def format_geometry(
             ("res", _fmt(p.res)),
             ("coffset", _fmt(p.coffset)),
         ]
-        if p.adu_per_photon is not None:
+        if p.adu_per_ev is not None:
+            rows.append(("adu_per_eV", _fmt(p.adu_per_ev)))
+        elif p.adu_per_photon is not None:
             rows.append(("adu_per_photon", _fmt(p.adu_per_photon)))
         if p.max_adu is not None:
             rows.append(("max_adu", _fmt(p.max_adu)))

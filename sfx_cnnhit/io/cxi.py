@@ -1,15 +1,21 @@
 """The reduced-CXI writer: selected frames, their peak lists and extra per-frame datasets.
 
 The layout is the one Cheetah writes and CrystFEL reads with ``peak_list_type = cxi`` (see
-``docs/formats.md`` for every dataset, shape, dtype and unit). The file is written as
-``<name>.inprogress``, grows one batch at a time (never more than one batch in memory), can be
-committed and resumed, and is renamed to ``<name>`` when complete.
+``docs/formats.md`` for every dataset, shape, dtype and unit). The file grows one batch at a time
+(never more than one batch in memory) and is crash-safe: until it is complete, ``<name>.inprogress``
+is a folder of *segments*, one small HDF5 file per :meth:`CXIWriter.commit`, each written as
+``segment_N.h5.tmp`` and renamed when closed, plus ``state.json`` (written atomically) naming the
+committed segments. A process killed at any moment (SIGKILL, OOM, a batch-queue limit) leaves at most
+one unfinished ``.tmp`` segment, which a resumed writer deletes; no committed byte is ever rewritten.
+:meth:`CXIWriter.finalize` joins the segments into ``<name>`` (written inside the folder, renamed
+into place, then the folder is removed; a kill during the join is resumed by joining again).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from sfx_cnnhit.errors import InputError, OutputError
-from sfx_cnnhit.io.atomic import check_output_path, finalize, inprogress_path, write_text_atomic
+from sfx_cnnhit.io.atomic import check_output_path, inprogress_path, write_text_atomic
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import PeakList
 
@@ -53,8 +59,13 @@ KNOWN_METADATA = {
     "clen_m": (ENCODER_VALUE_PATH, 1e3),  # Cheetah's EncoderValue is in mm
 }
 
-STATE_ATTR = "sfx_cnnhit_state"
+STATE_FILE = "state.json"
+JOINED_FILE = "joined.cxi"
 EXTRAS_ATTR = "sfx_cnnhit_extra_datasets"
+_STANDARD_PATHS = {
+    DATA_PATH, MASK_PATH, EVENT_ID_PATH, SOURCE_FILE_PATH, SOURCE_INDEX_PATH, N_PEAKS_PATH, PHOTON_ENERGY_PATH,
+    ENCODER_VALUE_PATH, GEOMETRY_TEXT_PATH, *(f"{RESULT_PATH}/{name}" for name in PEAK_DATASETS),
+}
 COMPRESSIONS = ("gzip", "bitshuffle-lz4", "zstd", "none")
 
 _STR = h5py.string_dtype("utf-8")
@@ -134,27 +145,42 @@ class CXIWriter:
             result_path(name): (tuple(int(n) for n in shape), np.dtype(dtype))
             for name, (shape, dtype) in (extra_datasets or {}).items()
         }
+        for path in self._extras:
+            if path in _STANDARD_PATHS:
+                raise OutputError(f"{self.path}: extra dataset {path} clashes with a standard dataset")
+        self._mask = None if mask is None else np.asarray(mask, bool)
+        if self._mask is not None and self._mask.shape != self.frame_shape:
+            raise OutputError(f"{self.path}: mask shape {self._mask.shape} differs from frame shape {self.frame_shape}")
         self._compression = _compression_args(compression)
+        self._layout = {
+            "frame_shape": list(self.frame_shape),
+            "max_peaks": self.max_peaks,
+            "extras": {path: [list(shape), dtype.str] for path, (shape, dtype) in sorted(self._extras.items())},
+        }
         self._state: dict[str, Any] = {}
         self._finalized = False
+        self._file: h5py.File | None = None  # the open, uncommitted segment
+        self._segments = 0  # committed segments
+        self._committed = 0  # frames in them
         if resume and self.tmp_path.exists():
-            self._file = self._reopen()
+            self._resume()
             return
         try:
-            self._file = h5py.File(self.tmp_path, "w")
+            if self.tmp_path.is_dir():
+                shutil.rmtree(self.tmp_path)
+            else:
+                self.tmp_path.unlink(missing_ok=True)
+            self.tmp_path.mkdir()
+            self._write_state()
         except OSError as err:
             raise OutputError(f"{self.tmp_path}: cannot create the output ({err})") from None
-        try:
-            self._create(mask)
-        except BaseException:
-            self._file.close()
-            self.tmp_path.unlink(missing_ok=True)
-            raise
 
     # -- layout ---------------------------------------------------------------------------------
 
     def _create(self, mask: NDArray[np.bool_] | None) -> None:
+        """Create every standard and extra dataset, empty, in the open file (a segment or the join)."""
         f = self._file
+        assert f is not None
         f.attrs["creator"] = "sfx-cnnhit"
         f.create_dataset("cxi_version", data=140)
         ss, fs = self.frame_shape
@@ -168,9 +194,6 @@ class CXIWriter:
         )
         f[DATA_PATH].attrs["axes"] = "experiment_identifier:y:x"
         if mask is not None:
-            mask = np.asarray(mask, bool)
-            if mask.shape != self.frame_shape:
-                raise OutputError(f"{self.path}: mask shape {mask.shape} differs from frame shape {self.frame_shape}")
             f.create_dataset(MASK_PATH, data=(~mask).astype(np.uint16), compression="gzip")
             f[MASK_PATH].attrs["convention"] = "Cheetah: 0 = good pixel, non-zero = bad"
         if self.geometry is not None:
@@ -190,8 +213,6 @@ class CXIWriter:
         for path, dtype in ((EVENT_ID_PATH, _STR), (SOURCE_FILE_PATH, _STR), (SOURCE_INDEX_PATH, np.int64)):
             f.create_dataset(path, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
         for path, (shape, dtype) in self._extras.items():
-            if path in f:
-                raise OutputError(f"{self.path}: extra dataset {path} clashes with a standard dataset")
             item_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             f.create_dataset(
                 path,
@@ -202,49 +223,56 @@ class CXIWriter:
                 **self._compression,
             )
         f.attrs[EXTRAS_ATTR] = json.dumps(sorted(self._extras))
-        f.attrs[STATE_ATTR] = json.dumps({"n_frames": 0, "tables": {}, "state": {}})
 
-    def _reopen(self) -> h5py.File:
-        try:
-            f = h5py.File(self.tmp_path, "r+")
-        except OSError as err:
-            raise OutputError(
-                f"{self.tmp_path}: cannot resume, the file is unreadable ({err}); delete it to start over"
-            ) from None
-        try:
-            self._check_layout(f)
-            record = json.loads(f.attrs.get(STATE_ATTR, '{"n_frames": 0, "tables": {}, "state": {}}'))
-            n = int(record["n_frames"])
-            for path in self._per_frame_paths(f):
-                f[path].resize(n, axis=0)
-            for path, rows in record["tables"].items():
-                for column in f[path].values():
-                    column.resize(int(rows), axis=0)
-            for path in self._table_paths(f):
-                if path not in record["tables"]:
-                    del f[path]
-        except BaseException:
-            f.close()
-            raise
-        self._state = dict(record["state"])
-        return f
+    def _segment_path(self, k: int) -> Path:
+        return self.tmp_path / f"segment_{k:06d}.h5"
 
-    def _check_layout(self, f: h5py.File) -> None:
-        def mismatch(what: str) -> OutputError:
+    def _write_state(self) -> None:
+        record = {"layout": self._layout, "segments": self._segments, "n_frames": self._committed,
+                  "state": self._state}
+        write_text_atomic(self.tmp_path / STATE_FILE, json.dumps(record) + "\n")
+
+    def _resume(self) -> None:
+        """Pick up the committed segments of ``<path>.inprogress`` and drop everything after them."""
+
+        def refuse(what: str) -> OutputError:
             return OutputError(f"{self.tmp_path}: cannot resume, {what}; delete it or use another output name")
 
-        if DATA_PATH not in f or STATE_ATTR not in f.attrs:
-            raise mismatch("it is not a reduced CXI file written by sfx-cnnhit")
-        if f[DATA_PATH].shape[1:] != self.frame_shape:
-            raise mismatch(f"its frames are {f[DATA_PATH].shape[1:]}, not {self.frame_shape}")
-        if f[f"{RESULT_PATH}/peakXPosRaw"].shape[1] != self.max_peaks:
-            raise mismatch(f"it has max_peaks={f[f'{RESULT_PATH}/peakXPosRaw'].shape[1]}, not {self.max_peaks}")
-        declared = json.loads(f.attrs.get(EXTRAS_ATTR, "[]"))
-        if sorted(self._extras) != declared:
-            raise mismatch(f"it has the extra datasets {declared}, not {sorted(self._extras)}")
-        for path, (shape, dtype) in self._extras.items():
-            if f[path].shape[1:] != shape or f[path].dtype != dtype:
-                raise mismatch(f"its extra dataset {path} has another shape or dtype")
+        state_file = self.tmp_path / STATE_FILE
+        if not self.tmp_path.is_dir() or not state_file.is_file():
+            raise refuse("it is not a reduced CXI in progress written by this version of sfx-cnnhit")
+        try:
+            record = json.loads(state_file.read_text(encoding="utf-8"))
+            layout, segments, n_frames = record["layout"], int(record["segments"]), int(record["n_frames"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise refuse(f"its {STATE_FILE} is unreadable ({err})") from None
+        names = {"frame_shape": "frames", "max_peaks": "max_peaks", "extras": "extra datasets"}
+        for key, name in names.items():
+            if layout.get(key) != self._layout[key]:
+                raise refuse(f"it has the {name} {layout.get(key)}, not {self._layout[key]}")
+        committed = {self._segment_path(k) for k in range(segments)}
+        missing = sorted(p.name for p in committed if not p.is_file())
+        if missing:
+            raise refuse(f"its committed segment {missing[0]} is missing")
+        for leftover in self.tmp_path.iterdir():  # an unfinished segment or join, uncommitted segments
+            if leftover.name != STATE_FILE and leftover not in committed:
+                leftover.unlink()
+        self._segments, self._committed, self._state = segments, n_frames, dict(record["state"])
+
+    def _open_segment(self) -> h5py.File:
+        """The segment appends go to: created as ``segment_N.h5.tmp`` on the first append after a commit."""
+        if self._file is None:
+            tmp = self._segment_path(self._segments).with_suffix(".h5.tmp")
+            try:
+                self._file = h5py.File(tmp, "w")
+                self._create(None)
+            except OSError as err:
+                if self._file is not None:
+                    self._file.close()
+                    self._file = None
+                tmp.unlink(missing_ok=True)
+                raise OutputError(f"{tmp}: cannot write the output ({err})") from None
+        return self._file
 
     def _per_frame_paths(self, f: h5py.File) -> list[str]:
         paths = [
@@ -268,8 +296,8 @@ class CXIWriter:
 
     @property
     def n_frames(self) -> int:
-        """Frames written so far."""
-        return int(self._file[DATA_PATH].shape[0])
+        """Frames written so far (committed, and appended since the last commit)."""
+        return self._committed + (0 if self._file is None else int(self._file[DATA_PATH].shape[0]))
 
     @property
     def state(self) -> dict[str, Any]:
@@ -333,8 +361,9 @@ class CXIWriter:
                 raise ValueError(f"extra {path} must be {(n, *shape)}, got {arr.shape}")
             extra_arrays[path] = arr
 
-        f = self._file
-        n0, n1 = self.n_frames, self.n_frames + n
+        f = self._open_segment()
+        n0 = int(f[DATA_PATH].shape[0])
+        n1 = n0 + n
         for path in self._per_frame_paths(f):
             f[path].resize(n1, axis=0)
         f[DATA_PATH][n0:n1] = data
@@ -349,7 +378,7 @@ class CXIWriter:
             self._append_table(result_path(group), columns)
 
     def _write_peaks(self, n0: int, n1: int, peaks: Sequence[PeakList] | None) -> None:
-        f, n = self._file, n1 - n0
+        f, n = self._open_segment(), n1 - n0
         counts = np.zeros(n, np.int32)
         arrays = {name: np.zeros((n, self.max_peaks), np.float32) for name in PEAK_DATASETS}
         truncated = 0
@@ -370,7 +399,7 @@ class CXIWriter:
             f[f"{RESULT_PATH}/{name}"][n0:n1] = arr
 
     def _write_metadata(self, n0: int, n1: int, metadata: Mapping[str, ArrayLike | float]) -> None:
-        f, n = self._file, n1 - n0
+        f, n = self._open_segment(), n1 - n0
         written = set()
         for key, value in metadata.items():
             path, factor = KNOWN_METADATA.get(key, (f"{METADATA_GROUP}/{key}", 1.0))
@@ -392,7 +421,7 @@ class CXIWriter:
         return paths
 
     def _append_table(self, group_path: str, columns: Mapping[str, ArrayLike]) -> None:
-        f = self._file
+        f = self._open_segment()
         arrays = {name: np.asarray(col).reshape(-1) for name, col in columns.items()}
         lengths = {a.size for a in arrays.values()}
         if len(lengths) > 1:
@@ -418,27 +447,76 @@ class CXIWriter:
     # -- committing and finishing ---------------------------------------------------------------
 
     def commit(self, state: Mapping[str, Any] | None = None) -> None:
-        """Flush to disk and record ``state`` (JSON-serialisable) as the point a resumed run restarts from."""
-        f = self._file
-        tables = {path: next(iter(f[path].values())).shape[0] if len(f[path]) else 0 for path in self._table_paths(f)}
+        """Close the open segment, rename it into place and record ``state`` (JSON-serialisable) as the
+        point a resumed run restarts from. A segment without frames or table rows is dropped."""
         self._state = dict(state or {})
-        f.attrs[STATE_ATTR] = json.dumps({"n_frames": self.n_frames, "tables": tables, "state": self._state})
-        f.flush()
+        f = self._file
+        if f is not None:
+            n = int(f[DATA_PATH].shape[0])
+            rows = sum(next(iter(f[path].values())).shape[0] for path in self._table_paths(f) if len(f[path]))
+            tmp = Path(f.filename)
+            f.close()
+            self._file = None
+            if n or rows:
+                os.replace(tmp, self._segment_path(self._segments))
+                self._segments += 1
+                self._committed += n
+            else:
+                tmp.unlink()
+        try:
+            self._write_state()
+        except OSError as err:
+            raise OutputError(f"{self.tmp_path}: cannot record the progress ({err})") from None
 
     def finalize(self) -> Path:
-        """Commit, close and rename ``<path>.inprogress`` to ``path``; returns ``path``."""
+        """Commit, join the segments into ``path`` and remove ``<path>.inprogress``; returns ``path``."""
         if not self._finalized:
             self.commit(self._state)
-            self._file.close()
-            finalize(self.path)
+            joined = self.tmp_path / JOINED_FILE
+            try:
+                self._join(joined)
+            except OSError as err:
+                joined.unlink(missing_ok=True)
+                raise OutputError(f"{self.path}: cannot write the output ({err})") from None
+            os.replace(joined, self.path)
+            shutil.rmtree(self.tmp_path)
             self._finalized = True
         return self.path
 
+    def _join(self, out_path: Path) -> None:
+        """Write every committed segment, in order, into one reduced CXI at ``out_path``."""
+        with h5py.File(out_path, "w") as out:
+            self._file = out
+            try:
+                self._create(self._mask)
+                for k in range(self._segments):
+                    with h5py.File(self._segment_path(k), "r") as segment:
+                        self._append_segment(segment)
+            finally:
+                self._file = None
+
+    def _append_segment(self, segment: h5py.File) -> None:
+        f = self._file
+        assert f is not None
+        n0 = int(f[DATA_PATH].shape[0])
+        n1 = n0 + int(segment[DATA_PATH].shape[0])
+        for path in self._metadata_paths(segment):
+            if path not in f:
+                f.create_dataset(path, shape=(n0,), maxshape=(None,), dtype=np.float64, chunks=(4096,),
+                                 fillvalue=np.nan)
+        for path in self._per_frame_paths(f):
+            f[path].resize(n1, axis=0)
+            f[path][n0:n1] = segment[path][()] if path in segment else np.nan
+        for path in self._table_paths(segment):
+            self._append_table(path, {name: column[()] for name, column in segment[path].items()})
+
     def close(self) -> None:
-        """Close without finalizing: the ``.inprogress`` file stays, consistent up to the last commit."""
-        if not self._finalized and self._file.id.valid:
-            self._file.flush()
+        """Close without finalizing: the open segment (uncommitted) is dropped, the committed ones stay."""
+        if not self._finalized and self._file is not None:
+            tmp = Path(self._file.filename)
             self._file.close()
+            self._file = None
+            tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> CXIWriter:
         return self
@@ -478,24 +556,25 @@ class CXIWriter:
             data_path=data_path,
             photon_energy=self._recorded(PHOTON_ENERGY_PATH),
             clen=self._recorded(ENCODER_VALUE_PATH),
-            mask_path=MASK_PATH if self._has(MASK_PATH) else None,
+            mask_path=MASK_PATH if self._mask is not None else None,
             protect=[*protect, self.path, self.tmp_path],
         )
 
-    def _has(self, path: str) -> bool:
-        if self._file.id.valid:
-            return path in self._file
-        with h5py.File(self.path, "r") as f:
-            return path in f
-
     def _recorded(self, path: str) -> str | None:
-        def complete(f: h5py.File) -> bool:
-            return path in f and f[path].shape[0] > 0 and bool(np.all(np.isfinite(f[path][()])))
-
-        if self._file.id.valid:
-            return path if complete(self._file) else None
-        with h5py.File(self.path, "r") as f:
-            return path if complete(f) else None
+        """``path`` if every frame written so far has a finite value there, else None."""
+        files = [self.path] if self._finalized else [self._segment_path(k) for k in range(self._segments)]
+        parts: list[h5py.File] = []
+        try:
+            parts = [h5py.File(p, "r") for p in files]
+            if self._file is not None:
+                parts.append(self._file)
+            filled = [f for f in parts if f[DATA_PATH].shape[0]]
+            complete = bool(filled) and all(path in f and np.all(np.isfinite(f[path][()])) for f in filled)
+        finally:
+            for f in parts:
+                if f is not self._file:
+                    f.close()
+        return path if complete else None
 
 
 def write_geometry(

@@ -39,7 +39,13 @@ def median_adu_per_photon(panels: Iterable[Any]) -> float | None:
 
 @dataclass(frozen=True)
 class Panel:
-    """One panel (ASIC or module) of a detector, as a CrystFEL geometry file describes it."""
+    """One panel (ASIC or module) of a detector, as a CrystFEL geometry file describes it.
+
+    ``clen`` is metres or a per-frame HDF5 path as written (``/path``: mm, ``/path m``: m).
+    ``adu_per_photon`` is the gain (ADU/photon); a geometry giving ``adu_per_eV`` (kept in
+    ``adu_per_ev``, ADU/eV, and written back) sets it to ``adu_per_eV`` x photon energy, or leaves it
+    None until :meth:`DetectorGeometry.with_photon_energy` when the energy is a per-frame path.
+    """
 
     name: str
     min_fs: int
@@ -58,6 +64,7 @@ class Panel:
     data: str | None = None
     dim_structure: tuple[str, ...] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    adu_per_ev: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_fs < self.min_fs or self.max_ss < self.min_ss:
@@ -124,6 +131,9 @@ class DetectorGeometry:
         mask_path, mask_file: where a per-pixel mask lives (CrystFEL ``mask``/``mask_file``).
         mask_good, mask_bad: CrystFEL good/bad bits (None = Cheetah's convention, 0 = good).
         data_path: the HDF5 path of the frames (CrystFEL ``data``), with ``%`` for the event.
+        detector_shift_x, detector_shift_y: CrystFEL's detector shift as written: a length (``0.5 mm``;
+            m without a unit) applied to every pixel position, or a per-frame HDF5 path (``/path m``;
+            mm without a unit) that is kept and written back but not applied: positions are nominal.
     """
 
     panels: tuple[Panel, ...]
@@ -135,6 +145,8 @@ class DetectorGeometry:
     mask_bad: int | None = None
     data_path: str = "/entry_1/data_1/data"
     bad_regions_xy: tuple[BadRegionXY, ...] = ()
+    detector_shift_x: str | None = None
+    detector_shift_y: str | None = None
 
     def __post_init__(self) -> None:
         if not self.panels:
@@ -142,6 +154,29 @@ class DetectorGeometry:
         names = [p.name for p in self.panels]
         if len(set(names)) != len(names):
             raise ConfigError("detector geometry has duplicate panel names")
+
+    def detector_shift_m(self) -> tuple[float, float]:
+        """The constant ``(x, y)`` detector shift in metres; per-frame (HDF5 path) shifts count as 0."""
+        from sfx_cnnhit.io.crystfel_geom import parse_length
+
+        def metres(spec: str | None) -> float:
+            return (parse_length(spec)[0] or 0.0) if spec is not None else 0.0
+
+        return metres(self.detector_shift_x), metres(self.detector_shift_y)
+
+    def with_photon_energy(self, photon_energy_ev: float) -> DetectorGeometry:
+        """This geometry with the gain of ``adu_per_eV`` panels resolved for ``photon_energy_ev`` (eV).
+
+        Only panels whose ``adu_per_photon`` is still unknown (the geometry's photon energy is a
+        per-frame path) change; frame readers pass the first frame's energy, as the gain is one value.
+        """
+        panels = tuple(
+            replace(p, adu_per_photon=p.adu_per_ev * photon_energy_ev)
+            if p.adu_per_photon is None and p.adu_per_ev is not None
+            else p
+            for p in self.panels
+        )
+        return replace(self, panels=panels)
 
     @property
     def slab_shape(self) -> tuple[int, int]:
@@ -151,8 +186,10 @@ class DetectorGeometry:
     def pixel_positions(self) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
         """Lab ``x, y`` (pixels) of every slab pixel centre and its distance ``z`` (metres).
 
-        Returns three ``(ss, fs)`` float32 arrays; pixels no panel covers are NaN.
+        Returns three ``(ss, fs)`` float32 arrays; pixels no panel covers are NaN. A constant detector
+        shift moves every panel (:meth:`detector_shift_m`); a per-frame one is not applied.
         """
+        shift_x, shift_y = self.detector_shift_m()
         shape = self.slab_shape
         x = np.full(shape, np.nan, np.float32)
         y = np.full(shape, np.nan, np.float32)
@@ -160,8 +197,8 @@ class DetectorGeometry:
         for p in self.panels:
             ss_rel, fs_rel = np.mgrid[0 : p.height, 0 : p.width].astype(np.float64) + 0.5
             sl = p.slab_slices()
-            x[sl] = p.corner_x + fs_rel * p.fs_vec[0] + ss_rel * p.ss_vec[0]
-            y[sl] = p.corner_y + fs_rel * p.fs_vec[1] + ss_rel * p.ss_vec[1]
+            x[sl] = p.corner_x + shift_x * p.res + fs_rel * p.fs_vec[0] + ss_rel * p.ss_vec[0]
+            y[sl] = p.corner_y + shift_y * p.res + fs_rel * p.fs_vec[1] + ss_rel * p.ss_vec[1]
             clen = p.clen if isinstance(p.clen, float | int) else np.nan
             z[sl] = clen + p.coffset + (fs_rel * p.fs_vec[2] + ss_rel * p.ss_vec[2]) / p.res
         return x, y, z

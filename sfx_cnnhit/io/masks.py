@@ -3,7 +3,9 @@
 Every mask this package hands out is bool with True = good pixel. A stored mask is converted with
 :func:`mask_from_values`: without good/bad bits in Cheetah's convention (0 = good, anything else bad),
 with them in CrystFEL's (good iff all ``goodbits`` are set and no ``badbits`` is set; OM's 1 = good
-maps are ``goodbits=1``). Computed bad pixels (:class:`BadPixelRules`) are NaN/inf, values below a
+maps are ``goodbits=1``). ``--mask-convention`` (:data:`MaskConvention`) picks one of the two outright.
+:func:`check_mask` refuses a stored mask that hides nearly every pixel or looks read in the wrong
+convention. Computed bad pixels (:class:`BadPixelRules`) are NaN/inf, values below a
 floor, values at or above the saturation level and CrystFEL's ``flag_lessthan/morethan/equal``.
 """
 
@@ -12,11 +14,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from sfx_cnnhit.errors import InputError
+from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.io.crystfel_geom import FLAG_KEYS
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hdf5 import check_filters, guarded_read, open_hdf5
@@ -25,6 +28,21 @@ from sfx_cnnhit.io.hdf5 import check_filters, guarded_read, open_hdf5
 MASK_FILE_PATHS = ("/data/data", "/mask", "/entry_1/data_1/mask", "/entry_1/instrument_1/detector_1/mask")
 #: A CXI file's own mask, used when no other mask is given.
 CXI_MASK_PATHS = ("/entry_1/data_1/mask", "/entry_1/instrument_1/detector_1/mask")
+
+#: How stored masks are read: ``auto`` (the good/bad bits given, else the geometry's, else Cheetah's),
+#: ``cheetah`` (0 = good) or ``crystfel`` (``goodbits=0x1, badbits=0x0``: 1 = good, OM's maps).
+MaskConvention = Literal["auto", "cheetah", "crystfel"]
+#: The bits of each explicit convention (None, None: Cheetah's 0 = good), and what they mean.
+CONVENTION_BITS: dict[str, tuple[int | None, int | None]] = {"cheetah": (None, None), "crystfel": (1, 0)}
+_MEANING = {"cheetah": "0 = good", "crystfel": "1 = good"}
+#: A stored mask leaving fewer good pixels than this is refused in any convention: every frame would
+#: be a ``masked`` miss (the same 1 % as :data:`sfx_cnnhit.models.guards.MIN_GOOD_FRACTION`).
+MIN_GOOD_FRACTION = 0.01
+#: With a guessed convention (``auto``), a stored mask leaving fewer good pixels than this (over 90 %
+#: masked) is refused as inverted when the other convention leaves at least
+#: :data:`PLAUSIBLE_GOOD_FRACTION`. Real masks (detector gaps, shadows: 60 % masked) stay well clear.
+SUSPECT_GOOD_FRACTION = 0.1
+PLAUSIBLE_GOOD_FRACTION = 0.5
 
 
 def mask_from_values(
@@ -51,6 +69,76 @@ def describe_convention(goodbits: int | None, badbits: int | None) -> str:
     if goodbits is None and badbits is None:
         return "Cheetah (0 = good, non-zero = bad)"
     return f"CrystFEL bits (goodbits={int(goodbits or 0):#x}, badbits={int(badbits or 0):#x})"
+
+
+def convention_bits(
+    convention: MaskConvention, goodbits: int | None, badbits: int | None
+) -> tuple[int | None, int | None]:
+    """The good/bad bits masks are read with: with ``auto`` the bits given, else the convention's.
+
+    Raises:
+        ConfigError: an unknown convention, or an explicit one together with bits.
+    """
+    if convention == "auto":
+        return goodbits, badbits
+    if convention not in CONVENTION_BITS:
+        raise ConfigError(f"mask convention {convention!r}: expected auto, cheetah or crystfel")
+    if goodbits is not None or badbits is not None:
+        raise ConfigError("give either --mask-convention or --mask-goodbits/--mask-badbits, not both")
+    return CONVENTION_BITS[convention]
+
+
+def _convention_name(goodbits: int | None, badbits: int | None) -> str | None:
+    """``cheetah``/``crystfel`` when the bits are exactly that convention's, else None."""
+    key = (None, None) if goodbits is None and badbits is None else (int(goodbits or 0), int(badbits or 0))
+    return next((name for name, bits in CONVENTION_BITS.items() if bits == key), None)
+
+
+def check_mask(
+    label: str,
+    values: NDArray[np.generic],
+    good: NDArray[np.bool_],
+    goodbits: int | None,
+    badbits: int | None,
+    *,
+    guessed: bool,
+) -> None:
+    """Refuse a stored mask that makes the run nonsense.
+
+    ``good`` is ``values`` read with the bits. Refused: fewer than :data:`MIN_GOOD_FRACTION` (1 %)
+    good pixels, always; with ``guessed`` (the convention was not given outright), also fewer than
+    :data:`SUSPECT_GOOD_FRACTION` (10 %) when the other convention leaves at least
+    :data:`PLAUSIBLE_GOOD_FRACTION` (50 %).
+
+    Raises:
+        InputError: naming the mask, its convention, the fraction masked and the option to flip it.
+    """
+    if good.size == 0:
+        return
+    fraction = np.count_nonzero(good) / good.size
+    if fraction >= SUSPECT_GOOD_FRACTION or (fraction >= MIN_GOOD_FRACTION and not guessed):
+        return
+    current = _convention_name(goodbits, badbits)
+    fractions = {
+        name: np.count_nonzero(mask_from_values(values, goodbits=g, badbits=b)) / good.size
+        for name, (g, b) in CONVENTION_BITS.items()
+        if name != current
+    }
+    other = max(fractions, key=fractions.__getitem__)
+    if fraction >= MIN_GOOD_FRACTION and fractions[other] < PLAUSIBLE_GOOD_FRACTION:
+        return
+    lo, hi = np.min(values), np.max(values)
+    message = f"{label}: the mask hides {1 - fraction:.1%} of the pixels read with convention "
+    message += describe_convention(goodbits, badbits) + (f" (every stored value is {lo})" if lo == hi else "")
+    if fractions[other] > fraction:
+        message += f"; if {_MEANING[other]} in this mask, give --mask-convention {other} "
+        message += f"(it then hides {1 - fractions[other]:.1%})"
+        if fraction >= MIN_GOOD_FRACTION:
+            bits = f"--mask-goodbits {goodbits or 0:#x} --mask-badbits {badbits or 0:#x}"
+            message += f", or {f'--mask-convention {current}' if current else bits} to keep it"
+    else:
+        message += f" (with --mask-convention {other}: {1 - fractions[other]:.1%}); give another mask (--mask-path)"
+    raise InputError(message)
 
 
 def parse_mask_argument(value: str) -> tuple[str | None, str | None]:

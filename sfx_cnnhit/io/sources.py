@@ -41,6 +41,9 @@ from sfx_cnnhit.io.lists import LIST_SUFFIXES, read_lst
 from sfx_cnnhit.io.masks import (
     CXI_MASK_PATHS,
     BadPixelRules,
+    MaskConvention,
+    check_mask,
+    convention_bits,
     describe_convention,
     load_mask_file,
     mask_from_values,
@@ -686,6 +689,16 @@ def _metadata_sources(f: h5py.File | None, n_total: int, geometry: DetectorGeome
     return meta
 
 
+def _first_photon_energy(inp: _Input) -> float | None:
+    """The photon energy (eV) of an input's first frame, for a gain given as ``adu_per_eV``; None if unknown."""
+    meta = inp.metadata.get("photon_energy_ev")
+    if meta is None or inp.n_frames == 0:
+        return None
+    with _Reader(inp, data=False) as reader:
+        value = float(reader.metadata(meta, inp.file_indices(np.zeros(1, np.int64)))[0])
+    return value if np.isfinite(value) and value > 0 else None
+
+
 def _mask_source(
     inp: _Input,
     *,
@@ -693,16 +706,20 @@ def _mask_source(
     mask_file: str | None,
     goodbits: int | None,
     badbits: int | None,
+    guessed: bool,
     geometry: DetectorGeometry | None,
     loaded: dict[tuple[str, str | None, int | None, int | None], _MaskSource],
 ) -> _MaskSource | None:
     """The stored mask of an input: the user's, else the geometry's, else the CXI file's own.
 
-    ``loaded`` caches masks read from separate files, so a list of many inputs reads (and holds) one.
+    ``guessed``: the bits were not given (neither bits nor a mask convention), so a geometry mask is
+    read with the geometry's bits, and :func:`~sfx_cnnhit.io.masks.check_mask` also refuses a mask
+    that looks inverted. ``loaded`` caches masks read from separate files, so a list of many inputs
+    reads (and holds) one.
     """
     if mask_path is None and mask_file is None and geometry is not None and geometry.mask_path is not None:
         mask_path, mask_file = geometry.mask_path, geometry.mask_file
-        if goodbits is None and badbits is None:
+        if guessed:
             goodbits, badbits = geometry.mask_good, geometry.mask_bad
     if mask_file is not None and not (mask_path and h5py.is_hdf5(mask_file)):
         key = (mask_file, mask_path, goodbits, badbits)
@@ -710,7 +727,7 @@ def _mask_source(
         if cached is None or cached.static is None or cached.static.shape != inp.frame_shape:
             label = mask_file if mask_path is None else f"{mask_file}:{mask_path}"
             values = load_mask_file(mask_file, mask_path)
-            loaded[key] = _static_mask(inp, label, mask_file, None, values, goodbits, badbits)
+            loaded[key] = _static_mask(inp, label, mask_file, None, values, goodbits, badbits, guessed)
         return loaded[key]
     file = mask_file or inp.path
     if mask_path is None:
@@ -731,9 +748,12 @@ def _mask_source(
         if dset.shape == (inp.n_total, *inp.raw_shape) and inp.kind == "hdf5" and inp.n_total > 1:
             if dset.dtype.kind not in "iub":
                 raise InputError(f"{file}:{mask_path}: mask dtype {dset.dtype} (must hold integers)")
+            first = guarded_read(file, f"{mask_path} frame 0", lambda: dset[0])
+            good = mask_from_values(first, goodbits=goodbits, badbits=badbits)
+            check_mask(f"{label} (frame 0)", first, good, goodbits, badbits, guessed=guessed)
             return _MaskSource(label, file, mask_path, goodbits, badbits, per_frame=True)
         values = guarded_read(file, mask_path, lambda: dset[()])
-    return _static_mask(inp, label, file, mask_path, values, goodbits, badbits)
+    return _static_mask(inp, label, file, mask_path, values, goodbits, badbits, guessed)
 
 
 def _static_mask(
@@ -744,7 +764,9 @@ def _static_mask(
     values: NDArray[np.generic],
     goodbits: int | None,
     badbits: int | None,
+    guessed: bool,
 ) -> _MaskSource:
+    """A mask applying to every frame, its shape and values checked (:func:`~sfx_cnnhit.io.masks.check_mask`)."""
     if values.shape not in (inp.raw_shape, inp.frame_shape):
         expected = f"{inp.frame_shape}" + (f" or {inp.raw_shape}" if inp.raw_shape != inp.frame_shape else "")
         per_frame = f" or (N, ...) with N = {inp.n_total}" if inp.kind == "hdf5" and inp.n_total > 1 else ""
@@ -756,6 +778,7 @@ def _static_mask(
         good = mask_from_values(values, goodbits=goodbits, badbits=badbits).reshape(inp.frame_shape)
     except ValueError as err:
         raise InputError(f"{label}: {err}") from None
+    check_mask(label, values, good, goodbits, badbits, guessed=guessed)
     return _MaskSource(label, file, dataset, goodbits, badbits, static=good)
 
 
@@ -790,6 +813,7 @@ def open_frames(
     mask_file: str | os.PathLike[str] | None = None,
     mask_goodbits: int | None = None,
     mask_badbits: int | None = None,
+    mask_convention: MaskConvention = "auto",
     geometry: DetectorGeometry | None = None,
     floor: float | None = None,
     saturation: float | None = None,
@@ -806,6 +830,12 @@ def open_frames(
         mask_path: mask dataset inside each input (or inside ``mask_file``).
         mask_file: separate mask file (HDF5, ``.npy``, or an image format fabio reads).
         mask_goodbits, mask_badbits: read masks with CrystFEL's bits instead of Cheetah's 0 = good.
+        mask_convention: ``cheetah`` (0 = good) or ``crystfel`` (1 = good, ``goodbits=0x1``) reads every
+            stored mask so, the geometry's bits included; ``auto``: the bits given, else the geometry's
+            for its mask, else Cheetah's. A stored mask (of a per-frame mask, the first frame's) leaving
+            under 1 % of the pixels good is refused; with ``auto`` and no bits given, so is one leaving
+            under 10 % when the other convention leaves 50 % or more
+            (:func:`~sfx_cnnhit.io.masks.check_mask`).
         geometry: panels, bad regions, ``max_adu``, masks and metadata locations.
         floor: values below it are bad (default 0 for signed integer data, none for float data;
             ``-inf`` disables it).
@@ -816,9 +846,12 @@ def open_frames(
 
     Raises:
         InputError: one line naming the file and the problem.
+        ConfigError: ``mask_convention`` together with good/bad bits.
     """
     if not inputs:
         raise InputError("no input files given")
+    guessed = mask_convention == "auto" and mask_goodbits is None and mask_badbits is None
+    mask_goodbits, mask_badbits = convention_bits(mask_convention, mask_goodbits, mask_badbits)
     specs: list[tuple[str, list[str] | None, str | None]] = []  # (file, events or None, listed in)
     for item in inputs:
         item = str(item)
@@ -861,6 +894,10 @@ def open_frames(
             raise InputError(
                 f"{inp.path}: frames of shape {inp.frame_shape} differ from {first.path}'s {first.frame_shape}"
             )
+    if geometry is not None and any(p.adu_per_photon is None and p.adu_per_ev is not None for p in geometry.panels):
+        energy = _first_photon_energy(first)
+        if energy is not None:
+            geometry = geometry.with_photon_energy(energy)
     if geometry is not None:
         slab = geometry.slab_shape
         if slab[0] > first.frame_shape[0] or slab[1] > first.frame_shape[1]:
@@ -882,6 +919,7 @@ def open_frames(
             mask_file=mask_file_s,
             goodbits=mask_goodbits,
             badbits=mask_badbits,
+            guessed=guessed,
             geometry=geometry,
             loaded=loaded,
         )

@@ -135,13 +135,13 @@ class _FrameTable:
     def _truncate(self, rows: int) -> Any:
         if not self.tmp.exists():
             raise OutputError(f"{self.tmp}: missing; cannot resume (remove the output folder to start afresh)")
-        fh = self.tmp.open("r+", newline="", encoding="utf-8")
-        for _ in range(rows + 1):  # header + committed rows
-            if not fh.readline():
-                fh.close()
-                raise OutputError(f"{self.tmp}: has fewer rows than the CXI file committed; cannot resume")
-        fh.truncate(fh.tell())
-        return fh
+        with self.tmp.open("rb") as fh:  # bytes: a text file's tell() is no offset to truncate or write at
+            for _ in range(rows + 1):  # header + committed rows
+                if not fh.readline():
+                    raise OutputError(f"{self.tmp}: has fewer rows than the CXI file committed; cannot resume")
+            end = fh.tell()
+        os.truncate(self.tmp, end)
+        return self.tmp.open("a", newline="", encoding="utf-8")
 
     def append(self, rows: list[tuple[Any, ...]]) -> None:
         self._writer.writerows(rows)

@@ -84,13 +84,6 @@ def test_parse_common_keys_and_defaults_order() -> None:
 
 def test_new_style_mask_keys_and_literal_values() -> None:
     text = """
-photon_energy = 12000
-clen = 0.25 m
-wavelength_unused_comment = 1 ; unknown key below is an error, so keep this line out
-"""
-    with pytest.raises(ConfigError, match=r"line 4: unknown geometry key 'wavelength_unused_comment'"):
-        DetectorGeometry.from_text(text)
-    text = """
 wavelength = 1.0332 A
 clen = 250 mm
 mask0_data = /data/mask
