@@ -252,12 +252,7 @@ class FrameSource:
         if chunk_size < 1 or stride < 1 or start < 0:
             raise ValueError("chunk_size and stride must be >= 1 and start >= 0")
         stop = self.n_frames if stop is None else min(int(stop), self.n_frames)
-        wanted = np.arange(start, stop, stride, dtype=np.int64)
-        for i, inp in enumerate(self._inputs):
-            lo, hi = self._offsets[i], self._offsets[i + 1]
-            mine = wanted[(wanted >= lo) & (wanted < hi)]
-            if mine.size == 0:
-                continue
+        for i, inp, lo, mine in self._by_input(np.arange(start, stop, stride, dtype=np.int64)):
             with _Reader(inp) as reader:
                 for k in range(0, mine.size, chunk_size):
                     glob = mine[k : k + chunk_size]
@@ -268,6 +263,14 @@ class FrameSource:
                             raise
                         batch = self._batch_skipping_bad(i, inp, reader, glob, lo)
                     yield batch
+
+    def _by_input(self, wanted: NDArray[np.int64]) -> Iterator[tuple[int, _Input, int, NDArray[np.int64]]]:
+        """``(input number, input, its first global index, the global indices of ``wanted`` in it)``."""
+        for i, inp in enumerate(self._inputs):
+            lo, hi = int(self._offsets[i]), int(self._offsets[i + 1])
+            mine = wanted[(wanted >= lo) & (wanted < hi)]
+            if mine.size:
+                yield i, inp, lo, mine
 
     def __iter__(self) -> Iterator[FrameBatch]:
         return self.batches()
@@ -359,11 +362,7 @@ class FrameSource:
         assert rule is not None
         wanted = rule.sample_indices(window, self.n_frames)
         samples: list[tuple[NDArray[np.float32], NDArray[np.bool_]]] = []
-        for i, inp in enumerate(self._inputs):
-            lo, hi = self._offsets[i], self._offsets[i + 1]
-            mine = wanted[(wanted >= lo) & (wanted < hi)]
-            if mine.size == 0:
-                continue
+        for i, inp, lo, mine in self._by_input(wanted):
             with _Reader(inp) as reader:
                 for local in mine - lo:
                     try:
