@@ -5,8 +5,10 @@ The layout is the one Cheetah writes and CrystFEL reads with ``peak_list_type = 
 (never more than one batch in memory) and is crash-safe: until it is complete, ``<name>.inprogress``
 is a folder of *segments*, one small HDF5 file per :meth:`CXIWriter.commit`, each written as
 ``segment_N.h5.tmp`` and renamed when closed, plus ``state.json`` (written atomically) naming the
-committed segments. A process killed at any moment (SIGKILL, OOM, a batch-queue limit) leaves at most
-one unfinished ``.tmp`` segment, which a resumed writer deletes; no committed byte is ever rewritten.
+committed segments. A segment is built in memory (one batch of selected frames) and written with
+plain file I/O at the commit, so a full disk is a clean error. A process killed at any moment
+(SIGKILL, OOM, a batch-queue limit) leaves at most one unfinished ``.tmp`` segment, which a resumed
+writer deletes; no committed byte is ever rewritten.
 :meth:`CXIWriter.finalize` joins the segments into ``<name>`` (written inside the folder, renamed
 into place, then the folder is removed; a kill during the join is resumed by joining again).
 """
@@ -260,18 +262,13 @@ class CXIWriter:
         self._segments, self._committed, self._state = segments, n_frames, dict(record["state"])
 
     def _open_segment(self) -> h5py.File:
-        """The segment appends go to: created as ``segment_N.h5.tmp`` on the first append after a commit."""
+        """The segment appends go to, opened on the first append after a commit. It lives in memory (one
+        batch) and reaches the disk only in :meth:`commit`, written as ``segment_N.h5.tmp`` by plain file
+        I/O and renamed, so a full disk is a clean error and HDF5 never holds a half-written file."""
         if self._file is None:
-            tmp = self._segment_path(self._segments).with_suffix(".h5.tmp")
-            try:
-                self._file = h5py.File(tmp, "w")
-                self._create(None)
-            except OSError as err:
-                if self._file is not None:
-                    self._file.close()
-                    self._file = None
-                tmp.unlink(missing_ok=True)
-                raise OutputError(f"{tmp}: cannot write the output ({err})") from None
+            name = str(self._segment_path(self._segments))
+            self._file = h5py.File(name, "w", driver="core", backing_store=False)
+            self._create(None)
         return self._file
 
     def _per_frame_paths(self, f: h5py.File) -> list[str]:
@@ -454,15 +451,25 @@ class CXIWriter:
         if f is not None:
             n = int(f[DATA_PATH].shape[0])
             rows = sum(next(iter(f[path].values())).shape[0] for path in self._table_paths(f) if len(f[path]))
-            tmp = Path(f.filename)
+            f.flush()
+            image = f.id.get_file_image()
             f.close()
             self._file = None
             if n or rows:
-                os.replace(tmp, self._segment_path(self._segments))
+                target = self._segment_path(self._segments)
+                tmp = target.with_suffix(".h5.tmp")
+                try:
+                    with tmp.open("wb") as out:
+                        out.write(image)
+                except OSError as err:  # disk full, quota, file size limit: the batch is not committed
+                    tmp.unlink(missing_ok=True)
+                    raise OutputError(
+                        f"{tmp}: cannot write the output ({err.strerror or err}); make room and run the same "
+                        "command again: it resumes after the last committed batch"
+                    ) from None
+                os.replace(tmp, target)
                 self._segments += 1
                 self._committed += n
-            else:
-                tmp.unlink()
         try:
             self._write_state()
         except OSError as err:
@@ -513,10 +520,8 @@ class CXIWriter:
     def close(self) -> None:
         """Close without finalizing: the open segment (uncommitted) is dropped, the committed ones stay."""
         if not self._finalized and self._file is not None:
-            tmp = Path(self._file.filename)
             self._file.close()
             self._file = None
-            tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> CXIWriter:
         return self

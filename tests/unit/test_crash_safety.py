@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -49,6 +50,15 @@ def _contents(out: Path) -> dict[str, object]:
     return found
 
 
+def _assert_same(found: dict[str, object], expected: dict[str, object]) -> None:
+    assert found.keys() == expected.keys()
+    for name, value in expected.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(found[name], value, err_msg=name)
+        else:
+            assert found[name] == value, name
+
+
 def _timed(command: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
@@ -81,12 +91,26 @@ def test_killed_at_random_moments_then_resumed_gives_the_uninterrupted_output(tm
     while kills < KILLS:  # a run that completes before enough kills starts a fresh output folder
         out = tmp_path / f"killed_{attempt}"
         kills += _run_until_complete(_command(run, out), out, rng, whole_s)
-        killed = _contents(out)
-        assert whole.keys() == killed.keys()
-        for name, value in whole.items():
-            if isinstance(value, np.ndarray):
-                np.testing.assert_array_equal(killed[name], value, err_msg=name)
-            else:
-                assert killed[name] == value, name
+        _assert_same(_contents(out), whole)
         assert not list(out.glob("*.inprogress"))
         attempt += 1
+
+
+def _small_file_limit() -> None:
+    """In the child: files may not grow past 200 kB (a full disk as the writer sees it)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+
+def test_full_disk_is_a_clean_error_and_the_run_resumes(tmp_path: Path) -> None:
+    run = _run_file(tmp_path / "run.cxi")
+    before = run.read_bytes()
+    subprocess.run(_command(run, tmp_path / "whole"), check=True, capture_output=True)
+    out = tmp_path / "full"
+    full = subprocess.run(_command(run, out), capture_output=True, preexec_fn=_small_file_limit)
+    lines = [line for line in full.stderr.decode().splitlines() if line.strip()]
+    assert full.returncode == 2 and lines[-1].startswith("sfx-cnnhit: error: ") and "File too large" in lines[-1]
+    assert "Traceback" not in full.stderr.decode()
+    assert run.read_bytes() == before and not (out / "hits.cxi").exists()
+    subprocess.run(_command(run, out), check=True, capture_output=True)  # room again: it resumes
+    _assert_same(_contents(out), _contents(tmp_path / "whole"))
