@@ -72,14 +72,21 @@ def display_image(
     return out
 
 
-def _local_background(img: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Median and robust noise ``(ss, fs)`` of each ``BACKGROUND_BLOCK`` square of ``img`` (NaN = bad)."""
-    b = BACKGROUND_BLOCK
+def _squares(img: NDArray[np.float64], b: int) -> NDArray[np.float64]:
+    """``(ceil(ss / b), ceil(fs / b), b * b)``: the pixels of each ``b`` x ``b`` square of ``img``, the
+    squares past its edge padded with NaN."""
     ss, fs = img.shape
     padded = np.full((-(-ss // b) * b, -(-fs // b) * b), np.nan)
     padded[:ss, :fs] = img
     blocks = padded.reshape(padded.shape[0] // b, b, padded.shape[1] // b, b).transpose(0, 2, 1, 3)
-    blocks = blocks.reshape(*blocks.shape[:2], b * b)
+    return blocks.reshape(*blocks.shape[:2], b * b)
+
+
+def _local_background(img: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Median and robust noise ``(ss, fs)`` of each ``BACKGROUND_BLOCK`` square of ``img`` (NaN = bad)."""
+    b = BACKGROUND_BLOCK
+    ss, fs = img.shape
+    blocks = _squares(img, b)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-masked squares give NaN, handled below
         median = np.nanmedian(blocks, axis=2)
@@ -137,12 +144,9 @@ def _grey(ax: Any, image: NDArray[np.float64]) -> None:
     ss, fs = image.shape
     k = max(1, int(np.ceil(max(ss, fs) / (PANEL_INCHES * DPI))))
     if k > 1:
-        padded = np.full((-(-ss // k) * k, -(-fs // k) * k), np.nan)
-        padded[:ss, :fs] = image
-        blocks = padded.reshape(padded.shape[0] // k, k, padded.shape[1] // k, k)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-masked blocks stay NaN
-            image = np.nanmax(blocks, axis=(1, 3))
+            image = np.nanmax(_squares(image, k), axis=2)
     ax.imshow(image, cmap=FRAME_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest",
               extent=(-0.5, fs - 0.5, ss - 0.5, -0.5))
 

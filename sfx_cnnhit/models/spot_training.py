@@ -239,13 +239,6 @@ def train_spot_head(model: SpotNet, data: SpotSet, config: SpotTrainConfig, *, p
 
 
 @torch.no_grad()
-def head_features(model: SpotNet, data: SpotSet, batch_size: int = 32) -> torch.Tensor:
-    """The head's inputs ``(n, f)`` for every frame of ``data`` (model in eval mode)."""
-    model.eval()
-    return torch.cat([model.features(data.inputs[i : i + batch_size].float()) for i in range(0, len(data), batch_size)])
-
-
-@torch.no_grad()
 def frame_features(model: SpotNet, spec: ModelSpec, frames: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's inputs ``(n, f)`` and the labels ``(n,)`` of labelled raw batches (model in eval mode)."""
     model.eval()

@@ -291,40 +291,37 @@ def reduce_run(
                 failed.append(bad.to_dict())
                 log.warning("skipped unreadable frame %s (%s //%d): %s", bad.event_id, bad.source_file,
                             bad.source_index, bad.reason)
-            if not len(batch):
-                table.append(_failed_rows(batch))
-                done += len(batch.failed)
-                writer.commit(run_state())
-                continue
-            result = finder.classify(batch.data, batch.mask)
-            hits = np.asarray(result.hits, bool)
-            idx = np.flatnonzero(hits)
-            peaks = result.peaks
-            n_peaks = [p.num_peaks for p in peaks] if peaks is not None else [0] * len(batch)
-            hit_extras: dict[str, Any] = {SCORE_DATASET: np.asarray(result.scores, np.float32)[idx]}
-            for explainer in explainers:
-                maps, raw_max = explainer(batch.data[idx], batch.mask[idx]) if idx.size else (
-                    np.zeros((0, *frame_shape), np.float32),
-                    np.zeros(0, np.float32),
+            rows: list[tuple[Any, ...]] = []
+            if len(batch):  # else every frame of this slot failed to read
+                result = finder.classify(batch.data, batch.mask)
+                hits = np.asarray(result.hits, bool)
+                idx = np.flatnonzero(hits)
+                peaks = result.peaks
+                n_peaks = [p.num_peaks for p in peaks] if peaks is not None else [0] * len(batch)
+                hit_extras: dict[str, Any] = {SCORE_DATASET: np.asarray(result.scores, np.float32)[idx]}
+                for explainer in explainers:
+                    maps, raw_max = explainer(batch.data[idx], batch.mask[idx]) if idx.size else (
+                        np.zeros((0, *frame_shape), np.float32),
+                        np.zeros(0, np.float32),
+                    )
+                    hit_extras[explainer.dataset] = maps
+                    hit_extras[f"{explainer.dataset}_max"] = raw_max
+                writer.append(
+                    batch.data[idx],
+                    event_ids=[batch.event_ids[i] for i in idx],
+                    source_files=batch.source_file,
+                    source_indices=batch.source_index[idx],
+                    peaks=None if peaks is None else [peaks[i] for i in idx],
+                    extras=hit_extras,
+                    metadata={key: np.asarray(value)[idx] for key, value in batch.metadata.items()},
                 )
-                hit_extras[explainer.dataset] = maps
-                hit_extras[f"{explainer.dataset}_max"] = raw_max
-            writer.append(
-                batch.data[idx],
-                event_ids=[batch.event_ids[i] for i in idx],
-                source_files=batch.source_file,
-                source_indices=batch.source_index[idx],
-                peaks=None if peaks is None else [peaks[i] for i in idx],
-                extras=hit_extras,
-                metadata={key: np.asarray(value)[idx] for key, value in batch.metadata.items()},
-            )
-            flags = result.flags or [""] * len(batch)
-            for flag in filter(None, flags):
-                unjudged[flag] = unjudged.get(flag, 0) + 1
-            table.append(_batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks, flags)
-                         + _failed_rows(batch))
+                flags = result.flags or [""] * len(batch)
+                for flag in filter(None, flags):
+                    unjudged[flag] = unjudged.get(flag, 0) + 1
+                rows = _batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks, flags)
+                n_hits += int(idx.size)
+            table.append(rows + _failed_rows(batch))
             done += len(batch) + len(batch.failed)
-            n_hits += int(idx.size)
             writer.commit(run_state())
             if progress:
                 progress(done, n_mine)

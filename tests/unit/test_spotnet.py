@@ -22,7 +22,6 @@ from sfx_cnnhit.models.spot_training import (
     SpotSet,
     SpotTrainConfig,
     fit_count_head,
-    head_features,
     load_spot_set,
     train_spot_head,
 )
@@ -134,7 +133,9 @@ def test_training_learns_spots_and_the_count_separates_hits():
                              progress=False)
     assert losses[-1] < 0.5 * losses[0]
     val = _blobs(40, 2)
-    fitted = fit_count_head(model, head_features(model, val), val.labels)
+    with torch.no_grad():
+        features = model.eval().features(val.inputs.float())
+    fitted = fit_count_head(model, features, val.labels)
     assert fitted["spots_at_half"] > 0 and fitted["val_accuracy"] >= 0.9
 
 
