@@ -10,6 +10,9 @@ Outputs in the output folder, each written as ``<name>.inprogress`` and renamed 
 ``gallery.png``   frames where the methods disagree (see :mod:`sfx_cnnhit.comparisons.gallery`)
 ``report.md``     the same for people: what was run, the seed's Table 5 form, speed, agreement, notes
 ================  ==================================================================================
+
+While the comparison runs, ``compare.inprogress/`` holds its committed batches
+(:mod:`sfx_cnnhit.comparisons.resume`); it is removed once ``compare.json``, written last, is in place.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +33,7 @@ import numpy as np
 
 from sfx_cnnhit import __version__
 from sfx_cnnhit.errors import OutputError
-from sfx_cnnhit.io.atomic import write_text_atomic
+from sfx_cnnhit.io.atomic import write_errors, write_text_atomic
 from sfx_cnnhit.io.sources import FrameSource
 
 from .gallery import GalleryFrame, render_gallery, select_disagreements
@@ -40,6 +44,7 @@ CSV_NAME = "compare.csv"
 JSON_NAME = "compare.json"
 GALLERY_NAME = "gallery.png"
 REPORT_NAME = "report.md"
+STATE_DIR = "compare.inprogress"
 GENERAL_NOTES = (
     "Frames/s count only each method's own classify calls, measured in this one run on the same batches "
     "(one method at a time, in rotating order); reading the frames is timed separately.",
@@ -364,12 +369,18 @@ def write_comparison(
     chosen = select_disagreements(result, gallery)
     if chosen and status is not None:
         status(f"drawing {len(chosen)} frames where the methods disagree")
-    drawn = render_gallery(source, result, chosen, paths["gallery"]) if chosen else None
+    with write_errors(paths["gallery"]):
+        drawn = render_gallery(source, result, chosen, paths["gallery"]) if chosen else None
     if drawn is None:
         paths.pop("gallery").unlink(missing_ok=True)  # an earlier run's gallery would not match
     summary = summarize(result, chosen)
-    write_text_atomic(paths["csv"], _csv_text(summary["per_frame"], frame_columns(result)), protect=protect)
-    write_text_atomic(paths["report"], markdown_report(summary, context, GALLERY_NAME if drawn else None),
-                      protect=protect)
-    write_text_atomic(paths["json"], json.dumps(summary, indent=1) + "\n", protect=protect)
+    texts = {
+        "csv": _csv_text(summary["per_frame"], frame_columns(result)),
+        "report": markdown_report(summary, context, GALLERY_NAME if drawn else None),
+        "json": json.dumps(summary, indent=1) + "\n",  # last: its presence says the comparison is complete
+    }
+    for role, text in texts.items():
+        with write_errors(paths[role]):
+            write_text_atomic(paths[role], text, protect=protect)
+    shutil.rmtree(Path(outdir) / STATE_DIR, ignore_errors=True)
     return paths, summary

@@ -5,10 +5,14 @@ alike). Frames are streamed in batches (memory is bounded by the batch size); ev
 classifies every batch, and the time spent in each method's ``classify`` is summed separately, so
 frames/s of all methods come from the same run on the same frames. The order in which the methods
 see a batch rotates from batch to batch, so no method always gets the data freshly read into cache.
+With a ``state_dir``, every batch's results and timings are committed as they come
+(:mod:`.resume`), so a killed comparison continues after its last committed batch and ends with the
+per-frame results of an uninterrupted one (timings summed over all its runs).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +25,9 @@ from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitFinder
 from sfx_cnnhit.io.labels import UNKNOWN, FrameLabels
 from sfx_cnnhit.io.sources import FrameSource
+from sfx_cnnhit.types import FrameBatch
+
+from .resume import BatchResult, CommittedBatches
 
 HeatMaps = Callable[[NDArray[np.float32], NDArray[np.bool_]], tuple[NDArray[np.float32], NDArray[np.float32]]]
 
@@ -105,19 +112,59 @@ class ComparisonResult:
         return self.n_frames / seconds if seconds > 0 else float("nan")
 
 
-class _Columns:
-    """Per-frame values gathered batch by batch, joined at the end."""
+def _labels_of(labels: FrameLabels | None, batch: FrameBatch) -> tuple[list[str], NDArray[np.int8]]:
+    """The labels of ``batch`` as written (``""`` if none) and as hit (1) / miss (0) / no label (-1)."""
+    n = len(batch.event_ids)
+    return labels.for_batch(batch) if labels is not None else ([""] * n, np.full(n, UNKNOWN, np.int8))
 
-    def __init__(self, names: Sequence[str]) -> None:
-        self.meta: dict[str, list[Any]] = {k: [] for k in ("event_ids", "source_files", "label")}
-        self.arrays: dict[str, list[NDArray[Any]]] = {k: [] for k in ("source_index", "global_index", "true_hit")}
-        self.per_method: dict[str, dict[str, list[NDArray[Any]]]] = {
-            k: {n: [] for n in names} for k in ("scores", "hits", "n_peaks")
-        }
 
-    @staticmethod
-    def join(parts: list[NDArray[Any]], dtype: type) -> NDArray[Any]:
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+def _frames_of(record: BatchResult) -> FrameBatch:
+    """The frame identities of a committed batch, without pixels (enough to look its labels up again)."""
+    n = len(record.event_ids)
+    return FrameBatch(
+        data=np.empty((n, 0, 0), np.float32), mask=np.empty((n, 0, 0), bool), event_ids=record.event_ids,
+        source_file=record.source_file, source_index=np.asarray(record.source_index, np.int64),
+        global_index=np.asarray(record.global_index, np.int64),
+    )
+
+
+def _classify(methods: Sequence[Method], batch: FrameBatch, shift: int, read_seconds: float) -> BatchResult:
+    """Every method's results on ``batch``, the methods taking turns from ``methods[shift]``."""
+    n = len(batch)
+    record = BatchResult(
+        event_ids=list(batch.event_ids), source_file=batch.source_file, source_index=batch.source_index.tolist(),
+        global_index=batch.global_index.tolist(), scores={}, hits={}, n_peaks={}, seconds={}, inner_seconds={},
+        read_seconds=read_seconds,
+    )
+    for method in [*methods[shift:], *methods[:shift]]:
+        inner = method.inner_seconds
+        inner_start = 0.0 if inner is None else inner()
+        start = time.perf_counter()
+        result = method.finder.classify(batch.data, batch.mask)
+        record.seconds[method.name] = time.perf_counter() - start
+        if inner is not None:
+            record.inner_seconds[method.name] = inner() - inner_start
+        scores = np.asarray(result.scores, dtype=np.float64).reshape(-1)
+        hits = np.asarray(result.hits, dtype=bool).reshape(-1)
+        if scores.size != n or hits.size != n or (result.peaks is not None and len(result.peaks) != n):
+            raise ValueError(f"method {method.name!r} returned results for {scores.size} frames, not {n}")
+        record.scores[method.name] = scores.tolist()
+        record.hits[method.name] = hits.tolist()
+        record.n_peaks[method.name] = [0] * n if result.peaks is None else [p.num_peaks for p in result.peaks]
+    return record
+
+
+def comparison_identity(
+    source: FrameSource, methods: Sequence[Method], labels: FrameLabels | None, batch_size: int, n_frames: int
+) -> dict[str, Any]:
+    """What a resumed comparison must share with the one it continues (see :class:`CommittedBatches`)."""
+    return {
+        "inputs": source.input_paths,
+        "n_frames": n_frames,
+        "batch_size": batch_size,
+        "labels": None if labels is None else labels.description,
+        "methods": [{"name": m.name, "description": m.description, "settings": m.settings} for m in methods],
+    }
 
 
 def run_comparison(
@@ -128,6 +175,8 @@ def run_comparison(
     batch_size: int = 64,
     max_frames: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    restart: bool = False,
 ) -> ComparisonResult:
     """Classify every frame of ``source`` with every method.
 
@@ -139,9 +188,14 @@ def run_comparison(
             process per batch).
         max_frames: compare only the first this many frames.
         progress: called with ``(frames done, total frames)`` after each batch.
+        state_dir: commit every batch's results to this folder (see
+            :class:`~sfx_cnnhit.comparisons.resume.CommittedBatches`) and continue after the batches
+            it already holds; None: keep them in memory only.
+        restart: discard a ``state_dir`` that holds another comparison instead of refusing it.
 
     Raises:
         ConfigError: no methods, or two with the same name.
+        OutputError: ``state_dir`` holds another comparison (without ``restart``) or cannot be written.
     """
     names = [m.name for m in methods]
     if not names:
@@ -151,56 +205,49 @@ def run_comparison(
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"compare: max_frames must be >= 1, got {max_frames}")
     total = source.n_frames if max_frames is None else min(source.n_frames, max_frames)
-    cols = _Columns(names)
-    seconds = dict.fromkeys(names, 0.0)
-    inner_start = {m.name: m.inner_seconds() for m in methods if m.inner_seconds is not None}
-    read_seconds, done = 0.0, 0
-    batches = source.batches(batch_size, stop=total)
+    store = None
+    if state_dir is not None:
+        identity = comparison_identity(source, methods, labels, batch_size, total)
+        store = CommittedBatches(state_dir, identity, restart=restart)
+    records = [] if store is None else list(store.batches)
+    labelled = [_labels_of(labels, _frames_of(record)) for record in records]  # labels see every frame
+    done = sum(len(record.event_ids) for record in records)
+    if progress is not None and done:
+        progress(done, total)
     tick = time.perf_counter()
-    for k, batch in enumerate(batches):
-        read_seconds += time.perf_counter() - tick
-        n = len(batch)
-        raw, true_hit = labels.for_batch(batch) if labels is not None else ([""] * n, np.full(n, UNKNOWN, np.int8))
-        shift = k % len(methods)
-        for method in [*methods[shift:], *methods[:shift]]:
-            start = time.perf_counter()
-            result = method.finder.classify(batch.data, batch.mask)
-            seconds[method.name] += time.perf_counter() - start
-            scores = np.asarray(result.scores, dtype=np.float64).reshape(-1)
-            hits = np.asarray(result.hits, dtype=bool).reshape(-1)
-            if scores.size != n or hits.size != n or (result.peaks is not None and len(result.peaks) != n):
-                raise ValueError(f"method {method.name!r} returned results for {scores.size} frames, not {n}")
-            n_peaks = [0] * n if result.peaks is None else [p.num_peaks for p in result.peaks]
-            cols.per_method["scores"][method.name].append(scores)
-            cols.per_method["hits"][method.name].append(hits)
-            cols.per_method["n_peaks"][method.name].append(np.asarray(n_peaks, np.int64))
-        cols.meta["event_ids"].extend(batch.event_ids)
-        cols.meta["source_files"].extend([batch.source_file] * n)
-        cols.meta["label"].extend(raw)
-        cols.arrays["source_index"].append(batch.source_index)
-        cols.arrays["global_index"].append(batch.global_index)
-        cols.arrays["true_hit"].append(true_hit)
-        done += n
+    for batch in source.batches(batch_size, start=done, stop=total):
+        read_seconds = time.perf_counter() - tick
+        labelled.append(_labels_of(labels, batch))
+        record = _classify(methods, batch, len(records) % len(methods), read_seconds)
+        if store is not None:
+            store.commit(record)
+        records.append(record)
+        done += len(batch)
         if progress is not None:
             progress(done, total)
         tick = time.perf_counter()
-    per = cols.per_method
     return ComparisonResult(
         methods=list(methods),
-        event_ids=cols.meta["event_ids"],
-        source_files=cols.meta["source_files"],
-        source_index=cols.join(cols.arrays["source_index"], np.int64),
-        global_index=cols.join(cols.arrays["global_index"], np.int64),
-        label=cols.meta["label"],
-        true_hit=cols.join(cols.arrays["true_hit"], np.int8),
-        scores={n: cols.join(per["scores"][n], np.float64) for n in names},
-        hits={n: cols.join(per["hits"][n], np.bool_) for n in names},
-        n_peaks={n: cols.join(per["n_peaks"][n], np.int64) for n in names},
-        seconds=seconds,
+        event_ids=[e for record in records for e in record.event_ids],
+        source_files=[record.source_file for record in records for _ in record.event_ids],
+        source_index=_join([record.source_index for record in records], np.int64),
+        global_index=_join([record.global_index for record in records], np.int64),
+        label=[text for raw, _ in labelled for text in raw],
+        true_hit=_join([true_hit for _, true_hit in labelled], np.int8),
+        scores={n: _join([record.scores[n] for record in records], np.float64) for n in names},
+        hits={n: _join([record.hits[n] for record in records], np.bool_) for n in names},
+        n_peaks={n: _join([record.n_peaks[n] for record in records], np.int64) for n in names},
+        seconds={n: sum(record.seconds[n] for record in records) for n in names},
         inner_seconds={
-            m.name: m.inner_seconds() - inner_start[m.name] for m in methods if m.inner_seconds is not None
+            m.name: sum(record.inner_seconds[m.name] for record in records)
+            for m in methods if m.inner_seconds is not None
         },
-        read_seconds=read_seconds,
+        read_seconds=sum(record.read_seconds for record in records),
         inputs=source.input_paths,
         labels=labels,
     )
+
+
+def _join(parts: Sequence[Sequence[Any] | NDArray[Any]], dtype: type) -> NDArray[Any]:
+    """Per-batch values as one ``(n,)`` array of ``dtype``."""
+    return np.concatenate([np.asarray(p, dtype) for p in parts]) if parts else np.zeros(0, dtype)

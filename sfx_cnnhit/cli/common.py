@@ -27,6 +27,11 @@ class _State:
 STATE = _State()
 
 
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that are not UTF-8 shown as ``\\xff`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def handle_errors(func: F) -> F:
     """Turn a :class:`SfxCnnHitError` into one line on stderr and exit code 2 (traceback with --debug)."""
 
@@ -37,7 +42,7 @@ def handle_errors(func: F) -> F:
         except SfxCnnHitError as err:
             if STATE.debug:
                 raise
-            print(f"sfx-cnnhit: error: {err}", file=sys.stderr)
+            print(f"sfx-cnnhit: error: {printable(str(err))}", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("sfx-cnnhit: interrupted; outputs written so far are kept (re-run to resume)", file=sys.stderr)

@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
             run_comparison,
             write_comparison,
         )
-        from sfx_cnnhit.comparisons.report import check_outdir
+        from sfx_cnnhit.comparisons.report import STATE_DIR, check_outdir
 
         check_outdir(output, overwrite=overwrite)
         source = read.open(inputs)
@@ -144,7 +144,8 @@ def register(app: typer.Typer) -> None:
         truth = load_labels(labels) if labels else None
         with frame_progress("compare") as update:
             result = run_comparison(
-                source, methods, labels=truth, batch_size=batch_size, max_frames=max_frames, progress=update
+                source, methods, labels=truth, batch_size=batch_size, max_frames=max_frames, progress=update,
+                state_dir=Path(output) / STATE_DIR, restart=overwrite,
             )
         command = shlex.join(["sfx-cnnhit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "sfx-cnnhit" else ""
         context = RunContext(command=command, warnings=warnings, n_frames_available=source.n_frames)

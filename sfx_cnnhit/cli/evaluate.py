@@ -10,7 +10,8 @@ import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
 from sfx_cnnhit.cli.inputs import HotPixelMap, LabelledGeometry
-from sfx_cnnhit.io.atomic import write_text_atomic
+from sfx_cnnhit.io.atomic import check_output_path, make_output_folder, write_text_atomic
+from sfx_cnnhit.io.hdf5 import open_hdf5
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +40,12 @@ def register(app: typer.Typer) -> None:
         from sfx_cnnhit.models.fit import evaluate_files
         from sfx_cnnhit.models.metrics import format_table5, plot_curves
 
+        for path in data:  # one line for a file HDF5 cannot open (the label reader would raise OSError)
+            open_hdf5(path).close()
+        if json_out is not None:  # refused before the evaluation, not after it
+            check_output_path(json_out, protect=data)
+        if plots is not None:
+            make_output_folder(plots)
         summary, p_hit, is_hit, spec = evaluate_files(
             [str(p) for p in data],
             model=model,
@@ -74,7 +81,6 @@ def register(app: typer.Typer) -> None:
                 f"misses, data reduction {choice['data_reduction']:.1f}x"
             )
         if plots is not None:
-            plots.mkdir(parents=True, exist_ok=True)
             summary["plots"] = str(plot_curves(is_hit, p_hit, plots / "roc_pr.png", title=spec.name))
             console.print(f"ROC/PR curves: {summary['plots']}")
         if json_out is not None:

@@ -11,7 +11,7 @@ import typer
 from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import BatchSize, Device, InputOptions, Inputs, with_option_groups
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.io.atomic import write_text_atomic
+from sfx_cnnhit.io.atomic import check_output_path, make_output_folder, write_text_atomic
 
 
 def parse_frames(text: str | None) -> list[int] | None:
@@ -89,10 +89,12 @@ def register(app: typer.Typer) -> None:
         from sfx_cnnhit.models.training import resolve_device
 
         source = read.open(inputs)
+        if json_out is not None:  # refused before the work, not after it
+            check_output_path(json_out, protect=source.input_paths)
         chosen = select_frames(source, parse_frames(frames), n_frames)
         net, spec = load_model(model, device=resolve_device(device))
         if figures is not None:
-            figures.mkdir(parents=True, exist_ok=True)
+            make_output_folder(figures)
         truth_paths = {"truth_path": truth, "labels_path": labels}
         settings = ExplainSettings(
             **{key: value for key, value in truth_paths.items() if value is not None},

@@ -27,7 +27,11 @@ from sfx_cnnhit.io.sources import FrameSource, open_frames
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-Inputs = Annotated[list[Path], typer.Argument(help="CXI/HDF5 files, CBF/SMV/EDF/TIFF images or .lst lists.")]
+Inputs = Annotated[
+    list[Path],
+    # readable=False: the readers name an unreadable file in one line, click would print a usage box
+    typer.Argument(help="CXI/HDF5 files, CBF/SMV/EDF/TIFF images or .lst lists.", readable=False),
+]
 OutDir = Annotated[Path, typer.Option("--output", "-o", help="Output folder (created if missing).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Frames per batch (bounds memory).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a completed run in the output folder.")]

@@ -65,7 +65,9 @@ def register(app: typer.Typer) -> None:
         workdir: Annotated[
             Path | None, typer.Option("--workdir", help="Folder of last.pt/best.pt (default OUTPUT.work).")
         ] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue from WORKDIR/last.pt.")] = False,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue from WORKDIR/last.pt if there is one (else start).")
+        ] = False,
         init: Annotated[
             Path | None, typer.Option("--init", help="Start from this checkpoint's weights (fine-tuning).")
         ] = None,

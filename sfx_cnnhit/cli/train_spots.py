@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
         hot_pixels: Annotated[
             int, typer.Option("--hot-pixels", min=0, help="Most one-bin spikes per crop (labelled no spot).")
         ] = 4,
+        spike_max_sigma: Annotated[
+            float,
+            typer.Option("--spike-max-sigma", min=3.01, help="Brightest spike (noise sigmas)."),
+        ] = 300.0,
         augment: Annotated[
             bool, typer.Option("--augment/--no-augment", help="Perturb raw frames (gain, noise, masks, hot pixels).")
         ] = True,
@@ -66,7 +70,8 @@ def register(app: typer.Typer) -> None:
 
         widths = None if channels is None else parse_channels(channels)
         config = SpotTrainConfig(
-            steps=steps, batch_size=batch_size, crop=crop, lr=lr, hot_pixels=hot_pixels, augment=augment, seed=seed
+            steps=steps, batch_size=batch_size, crop=crop, lr=lr, hot_pixels=hot_pixels,
+            spike_max_sigma=spike_max_sigma, augment=augment, seed=seed
         )
         path, metrics = fit_spotnet(
             output,

@@ -57,6 +57,22 @@ def check_output_path(path: str | os.PathLike[str], protect: Iterable[str | os.P
     return path
 
 
+def make_output_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the output folder ``path`` (and its parents) unless it exists.
+
+    Raises:
+        OutputError: if it is a file (an input, say) or cannot be created.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file, not an output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot create the output folder ({err.strerror or err})") from None
+    return path
+
+
 def finalize(path: str | os.PathLike[str]) -> Path:
     """Rename ``<path>.inprogress`` to ``path`` (atomically, replacing an older output)."""
     path = Path(path)
@@ -75,6 +91,19 @@ def atomic_output(path: str | os.PathLike[str], *, protect: Iterable[str | os.Pa
         tmp.unlink(missing_ok=True)
         raise
     finalize(path)
+
+
+@contextmanager
+def write_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an :class:`OSError` inside the block (full disk, quota, file-size limit, no permission) into
+    a one-line :class:`OutputError` naming ``path`` and saying that the same command resumes."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(
+            f"{path}: cannot write the output ({err.strerror or err}); make room and run the same command "
+            "again: it resumes after the last committed batch"
+        ) from None
 
 
 def write_text_atomic(

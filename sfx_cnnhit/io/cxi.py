@@ -10,7 +10,8 @@ plain file I/O at the commit, so a full disk is a clean error. A process killed 
 (SIGKILL, OOM, a batch-queue limit) leaves at most one unfinished ``.tmp`` segment, which a resumed
 writer deletes; no committed byte is ever rewritten.
 :meth:`CXIWriter.finalize` joins the segments into ``<name>`` (written inside the folder, renamed
-into place, then the folder is removed; a kill during the join is resumed by joining again).
+into place, then the folder is removed; a kill during the join is resumed by joining again, and a
+full disk during the join is a clean error that leaves the segments for the next try).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from sfx_cnnhit.errors import InputError, OutputError
-from sfx_cnnhit.io.atomic import check_output_path, inprogress_path, write_text_atomic
+from sfx_cnnhit.io.atomic import check_output_path, inprogress_path, write_errors, write_text_atomic
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import PeakList
 
@@ -90,6 +91,63 @@ def _compression_args(compression: str | None) -> dict[str, Any]:
     if compression == "zstd":
         return dict(hdf5plugin.Zstd(clevel=3))
     raise OutputError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+
+
+class _DeferredWriteErrors:
+    """A file for h5py's ``fileobj`` driver whose failed writes do not fail HDF5.
+
+    HDF5 cannot recover from a write error while it flushes or closes a file (the process may die
+    by SIGSEGV), so a write that fails (full disk, quota, file-size limit) is remembered in
+    :attr:`error` and it and every later write are skipped; the caller stops, lets HDF5 close
+    normally and raises :attr:`error`. Writes go through ``os.pwrite`` (all bytes or an error).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._pos = 0
+        self.error: OSError | None = None
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: os.fstat(self._fd).st_size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        data = os.pread(self._fd, size if size >= 0 else os.fstat(self._fd).st_size - self._pos, self._pos)
+        self._pos += len(data)
+        return data
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while self.error is None and done < len(view):
+            try:
+                done += os.pwrite(self._fd, view[done:], self._pos + done)
+            except OSError as err:
+                self.error = err
+        self._pos += len(view)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        if self.error is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as err:
+                self.error = err
+        return size
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def __enter__(self) -> _DeferredWriteErrors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
 
 
 class CXIWriter:
@@ -458,15 +516,13 @@ class CXIWriter:
             if n or rows:
                 target = self._segment_path(self._segments)
                 tmp = target.with_suffix(".h5.tmp")
-                try:
-                    with tmp.open("wb") as out:
-                        out.write(image)
-                except OSError as err:  # disk full, quota, file size limit: the batch is not committed
-                    tmp.unlink(missing_ok=True)
-                    raise OutputError(
-                        f"{tmp}: cannot write the output ({err.strerror or err}); make room and run the same "
-                        "command again: it resumes after the last committed batch"
-                    ) from None
+                with write_errors(tmp):
+                    try:
+                        with tmp.open("wb") as out:
+                            out.write(image)
+                    except OSError:  # disk full, quota, file size limit: the batch is not committed
+                        tmp.unlink(missing_ok=True)
+                        raise
                 os.replace(tmp, target)
                 self._segments += 1
                 self._committed += n
@@ -476,31 +532,46 @@ class CXIWriter:
             raise OutputError(f"{self.tmp_path}: cannot record the progress ({err})") from None
 
     def finalize(self) -> Path:
-        """Commit, join the segments into ``path`` and remove ``<path>.inprogress``; returns ``path``."""
+        """Commit, join the segments into ``path`` and remove ``<path>.inprogress``; returns ``path``.
+
+        Raises:
+            OutputError: a write failed (full disk, quota, file-size limit); the committed segments stay,
+                and a writer resumed later joins them again.
+        """
         if not self._finalized:
             self.commit(self._state)
             joined = self.tmp_path / JOINED_FILE
-            try:
-                self._join(joined)
-            except OSError as err:
-                joined.unlink(missing_ok=True)
-                raise OutputError(f"{self.path}: cannot write the output ({err})") from None
+            with write_errors(self.path):
+                try:
+                    self._join(joined)
+                except OSError:
+                    joined.unlink(missing_ok=True)
+                    raise
             os.replace(joined, self.path)
             shutil.rmtree(self.tmp_path)
             self._finalized = True
         return self.path
 
     def _join(self, out_path: Path) -> None:
-        """Write every committed segment, in order, into one reduced CXI at ``out_path``."""
-        with h5py.File(out_path, "w") as out:
-            self._file = out
-            try:
-                self._create(self._mask)
-                for k in range(self._segments):
-                    with h5py.File(self._segment_path(k), "r") as segment:
-                        self._append_segment(segment)
-            finally:
-                self._file = None
+        """Write every committed segment, in order, into one reduced CXI at ``out_path``.
+
+        Raises:
+            OSError: a write failed (full disk, quota, file-size limit); the segments are untouched.
+        """
+        with _DeferredWriteErrors(out_path) as sink:
+            with h5py.File(sink, "w", driver="fileobj") as out:
+                self._file = out
+                try:
+                    self._create(self._mask)
+                    for k in range(self._segments):
+                        with h5py.File(self._segment_path(k), "r") as segment:
+                            self._append_segment(segment)
+                        if sink.error is not None:
+                            break
+                finally:
+                    self._file = None
+            if sink.error is not None:
+                raise sink.error
 
     def _append_segment(self, segment: h5py.File) -> None:
         f = self._file

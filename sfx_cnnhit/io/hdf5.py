@@ -43,6 +43,9 @@ _KNOWN_FILTERS = {
     32026: "Blosc2",
 }
 
+#: Smallest frame side (pixels) read as frames.
+MIN_FRAME_PX = 8
+
 DEFAULT_CACHE_BYTES = 64 * 2**20
 MAX_CACHE_BYTES = 512 * 2**20
 
@@ -96,13 +99,12 @@ def check_filters(path: str | os.PathLike[str], dset: h5py.Dataset) -> None:
 
 
 def is_image_like(obj: object) -> bool:
-    """A numeric dataset of rank 2-4 whose last two axes are at least 8 pixels."""
+    """A numeric dataset of rank 2-4 whose last two axes are at least ``MIN_FRAME_PX`` pixels."""
     return (
         isinstance(obj, h5py.Dataset)
         and obj.dtype.kind in "iuf"
         and 2 <= obj.ndim <= 4
-        and obj.shape[-1] >= 8
-        and obj.shape[-2] >= 8
+        and min(obj.shape[-2:]) >= MIN_FRAME_PX
     )
 
 
@@ -118,6 +120,68 @@ def image_like_datasets(f: h5py.File) -> list[str]:
 
     f.visititems_links(lambda name, link: visit(name, f.get(name)) if not isinstance(link, h5py.ExternalLink) else None)
     return found
+
+
+def _linked_file(f: h5py.File, name: str, prefix_variable: str) -> Path | None:
+    """Where HDF5 finds the file ``name`` that ``f`` links to: as given (absolute, or relative to the
+    working directory), under a folder of ``$prefix_variable`` (``HDF5_EXT_PREFIX``, ``HDF5_VDS_PREFIX``)
+    or beside ``f``; None if in none of these places."""
+    prefixes = [p for p in os.environ.get(prefix_variable, "").split(":") if p]
+    for candidate in (Path(name), *(Path(p) / name for p in prefixes), Path(f.filename).parent / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def broken_link(f: h5py.File, name: str) -> str | None:
+    """Why the link ``name`` cannot be followed (an external link to a missing file or object, a dangling
+    soft link), or None when it can, or ``name`` is no link or does not exist."""
+    try:
+        link = f.get(name, getlink=True)
+    except (KeyError, ValueError, RuntimeError, OSError):  # a group on the way is missing or broken
+        return None
+    if not isinstance(link, h5py.ExternalLink | h5py.SoftLink):
+        return None
+    try:
+        f[name]
+        return None
+    except (KeyError, ValueError, RuntimeError, OSError) as err:
+        cause = _first_line(str(err.args[0] if err.args else err))
+    if isinstance(link, h5py.SoftLink):
+        return f"soft link to {link.path}, which does not exist"
+    target = f"{link.filename}:{link.path}"
+    located = _linked_file(f, link.filename, "HDF5_EXT_PREFIX")
+    if located is None:
+        return f"external link to {target}, whose file does not exist"
+    try:
+        open_hdf5(located, cache_bytes=2**20).close()
+    except InputError as err:
+        return f"external link to {target}, whose file is unusable: {err}"
+    if "doesn't exist" in cause:
+        return f"external link to {target}, which does not exist"
+    return f"external link to {target} cannot be followed ({cause})"
+
+
+def check_virtual_sources(path: str | os.PathLike[str], dset: h5py.Dataset) -> None:
+    """Raise :class:`InputError` if a source of the virtual dataset ``dset`` is missing or unreadable
+    (HDF5 would silently read its frames as the fill value). Sources named by a printf-like pattern
+    (``%b``, for unlimited virtual datasets) are not checked."""
+    if not dset.is_virtual:
+        return
+    where = f"{path}:{dset.name}"
+    for file, name in dict.fromkeys((vs.file_name, vs.dset_name) for vs in dset.virtual_sources()):
+        if "%" in file + name:
+            continue
+        located = Path(dset.file.filename) if file == "." else _linked_file(dset.file, file, "HDF5_VDS_PREFIX")
+        if located is None:
+            raise InputError(f"{where}: virtual dataset source {file} is missing")
+        try:
+            with open_hdf5(located, cache_bytes=2**20) as source:
+                found = isinstance(source.get(name), h5py.Dataset)
+        except InputError as err:
+            raise InputError(f"{where}: virtual dataset source {err}") from None
+        if not found:
+            raise InputError(f"{where}: virtual dataset source {file} has no dataset {name}")
 
 
 def describe_datasets(paths: list[str], f: h5py.File) -> str:

@@ -13,11 +13,12 @@ LIST_SUFFIXES = (".lst", ".txt")
 def read_lst(path: str | os.PathLike[str]) -> list[tuple[str, str | None]]:
     """``(file, event or None)`` for every line of a list; blank lines and ``#`` comments are skipped.
 
-    Relative file names are taken relative to the working directory, else to the list's folder.
+    Relative file names are taken relative to the working directory, else to the list's folder. Names
+    are decoded as the file system does (:func:`os.fsdecode`), so a name that is not UTF-8 still opens.
     """
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = os.fsdecode(p.read_bytes()).splitlines()
     except OSError as err:
         raise InputError(f"{path}: cannot read the list ({err.strerror or err})") from None
     entries = []

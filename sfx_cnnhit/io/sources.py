@@ -26,8 +26,11 @@ from sfx_cnnhit.io.crystfel_geom import HC_EV_M, parse_length, parse_photon_ener
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hdf5 import (
     CXI_DATA_PATHS,
+    MIN_FRAME_PX,
+    broken_link,
     cache_bytes_for,
     check_filters,
+    check_virtual_sources,
     decode_strings,
     describe_datasets,
     filter_names,
@@ -546,7 +549,9 @@ def _open_hdf5_input(path: str, data_path: str | None, geometry: DetectorGeometr
             return _placeholder_input(path, f, data_path)
         if data_path is None:
             data_path = _auto_data_path(path, f)
-        elif data_path not in f or not isinstance(f[data_path], h5py.Dataset):
+        elif broken := broken_link(f, data_path):
+            raise InputError(f"{path}:{data_path}: {broken}")
+        elif not _exists(f, data_path) or not isinstance(f[data_path], h5py.Dataset):
             raise InputError(f"{path}: no dataset {data_path}; {describe_datasets(image_like_datasets(f), f)}")
         dset = f[data_path]
         check_dtype(f"{path}:{data_path}", dset.dtype)
@@ -556,6 +561,7 @@ def _open_hdf5_input(path: str, data_path: str | None, geometry: DetectorGeometr
                 "a 3-D (N, ss, fs) stack or a 4-D (N, modules, ss, fs) stack"
             )
         check_filters(path, dset)
+        check_virtual_sources(path, dset)
         n_total = 1 if dset.ndim == 2 else int(dset.shape[0])
         if n_total == 0:
             raise InputError(f"{path}:{data_path}: empty stack (0 frames)")
@@ -586,6 +592,8 @@ def _exists(f: h5py.File, path: str) -> bool:
 
 def _auto_data_path(path: str, f: h5py.File) -> str:
     for candidate in CXI_DATA_PATHS:
+        if broken := broken_link(f, candidate):
+            raise InputError(f"{path}:{candidate}: {broken}")
         if _exists(f, candidate) and isinstance(f[candidate], h5py.Dataset):
             return candidate  # its dtype and rank are checked by the caller
     found = image_like_datasets(f)
@@ -871,6 +879,10 @@ def open_frames(
     for file, events, listed_in in specs:
         if not Path(file).exists():
             raise InputError(f"{file}: no such file" + (f" (listed in {listed_in})" if listed_in else ""))
+        if Path(file).is_dir():
+            raise InputError(f"{file}: is a folder, not a file")
+        if not os.access(file, os.R_OK):
+            raise InputError(f"{file}: cannot read (permission denied)")
         register_input(file)
         if h5py.is_hdf5(file):
             inp = _open_hdf5_input(file, data_path, geometry)
@@ -889,6 +901,10 @@ def open_frames(
     for inp in opened:
         if inp.kind == "image" and inp.raw_shape == (0, 0):  # header only: same shape as the first image
             inp.raw_shape, inp.dtype = first.raw_shape, first.dtype
+        if min(inp.frame_shape) < MIN_FRAME_PX:
+            where = f"{inp.path}:{inp.data_path}" if inp.data_path else inp.path
+            ss, fs = inp.frame_shape
+            raise InputError(f"{where}: frames of {ss}x{fs} pixels; frames need at least {MIN_FRAME_PX}x{MIN_FRAME_PX}")
         if inp.frame_shape != first.frame_shape:
             raise InputError(
                 f"{inp.path}: frames of shape {inp.frame_shape} differ from {first.path}'s {first.frame_shape}"

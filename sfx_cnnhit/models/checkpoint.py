@@ -115,7 +115,7 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (``<path>.inprogress``, then renamed).
+    """Write a checkpoint atomically (``<path>.inprogress``, fsynced, then renamed).
 
     Args:
         model: the network (its ``state_dict`` is saved on the CPU).
@@ -135,8 +135,10 @@ def save_checkpoint(
     }
     if training is not None:
         payload["training"] = training
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_output(path) as tmp, tmp.open("wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())  # on the disk before the rename: a crash leaves the old file or the new one
     return Path(path)
 
 

@@ -111,6 +111,7 @@ def fit(
         raise ConfigError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
     # None leaves the preset's value, except for augment, where None means no augmentation.
     config = replace(PRESETS[preset], **{k: v for k, v in (overrides or {}).items() if v is not None or k == "augment"})
+    torch.manual_seed(config.seed)  # the initial weights too: the same command trains the same model
     model, spec = create_model(arch, task=task, preprocess=preprocess)
     if init is not None:
         start = load_checkpoint(resolve_model_path(init))

@@ -126,13 +126,16 @@ def roc_curve(is_hit: ArrayLike, scores: ArrayLike) -> dict[str, NDArray[np.floa
 
 
 def pr_curve(is_hit: ArrayLike, scores: ArrayLike) -> dict[str, NDArray[np.float64]]:
-    """Precision-recall: ``{"precision", "recall", "thresholds"}``, one point per distinct score."""
+    """Precision-recall: ``{"precision", "recall", "thresholds"}``, one point per distinct score, after
+    a first point at recall 0 (threshold +inf) with the precision of the highest score, so that the
+    area under the curve counts the recall the first threshold already reaches (ties at the top)."""
     thr, tp, fp = _cumulative_counts(is_hit, scores)
     n_pos = tp[-1] if tp.size else 0.0
+    precision = tp / (tp + fp)
     return {
-        "precision": tp / (tp + fp),
-        "recall": tp / n_pos if n_pos else np.full_like(tp, np.nan),
-        "thresholds": thr,
+        "precision": np.r_[precision[:1], precision],
+        "recall": np.r_[0.0, tp / n_pos if n_pos else np.full_like(tp, np.nan)],
+        "thresholds": np.r_[np.inf, thr],
     }
 
 

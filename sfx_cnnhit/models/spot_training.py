@@ -155,7 +155,10 @@ class SpotTrainConfig:
         lr: peak learning rate (AdamW, one-cycle schedule).
         weight_decay: AdamW weight decay.
         pos_weight: weight of spot pixels in the cross-entropy (spots are rare).
-        hot_pixels: at most this many one-bin spikes (3-300 sigma, log-uniform) added to each crop, labelled no spot.
+        hot_pixels: at most this many one-bin spikes (3 to ``spike_max_sigma`` sigma, log-uniform) added to
+            each crop, labelled no spot.
+        spike_max_sigma: the brightest spike; brighter lone peaks are left to be learned as spots (static hot
+            pixels are masked by the run-level hot-pixel map, :mod:`sfx_cnnhit.io.hotpixels`).
         augment: perturb the raw frames once with :data:`SPOT_AUGMENT` before preprocessing.
         seed: raw-frame augmentation, crop positions, flips and spikes.
     """
@@ -167,12 +170,15 @@ class SpotTrainConfig:
     weight_decay: float = 1e-4
     pos_weight: float = 3.0
     hot_pixels: int = 4
+    spike_max_sigma: float = 300.0
     augment: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.crop < 8 or self.crop % 2:
             raise ConfigError("spot training: steps and batch_size must be >= 1, crop even and >= 8")
+        if not self.spike_max_sigma > 3.0:
+            raise ConfigError(f"spot training: spike_max_sigma must exceed 3, got {self.spike_max_sigma}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,7 +204,7 @@ def _crops(data: SpotSet, config: SpotTrainConfig, gen: torch.Generator) -> tupl
         n_hot = int(torch.randint(0, config.hot_pixels + 1, (1,), generator=gen))
         if n_hot:
             at = torch.randint(0, c, (2, n_hot), generator=gen)
-            z = 3.0 * 100.0 ** torch.rand(n_hot, generator=gen)  # log-uniform, 3-300 sigma
+            z = 3.0 * (config.spike_max_sigma / 3.0) ** torch.rand(n_hot, generator=gen)  # log-uniform
             x = x.clone()
             x[0, at[0], at[1]] = torch.log1p(z)  # the "log" scaling of a z-score
             y = y.clone()
@@ -253,10 +259,13 @@ def frame_features(model: SpotNet, spec: ModelSpec, frames: Iterable[Batch]) -> 
     return torch.cat(features), torch.cat(labels)
 
 
-def fit_count_head(model: SpotNet, features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-3) -> dict[str, Any]:
+def fit_count_head(model: SpotNet, features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-5) -> dict[str, Any]:
     """Fit the linear head on the head inputs ``features`` ``(n, f)`` of frames of class ``labels``
     ``(n,)`` (the spot head frozen), in place: multinomial logistic regression of the classes on
-    ``log(1 + nSpots)`` (and the diffuse contrast), L2 ``l2`` on the weights.
+    ``log(1 + nSpots)`` (and the diffuse contrast), L2 ``l2`` on the weights. The penalty is weak on
+    purpose: the diffuse contrast of a blank frame spans about 0.038-0.047 and a frame with any water
+    starts above it, a boundary only a large weight can draw (``l2 = 1e-3`` put it at 0.24 and called
+    7 of nanoBragg's 40 no-crystal frames blank; ``1e-5``: 0.12 and none; docs/models.md).
 
     Returns the weights and biases, the spot count at P(hit) = 0.5 (hit/miss) and the fit's accuracy.
     """

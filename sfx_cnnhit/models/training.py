@@ -492,7 +492,8 @@ def train(
         config: optimisation settings (default: ``PRESETS["hitnet"]``).
         layout: panel layout of raw frames (None: each slab is one image).
         checkpoint_dir: folder for ``last.pt`` (every epoch, with the training state for resuming)
-            and ``best.pt`` (best validation accuracy, weights and metrics only).
+            and ``best.pt`` (best validation accuracy, weights and metrics only; written after
+            ``last.pt``, and again by a run resumed from it if a kill came in between).
         resume: a ``last.pt`` to continue from (same spec; its epochs count towards ``config.epochs``).
         recipe: training-data recipe stored in the checkpoints.
         progress: show a rich progress bar on stderr.
@@ -516,6 +517,8 @@ def train(
         state = _load_training_state(resume, model, spec, optimizer, scheduler, generator)
         counts, history, start = state["class_counts"], state["history"], state["epoch"] + 1
         best, best_epoch, best_metrics = tuple(state["best"]), state["best_epoch"], state["best_metrics"]
+        if ckpt_dir is not None and best_epoch == state["epoch"]:  # a kill may have come before best.pt
+            _save_best(ckpt_dir, model, spec, recipe, best_epoch, best_metrics)
 
     with progress_bar(progress) as bar:
         for epoch in range(start, config.epochs):
@@ -574,10 +577,6 @@ def train(
             bar.update(task, info=info)
             if score > best:
                 best, best_epoch, best_metrics = score, epoch, metrics
-                if ckpt_dir is not None:
-                    save_checkpoint(
-                        ckpt_dir / "best.pt", model, spec, recipe=recipe, metrics={"epoch": epoch, **metrics}
-                    )
             if ckpt_dir is not None:
                 training = {
                     "epoch": epoch,
@@ -593,12 +592,21 @@ def train(
                     "best_metrics": best_metrics,
                 }
                 save_checkpoint(ckpt_dir / "last.pt", model, spec, recipe=recipe, metrics=metrics, training=training)
+                if best_epoch == epoch:  # after last.pt, which a resumed run uses to write it again
+                    _save_best(ckpt_dir, model, spec, recipe, epoch, metrics)
     return TrainResult(
         history=history,
         best_epoch=best_epoch,
         best_metrics=best_metrics,
         checkpoint=None if ckpt_dir is None else ckpt_dir / "best.pt",
     )
+
+
+def _save_best(
+    ckpt_dir: Path, model: nn.Module, spec: ModelSpec, recipe: dict[str, Any], epoch: int, metrics: dict[str, Any]
+) -> None:
+    """Write ``best.pt``: the weights of ``model`` after ``epoch``, the best so far, and its metrics."""
+    save_checkpoint(ckpt_dir / "best.pt", model, spec, recipe=recipe, metrics={"epoch": epoch, **metrics})
 
 
 def _load_training_state(

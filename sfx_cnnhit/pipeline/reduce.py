@@ -39,12 +39,18 @@ from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError, OutputError
 from sfx_cnnhit.finders.base import HitFinder
-from sfx_cnnhit.io.atomic import finalize, inprogress_path, write_text_atomic
+from sfx_cnnhit.io.atomic import (
+    check_output_path,
+    finalize,
+    inprogress_path,
+    make_output_folder,
+    write_text_atomic,
+)
 from sfx_cnnhit.io.cxi import CXIWriter, write_lst
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.prefetch import prefetched
 from sfx_cnnhit.io.sources import FrameSource
-from sfx_cnnhit.plugins.crystfel import write_recipe
+from sfx_cnnhit.plugins.crystfel import RECIPE_NAME, write_recipe
 from sfx_cnnhit.types import FrameBatch
 
 CXI_NAME = "hits.cxi"
@@ -215,15 +221,17 @@ def reduce_run(
 
     Raises:
         OutputError: if ``outdir`` holds a completed run (without ``overwrite``) or a partial run with
-            other settings.
+            other settings, cannot be created, or an output would replace an input (checked before any
+            frame is read).
         ConfigError: if ``rank`` is not in ``0 .. n_ranks - 1``.
     """
     if not 0 <= rank < n_ranks:
         raise ConfigError(f"rank must lie in 0 .. n_ranks - 1, got rank {rank} of {n_ranks}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = make_output_folder(outdir)
     names = tuple(e.dataset for e in explainers)
     paths = output_paths(outdir, names)
+    for path in [*paths.values(), outdir / RECIPE_NAME]:  # refuse now an input the run would end by replacing
+        check_output_path(path, protect=source.input_paths)
     run_settings = {
         "method": method,
         "inputs": [str(Path(p).resolve()) for p in source.input_paths],

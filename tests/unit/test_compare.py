@@ -23,7 +23,7 @@ from sfx_cnnhit.comparisons import (
 )
 from sfx_cnnhit.comparisons import methods as methods_module
 from sfx_cnnhit.comparisons.runner import Method
-from sfx_cnnhit.errors import ConfigError, InputError
+from sfx_cnnhit.errors import ConfigError, InputError, OutputError
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import Peakfinder8Params
 from sfx_cnnhit.finders.dials import dials_available
@@ -245,6 +245,53 @@ def test_run_comparison_rejects_duplicate_names(run_file):
     finder = _peakfinder8()
     with pytest.raises(ConfigError, match="differ"):
         run_comparison(open_frames([run_file]), [Method("a", finder), Method("a", finder)])
+
+
+class StopsAfter(FakeFinder):
+    """A :class:`FakeFinder` whose ``classify`` raises on its ``calls``-th call (a run that dies there)."""
+
+    def __init__(self, frames: np.ndarray, hits: list[bool], calls: int) -> None:
+        super().__init__(frames, hits)
+        self.calls = calls
+
+    def classify(self, frames, masks=None):
+        self.calls -= 1
+        if self.calls == 0:
+            raise KeyboardInterrupt
+        return super().classify(frames, masks)
+
+
+def test_run_comparison_resumes_after_its_committed_batches(tmp_path, run_file, frames):
+    source, state = open_frames([run_file]), tmp_path / "state"
+
+    def compare(finder, **kwargs):
+        methods = [Method("peakfinder8", _peakfinder8()), Method("fake", finder, settings={"n": 1})]
+        return run_comparison(source, methods, batch_size=2, **kwargs)
+
+    whole = compare(FakeFinder(frames, FAKE_HITS), labels=load_labels("/truth/label"))
+    with pytest.raises(KeyboardInterrupt):  # dies in the 4th batch: 3 committed
+        compare(StopsAfter(frames, FAKE_HITS, calls=4), labels=load_labels("/truth/label"), state_dir=state)
+    assert sorted(p.name for p in state.iterdir()) == ["batch_000000.json", "batch_000001.json",
+                                                       "batch_000002.json", "state.json"]
+    calls, labels = [], load_labels("/truth/label")
+    resumed = compare(StopsAfter(frames, FAKE_HITS, calls=4), labels=labels, state_dir=state,
+                      progress=lambda done, total: calls.append(done))
+    assert calls == [6, 8, 10, 12]  # the committed 6 frames are not classified again (3 calls here)
+    for name in ("event_ids", "source_files", "label"):
+        assert getattr(resumed, name) == getattr(whole, name)
+    for name in ("source_index", "global_index", "true_hit"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
+    for name in ("scores", "hits", "n_peaks"):
+        for method in ("peakfinder8", "fake"):
+            np.testing.assert_array_equal(getattr(resumed, name)[method], getattr(whole, name)[method])
+    assert all(resumed.seconds[m] > 0 for m in ("peakfinder8", "fake"))
+    assert labels.notes() == whole.labels.notes()  # the labels saw the committed frames too
+
+    with pytest.raises(OutputError, match="other inputs or settings"):
+        run_comparison(source, [Method("peakfinder8", _peakfinder8())], batch_size=2, state_dir=state)
+    fresh = run_comparison(source, [Method("peakfinder8", _peakfinder8())], batch_size=2, state_dir=state,
+                           restart=True)
+    assert fresh.n_frames == len(N_SPOTS) and len(list(state.glob("batch_*.json"))) == 6
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -81,8 +81,14 @@ def test_roc_and_pr_by_hand() -> None:
     assert roc["thresholds"].tolist() == [math.inf, 0.9, 0.8, 0.7, 0.1]
     assert auc(roc["fpr"], roc["tpr"]) == pytest.approx(0.75)
     pr = pr_curve(is_hit, scores)
-    assert pr["precision"].tolist() == pytest.approx([1.0, 0.5, 2 / 3, 0.5])
-    assert pr["recall"].tolist() == [0.5, 0.5, 1.0, 1.0]
+    assert pr["precision"].tolist() == pytest.approx([1.0, 1.0, 0.5, 2 / 3, 0.5])
+    assert pr["recall"].tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
+
+
+def test_pr_area_counts_hits_tied_at_the_top() -> None:
+    """A perfect ranking whose hits share one score (P(hit) saturated at 1) has PR area 1, not 1 - recall."""
+    pr = pr_curve([1, 1, 1, 0, 0], [1.0, 1.0, 1.0, 0.2, 0.1])
+    assert auc(pr["recall"], pr["precision"]) == pytest.approx(1.0)
 
 
 def test_roc_groups_tied_scores() -> None:

@@ -133,6 +133,20 @@ def test_resume_continues_exactly(tmp_path) -> None:
         train(other, other_spec, data, config=config, resume=tmp_path / "last.pt", progress=False)
 
 
+def test_resume_writes_best_again_when_killed_between_last_and_best(tmp_path) -> None:
+    frames, labels = spot_frames(32, size=32)
+    data = ArrayBatches(frames, labels, batch_size=16, seed=2)
+    config = replace(FAST, epochs=1)  # without validation every epoch is the best so far
+    model, spec = create_model("hitnet_test")
+    train(model, spec, data, config=config, checkpoint_dir=tmp_path, progress=False)
+    (tmp_path / "best.pt").unlink()  # the kill came after last.pt, before best.pt
+    resumed, _ = create_model("hitnet_test")
+    train(resumed, spec, data, config=config, checkpoint_dir=tmp_path, resume=tmp_path / "last.pt", progress=False)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best.metrics["epoch"] == 0 and best.training is None
+    assert all(torch.equal(best.state_dict[key], value) for key, value in model.state_dict().items())
+
+
 def test_preprocessed_batches_and_predictions() -> None:
     torch.manual_seed(0)
     model, spec = create_model("hitnet_test")
