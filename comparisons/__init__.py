@@ -14,8 +14,10 @@ and its decisions are compared with labels and with the other methods::
     write_comparison(result, "compare_out", source=source)
 
 Modules: labels come from :mod:`sfx_cnnhit.io.labels`; :mod:`.runner` (running and timing), :mod:`.methods`
-(building the methods), :mod:`.metrics` (figures), :mod:`.gallery` (disagreement gallery),
-:mod:`.report` (CSV, JSON and Markdown outputs).
+(building the methods), :mod:`.plan` (given, gain-aware default or tuned settings), :mod:`.contest` and
+:mod:`.grids` (tuning on validation frames), :mod:`.pedestal` (pedestal estimate), :mod:`.metrics`
+(figures), :mod:`.curves` (ROC/PR), :mod:`.gallery` (disagreement gallery), :mod:`.report` (CSV, JSON
+and Markdown outputs).
 """
 
 from sfx_cnnhit.io.labels import CsvLabels, DatasetLabels, FrameLabels, load_labels

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sfx_cnnhit.errors import ConfigError, NotAvailableError
-from sfx_cnnhit.finders.base import HitRule, create_finder
+from sfx_cnnhit.finders.base import HitFinder, HitRule, create_finder
 from sfx_cnnhit.finders.dials import INSTALL_HINT, DialsSpotFinder, dials_available, dials_python
 from sfx_cnnhit.finders.dispersion import DEFAULT_HIT_RULE, DialsParams, DispersionSpotFinder, dials_preset
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.geometry import DetectorGeometry
 
+from .pedestal import PedestalSubtracted
 from .runner import Method
 
 CNN_MODULE = "sfx_cnnhit.finders.cnn"
@@ -49,6 +50,10 @@ class MethodChoice:
         cnn_peakfinder: localises the peaks of the CNN's hits (default: ``peakfinder8``).
         optional: the choice is the default "everything available": methods that cannot be built
             (DIALS, the CNN) are left out with a warning instead of an error.
+        adu_per_photon: the detector's gain, for the pedestal estimate.
+        peakfinder8_pedestal, dials_pedestal: those methods see each frame minus its pedestal
+            estimate (:mod:`sfx_cnnhit.comparisons.pedestal`).
+        origins: per method name, where its settings come from (:attr:`Method.origin`).
     """
 
     dials: bool = False
@@ -59,6 +64,10 @@ class MethodChoice:
     dials_rule: HitRule = DEFAULT_HIT_RULE
     cnn_peakfinder: Peakfinder8Finder | None = None
     optional: bool = False
+    adu_per_photon: float = 1.0
+    peakfinder8_pedestal: bool = False
+    dials_pedestal: bool = False
+    origins: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _parse_value(text: str) -> Any:
@@ -78,25 +87,42 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def parse_dials_overrides(overrides: Mapping[str, str] | None) -> dict[str, Any]:
+    """``--dials-param`` values (text) as DIALS parameter values (checked against a :class:`DialsParams`).
+
+    Raises:
+        ConfigError: unknown parameter or invalid value.
+    """
+    values = {k: _parse_value(v) for k, v in (overrides or {}).items()}
+    try:
+        DialsParams().with_overrides(**values)
+    except TypeError as err:
+        raise ConfigError(f"invalid DIALS parameter value ({err})") from None
+    return values
+
+
 def dials_settings(
-    preset: str | None = None, min_spots: int | None = None, overrides: Mapping[str, str] | None = None
+    preset: str | None = None,
+    min_spots: int | None = None,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    base: tuple[DialsParams, HitRule] | None = None,
 ) -> tuple[DialsParams, HitRule]:
-    """DIALS parameters and hit rule: DIALS's defaults (or a preset) < ``overrides`` < ``min_spots``.
+    """DIALS parameters and hit rule: ``base`` (default DIALS's defaults), or a preset < ``overrides`` <
+    ``min_spots``.
 
     Args:
         preset: a name from :data:`sfx_cnnhit.finders.dispersion.PRESETS` (``ke2018_ln83``, ...).
-        min_spots: hit if ``n_spots >= min_spots`` (default: the preset's, else 14).
+        min_spots: hit if ``n_spots >= min_spots`` (default: the preset's or base's, else 14).
         overrides: DIALS parameter names to values as text (``{"gain": "0.5", "kernel_size": "3,3"}``).
+        base: the parameters and rule without a preset (e.g. the gain-aware defaults).
 
     Raises:
         ConfigError: unknown preset or parameter, or an invalid value.
     """
-    params, rule = dials_preset(preset) if preset else (DialsParams(), DEFAULT_HIT_RULE)
+    params, rule = dials_preset(preset) if preset else (base or (DialsParams(), DEFAULT_HIT_RULE))
     if overrides:
-        try:
-            params = params.with_overrides(**{k: _parse_value(v) for k, v in overrides.items()})
-        except TypeError as err:
-            raise ConfigError(f"invalid DIALS parameter value ({err})") from None
+        params = params.with_overrides(**parse_dials_overrides(overrides))
     if min_spots is not None:
         if min_spots < 1:
             raise ConfigError(f"the DIALS hit rule needs min_spots >= 1, got {min_spots}")
@@ -124,32 +150,49 @@ def dials_version(python: str) -> str:
     return lines[-1] if done.returncode == 0 and lines else "unknown"
 
 
+def _with_pedestal(finder: HitFinder, pedestal_gain: float | None) -> tuple[HitFinder, dict[str, Any], str]:
+    """``finder`` seeing frames minus their pedestal estimate (``pedestal_gain``: ADU per photon; None:
+    frames as read), the setting to record and a few words for the description."""
+    if pedestal_gain is None:
+        return finder, {"pedestal": "none"}, ""
+    settings = {"pedestal": "estimate", "adu_per_photon": pedestal_gain}
+    return PedestalSubtracted(finder, pedestal_gain), settings, ", pedestal estimate subtracted"
+
+
 def _dials_like(
-    finder: DispersionSpotFinder | DialsSpotFinder, name: str, what: str, notes: list[str]
+    finder: DispersionSpotFinder | DialsSpotFinder, name: str, what: str, notes: list[str],
+    pedestal_gain: float | None,
 ) -> Method:
     params, rule = finder.params, finder.hit_rule
+    runs, pedestal, words = _with_pedestal(finder, pedestal_gain)
     return Method(
         name=name,
-        finder=finder,
+        finder=runs,
         score_name="n_spots",
-        description=f"{what}, algorithm {params.algorithm}, hit if {describe_rule(rule, 'n_spots')}",
-        settings={"dials": params.as_dict(), "hit_rule": dataclasses.asdict(rule)},
+        description=f"{what}, algorithm {params.algorithm}{words}, hit if {describe_rule(rule, 'n_spots')}",
+        settings={"dials": params.as_dict(), "hit_rule": dataclasses.asdict(rule), **pedestal},
         notes=notes,
     )
 
 
 def dispersion_method(
-    params: DialsParams, rule: HitRule, *, geometry: DetectorGeometry | None = None, notes: list[str] | None = None
+    params: DialsParams, rule: HitRule, *, geometry: DetectorGeometry | None = None, notes: list[str] | None = None,
+    pedestal_gain: float | None = None,
 ) -> Method:
-    """The built-in DIALS-style spot finder (same criteria as DIALS 3.12, no DIALS needed)."""
+    """The built-in DIALS-style spot finder (same criteria as DIALS 3.12, no DIALS needed).
+
+    ``pedestal_gain``: subtract each frame's pedestal estimate for this gain (ADU/photon); None: don't.
+    """
     finder = DispersionSpotFinder(params, geometry=geometry, hit_rule=rule)
-    return _dials_like(finder, "dispersion", "built-in DIALS-style spot finding (numpy)", list(notes or []))
+    return _dials_like(finder, "dispersion", "built-in DIALS-style spot finding (numpy)", list(notes or []),
+                       pedestal_gain)
 
 
 def dials_method(
-    params: DialsParams, rule: HitRule, *, geometry: DetectorGeometry | None = None, frames_per_call: int = 256
+    params: DialsParams, rule: HitRule, *, geometry: DetectorGeometry | None = None, frames_per_call: int = 256,
+    pedestal_gain: float | None = None,
 ) -> Method:
-    """Real DIALS spot finding, run as a subprocess.
+    """Real DIALS spot finding, run as a subprocess (``pedestal_gain`` as in :func:`dispersion_method`).
 
     Raises:
         NotAvailableError: DIALS is not installed.
@@ -164,21 +207,24 @@ def dials_method(
             "DIALS runs in its own Python: its time includes starting one DIALS process per batch of frames "
             "and handing the frames over as .npy files; the time inside DIALS is given separately"
         ],
+        pedestal_gain,
     )
     method.settings["dials_version"] = version
     method.inner_seconds = lambda: finder.seconds_in_dials
     return method
 
 
-def peakfinder8_method(finder: Peakfinder8Finder) -> Method:
-    """Our peakfinder8 (identical to OM's) with its hit rule."""
+def peakfinder8_method(finder: Peakfinder8Finder, pedestal_gain: float | None = None) -> Method:
+    """Our peakfinder8 (identical to OM's) with its hit rule (``pedestal_gain`` as in :func:`dispersion_method`)."""
+    runs, pedestal, words = _with_pedestal(finder, pedestal_gain)
     return Method(
         name="peakfinder8",
-        finder=finder,
+        finder=runs,
         score_name="n_peaks",
-        description=f"peakfinder8 (sfx-cnnhit's, same results as OM 23.8.3), hit if "
+        description=f"peakfinder8 (sfx-cnnhit's, same results as OM 23.8.3){words}, hit if "
         f"{describe_rule(finder.hit_rule, 'n_peaks')}",
-        settings={"peakfinder8": dataclasses.asdict(finder.params), "hit_rule": dataclasses.asdict(finder.hit_rule)},
+        settings={"peakfinder8": dataclasses.asdict(finder.params), "hit_rule": dataclasses.asdict(finder.hit_rule),
+                  **pedestal},
     )
 
 
@@ -227,9 +273,12 @@ def build_methods(choice: MethodChoice, *, geometry: DetectorGeometry | None = N
     methods: list[Method] = []
     warnings: list[str] = []
     fallback: list[str] = []
+    gain = choice.adu_per_photon
+    dials_gain = gain if choice.dials_pedestal else None
     if choice.dials:
         if dials_available():
-            methods.append(dials_method(choice.dials_params, choice.dials_rule, geometry=geometry))
+            methods.append(dials_method(choice.dials_params, choice.dials_rule, geometry=geometry,
+                                        pedestal_gain=dials_gain))
         else:
             message = (
                 f"real DIALS is not available under {dials_python()}: {INSTALL_HINT}. "
@@ -238,9 +287,10 @@ def build_methods(choice: MethodChoice, *, geometry: DetectorGeometry | None = N
             warnings.append(message)
             fallback.append(f"DIALS was asked for but is not installed; {message}")
     if choice.dispersion or fallback:
-        methods.append(dispersion_method(choice.dials_params, choice.dials_rule, geometry=geometry, notes=fallback))
+        methods.append(dispersion_method(choice.dials_params, choice.dials_rule, geometry=geometry, notes=fallback,
+                                         pedestal_gain=dials_gain))
     if choice.peakfinder8 is not None:
-        methods.append(peakfinder8_method(choice.peakfinder8))
+        methods.append(peakfinder8_method(choice.peakfinder8, gain if choice.peakfinder8_pedestal else None))
     if choice.cnn is not None:
         try:
             methods.append(cnn_method(choice.cnn, choice.cnn_peakfinder or choice.peakfinder8))
@@ -250,4 +300,6 @@ def build_methods(choice: MethodChoice, *, geometry: DetectorGeometry | None = N
             warnings.append(f"CNN left out: {err}")
     if not methods:
         raise ConfigError("compare: no method to run")
+    for method in methods:
+        method.origin = dict(choice.origins.get(method.name, {}))
     return methods, warnings

@@ -8,6 +8,7 @@ Outputs in the output folder, each written as ``<name>.inprogress`` and renamed 
 ``compare.json``  ``methods.<name>`` (accuracy, precision, recall, frames/s, confusion counts, ...),
                   ``table5``, ``agreement``, ``per_frame``, inputs, labels, versions, gallery
 ``gallery.png``   frames where the methods disagree (see :mod:`sfx_cnnhit.comparisons.gallery`)
+``curves.png``    ROC and precision-recall curves of every method (with labels of both classes)
 ``report.md``     the same for people: what was run, the seed's Table 5 form, speed, agreement, notes
 ================  ==================================================================================
 
@@ -24,7 +25,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from sfx_cnnhit.errors import OutputError
 from sfx_cnnhit.io.atomic import write_errors, write_text_atomic
 from sfx_cnnhit.io.sources import FrameSource
 
+from .curves import render_curves
 from .gallery import GalleryFrame, render_gallery, select_disagreements
 from .metrics import TABLE5_ROWS, agreement, hit_metrics, nan_to_none
 from .runner import ComparisonResult
@@ -43,6 +45,7 @@ from .runner import ComparisonResult
 CSV_NAME = "compare.csv"
 JSON_NAME = "compare.json"
 GALLERY_NAME = "gallery.png"
+CURVES_NAME = "curves.png"
 REPORT_NAME = "report.md"
 STATE_DIR = "compare.inprogress"
 GENERAL_NOTES = (
@@ -152,8 +155,13 @@ def versions(result: ComparisonResult) -> dict[str, str]:
     return out
 
 
-def summarize(result: ComparisonResult, gallery: Sequence[GalleryFrame] = ()) -> dict[str, Any]:
-    """Everything ``compare.json`` holds (NaN as None)."""
+def summarize(
+    result: ComparisonResult,
+    gallery: Sequence[GalleryFrame] = (),
+    curve_areas: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Everything ``compare.json`` holds (NaN as None); ``curve_areas``: per method ``roc_auc`` and
+    ``average_precision`` (:func:`~.curves.render_curves`)."""
     labelled = result.labelled
     truth = result.true_hit[labelled] == 1
     methods: dict[str, Any] = {}
@@ -168,6 +176,8 @@ def summarize(result: ComparisonResult, gallery: Sequence[GalleryFrame] = ()) ->
             "frames_per_second": result.frames_per_second(m.name),
             **hit_metrics(truth, hits[labelled]),
             "settings": m.settings,
+            "origin": m.origin,
+            **(curve_areas or {}).get(m.name, {}),
             "notes": m.notes,
         }
         if m.name in result.inner_seconds:
@@ -220,8 +230,40 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
-def markdown_report(summary: dict[str, Any], context: RunContext, gallery_file: str | None) -> str:
-    """The report a scientist reads, from :func:`summarize`'s dict."""
+def _origin_lines(methods: Mapping[str, Any], *, labelled: bool) -> list[str]:
+    """The report's table of where each method's settings come from, with tuning and test scores."""
+    if not any(v.get("origin") for v in methods.values()):
+        return []
+    lines = ["", "### Where the settings come from", ""]
+    rows = []
+    for name, v in methods.items():
+        origin = v.get("origin") or {}
+        tuning = origin.get("tuning") or {}
+        rows.append([name, origin.get("kind", "given"), origin.get("detail", ""),
+                     _fmt(tuning.get("accuracy")), _fmt(tuning.get("recall")),
+                     _fmt(v["accuracy"]) if labelled else "-", _fmt(v["recall"]) if labelled else "-"])
+    lines += _table(["method", "settings", "how", "tuning accuracy", "tuning recall", "test accuracy",
+                     "test recall"], rows)
+    chosen = [(name, v["origin"]["tuning"]["chosen"]) for name, v in methods.items()
+              if (v.get("origin") or {}).get("tuning")]
+    if chosen:
+        lines += ["", "Chosen on the tuning frames (thresholds in ADU): " + "; ".join(
+            f"{name}: " + ", ".join(f"{k} {_fmt_value(x)}" for k, x in c.items()) for name, c in chosen)]
+    return lines
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def markdown_report(
+    summary: dict[str, Any], context: RunContext, gallery_file: str | None, curves_file: str | None = None
+) -> str:
+    """The report a scientist reads, from :func:`summarize`'s dict (``curves_file``: the ROC/PR picture)."""
     methods: dict[str, Any] = summary["methods"]
     names = list(methods)
     n = summary["n_frames"]
@@ -247,6 +289,7 @@ def markdown_report(summary: dict[str, Any], context: RunContext, gallery_file: 
     for name, entry in methods.items():
         lines += ["", f"<details><summary>parameters of {name}</summary>", "", "```json",
                   json.dumps(entry["settings"], indent=2), "```", "", "</details>"]
+    lines += _origin_lines(methods, labelled=summary["n_labelled"] > 0)
 
     if summary["n_labelled"]:
         lines += ["", "## Against the labels", ""]
@@ -273,6 +316,14 @@ def markdown_report(summary: dict[str, Any], context: RunContext, gallery_file: 
                 [[f"`{value}`", str(v["n_frames"]), "hit" if v["true_hit"] else "miss",
                   *(_fmt(100 * v["called_hit"][k], ".1f") for k in names)] for value, v in by_label.items()],
             )
+
+    if curves_file:
+        lines += ["", "## ROC and precision-recall curves", "",
+                  f"![ROC and precision-recall curves of every method]({curves_file})", "",
+                  "Each method's score (peak count, spot count or P(hit)) swept over all its values on these frames; "
+                  "the dots are the decisions it made with its settings.", ""]
+        lines += _table(["method", "ROC AUC", "average precision"],
+                        [[k, _fmt(v.get("roc_auc")), _fmt(v.get("average_precision"))] for k, v in methods.items()])
 
     lines += ["", "## Speed", ""]
     speed_rows = []
@@ -319,7 +370,7 @@ def output_paths(outdir: str | os.PathLike[str]) -> dict[str, Path]:
     """Every output of a comparison in ``outdir``, by role."""
     outdir = Path(outdir)
     return {"csv": outdir / CSV_NAME, "json": outdir / JSON_NAME, "gallery": outdir / GALLERY_NAME,
-            "report": outdir / REPORT_NAME}
+            "curves": outdir / CURVES_NAME, "report": outdir / REPORT_NAME}
 
 
 def check_outdir(outdir: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
@@ -373,10 +424,18 @@ def write_comparison(
         drawn = render_gallery(source, result, chosen, paths["gallery"]) if chosen else None
     if drawn is None:
         paths.pop("gallery").unlink(missing_ok=True)  # an earlier run's gallery would not match
-    summary = summarize(result, chosen)
+    truth = result.true_hit[result.labelled]
+    curve_areas = None
+    if truth.size and truth.min() != truth.max():
+        with write_errors(paths["curves"]):
+            curve_areas = render_curves(result, paths["curves"])
+    else:
+        paths.pop("curves").unlink(missing_ok=True)
+    summary = summarize(result, chosen, curve_areas)
     texts = {
         "csv": _csv_text(summary["per_frame"], frame_columns(result)),
-        "report": markdown_report(summary, context, GALLERY_NAME if drawn else None),
+        "report": markdown_report(summary, context, GALLERY_NAME if drawn else None,
+                                  CURVES_NAME if curve_areas else None),
         "json": json.dumps(summary, indent=1) + "\n",  # last: its presence says the comparison is complete
     }
     for role, text in texts.items():

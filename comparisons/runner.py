@@ -45,6 +45,8 @@ class Method:
         notes: caveats for the report (a fallback, what its timing includes).
         inner_seconds: returns the seconds the finder spent in its own computation so far, when
             ``classify`` also pays for something else (process start, hand-over); None otherwise.
+        origin: where the settings come from: ``kind`` (``tuned``, ``defaults`` or ``given``), ``detail``
+            (one line for the report) and, when tuned, ``tuning`` (the validation score).
     """
 
     name: str
@@ -54,6 +56,7 @@ class Method:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     inner_seconds: Callable[[], float] | None = None
+    origin: dict[str, Any] = field(default_factory=dict)
 
     @property
     def heatmaps(self) -> HeatMaps | None:

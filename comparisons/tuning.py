@@ -1,11 +1,14 @@
 """peakfinder8 at its best: its settings tuned on the very frames it is scored on (an upper bound).
 
+(``sfx-cnnhit compare --tune`` is the fair version: tuned on validation frames, scored on others.)
+
 The CNN's model card compares the shipped model with peakfinder8 on the same test frames. To make
 that comparison fair to the classical method, peakfinder8 gets every advantage: a grid of ADC
 thresholds, SNR limits and minimum peak sizes is run over the labelled frames, and for each the
 minimum number of peaks that makes a hit (``min_peaks``, OM's ``min_num_peaks_for_hit``) is chosen
 to maximise hit/miss accuracy on those same frames. The best cell is reported with its settings.
-The frames are read once; every grid cell runs our peakfinder8, which is exact to OM's compiled one.
+The frames are streamed once in batches (:func:`~.contest.collect_scores`); every grid cell runs our
+peakfinder8, which is exact to OM's compiled one.
 Each file is read with the geometry beside it (``X.geom``, as ``simulate`` writes it: ASIC layout,
 beam centre, gain); settings tuned on one detector are scored on another with the ADC threshold
 moved to that detector's gain, so that it stands for the same number of photons.
@@ -16,7 +19,6 @@ moved to that detector's gain, so that it stands for the same number of photons.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -34,6 +36,8 @@ from sfx_cnnhit.io.geometry import median_adu_per_photon
 from sfx_cnnhit.io.labels import load_labels
 from sfx_cnnhit.io.sources import FrameSource, open_frames
 
+from .contest import Collected, Grid, collect_scores
+from .grids import peakfinder8_grid
 from .metrics import hit_metrics
 
 #: The default grid (ADU for 1 ADU per photon, as simulated frames are).
@@ -74,36 +78,21 @@ def best_min_peaks(n_peaks: NDArray[np.integer], is_hit: NDArray[np.bool_]) -> t
     return int(candidates[i]), float(accuracy[i])
 
 
-def labelled_frames(
-    source: FrameSource, label_spec: str, max_frames: int | None = None
-) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_]]:
-    """Frames ``(n, ss, fs)``, masks and hit/miss truth ``(n,)`` of the labelled frames of ``source``."""
-    labels = load_labels(label_spec)
-    frames, masks, truth = [], [], []
-    stop = source.n_frames if max_frames is None else min(max_frames, source.n_frames)
-    for batch in source.batches(64, stop=stop):
-        _ids, values = labels.for_batch(batch)
-        frames.append(batch.data)
-        masks.append(batch.mask)
-        truth.append(values)
-    if not frames:
-        raise InputError("peakfinder8 tuning: no frames")
-    data, mask, y = np.concatenate(frames), np.concatenate(masks), np.concatenate(truth)
-    keep = y >= 0
-    if not keep.any():
-        raise InputError(f"peakfinder8 tuning: no labelled frames ({label_spec})")
-    return data[keep], mask[keep], y[keep].astype(bool)
-
-
-def count_peaks(
-    source: FrameSource, params: Peakfinder8Params, data: NDArray[np.float32], mask: NDArray[np.bool_]
-) -> NDArray[np.int64]:
-    """peakfinder8's number of peaks on each frame (the source's geometry, else the beam at the centre)."""
+def _grid(source: FrameSource, base: Peakfinder8Params, grid: dict[str, Sequence[float]]) -> Grid:
+    """peakfinder8's cells on the source's detector (its geometry, else the beam at the slab centre), frames as read."""
     if source.geometry is not None:
-        finder = Peakfinder8Finder.from_geometry(source.geometry, params)
+        finder = Peakfinder8Finder.from_geometry(source.geometry, base)
     else:
-        finder = Peakfinder8Finder.from_beam_center(data.shape[1:], params)
-    return np.array([finder.find_peaks_masked(f, m).num_peaks for f, m in zip(data, mask, strict=True)])
+        finder = Peakfinder8Finder.from_beam_center(source.frame_shape, base)
+    return peakfinder8_grid(finder, 1.0, grid={"pedestal": ("none",), **grid})
+
+
+def _collect(source: FrameSource, label_spec: str, grid: Grid, max_frames: int | None) -> Collected:
+    """Peak counts of every cell on the labelled frames, streamed batch by batch."""
+    try:
+        return collect_scores(source, load_labels(label_spec), [grid], max_frames=max_frames)
+    except InputError as err:
+        raise InputError(f"peakfinder8 {err}") from None
 
 
 def score_peakfinder8(
@@ -111,8 +100,8 @@ def score_peakfinder8(
 ) -> dict[str, Any]:
     """:func:`~sfx_cnnhit.comparisons.metrics.hit_metrics` of peakfinder8 with fixed settings (hit if at
     least ``min_peaks`` peaks) on ``source``'s labelled frames: tuned elsewhere, scored here."""
-    data, mask, is_hit = labelled_frames(source, label_spec, max_frames)
-    return hit_metrics(is_hit, count_peaks(source, params, data, mask) >= min_peaks)
+    got = _collect(source, label_spec, _grid(source, params, {}), max_frames)
+    return hit_metrics(got.truth, got.scores["peakfinder8"][0] >= min_peaks)
 
 
 def tune_peakfinder8(
@@ -124,7 +113,8 @@ def tune_peakfinder8(
     max_frames: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TuningResult:
-    """Grid-search peakfinder8 on ``source``'s labelled frames (see the module docstring).
+    """Grid-search peakfinder8 on ``source``'s labelled frames (see the module docstring), streamed in
+    batches: memory holds one batch of frames and the peak counts.
 
     Args:
         source: frames with hit/miss labels; the geometry (if any) gives the ASIC layout and beam.
@@ -134,24 +124,23 @@ def tune_peakfinder8(
         max_frames: use at most this many frames (the first ones).
         progress: called with a line per grid cell.
     """
-    grid = dict(grid or DEFAULT_GRID)
-    data, mask, is_hit = labelled_frames(source, label_spec, max_frames)
-    base = base or Peakfinder8Params()
-    cells: list[dict[str, Any]] = []
-    best: tuple[float, Peakfinder8Params, int, NDArray[np.int64]] | None = None
-    for values in itertools.product(*grid.values()):
-        params = replace(base, **dict(zip(grid, values, strict=True)))
-        n_peaks = count_peaks(source, params, data, mask)
-        k, accuracy = best_min_peaks(n_peaks, is_hit)
-        cells.append({**dict(zip(grid, values, strict=True)), "min_peaks": k, "accuracy": accuracy})
+    cells = _grid(source, base or Peakfinder8Params(), dict(grid or DEFAULT_GRID))
+    got = _collect(source, label_spec, cells, max_frames)
+    is_hit = got.truth
+    table: list[dict[str, Any]] = []
+    best: tuple[float, int, int] | None = None
+    for i, (cell, n_peaks) in enumerate(zip(cells.cells, got.scores["peakfinder8"], strict=True)):
+        k, accuracy = best_min_peaks(n_peaks.astype(np.int64), is_hit)
+        table.append({**{f: v for f, v in cell.items() if f != "pedestal"}, "min_peaks": k, "accuracy": accuracy})
         if progress:
-            progress(f"{cells[-1]}")
+            progress(f"{table[-1]}")
         if best is None or accuracy > best[0]:
-            best = (accuracy, params, k, n_peaks)
+            best = (accuracy, i, k)
     assert best is not None
-    accuracy, params, k, n_peaks = best
-    return TuningResult(params=params, min_peaks=k, metrics=hit_metrics(is_hit, n_peaks >= k), grid=cells,
-                        n_frames=int(is_hit.size))
+    _, i, k = best
+    params = replace(base or Peakfinder8Params(), **{f: v for f, v in cells.cells[i].items() if f != "pedestal"})
+    return TuningResult(params=params, min_peaks=k, metrics=hit_metrics(is_hit, got.scores["peakfinder8"][i] >= k),
+                        grid=table, n_frames=int(is_hit.size))
 
 
 def _open(paths: Sequence[Path]) -> FrameSource:

@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
-from sfx_cnnhit.finders.config import load_finder_config
+from sfx_cnnhit.finders.base import HitRule
+from sfx_cnnhit.finders.config import Peakfinder8Params, apply_overrides, load_finder_config
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
@@ -140,22 +141,32 @@ class Peakfinder8Options:
     min_res: Annotated[float | None, typer.Option("--min-res", help="Minimum radius from the beam (px).")] = None
     max_res: Annotated[float | None, typer.Option("--max-res", help="Maximum radius from the beam (px).")] = None
 
-    def finder(self, source: FrameSource, min_peaks: int | None = None) -> Peakfinder8Finder:
-        """peakfinder8 for ``source`` (defaults < config file < flags); without a geometry the beam is at
-        the slab centre and the file's ASIC layout is used."""
-        params, rule = load_finder_config(
-            self.config,
-            overrides={
-                "adc_threshold": self.threshold,
-                "minimum_snr": self.min_snr,
-                "min_pixel_count": self.min_pix_count,
-                "max_pixel_count": self.max_pix_count,
-                "local_bg_radius": self.local_bg_radius,
-                "min_res": self.min_res,
-                "max_res": self.max_res,
-                "min_peaks": min_peaks,
-            },
-        )
+    def overrides(self) -> dict[str, Any]:
+        """The flags given, under :class:`~sfx_cnnhit.finders.config.Peakfinder8Params` names."""
+        given = {
+            "adc_threshold": self.threshold,
+            "minimum_snr": self.min_snr,
+            "min_pixel_count": self.min_pix_count,
+            "max_pixel_count": self.max_pix_count,
+            "local_bg_radius": self.local_bg_radius,
+            "min_res": self.min_res,
+            "max_res": self.max_res,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+    def finder(
+        self,
+        source: FrameSource,
+        min_peaks: int | None = None,
+        defaults: tuple[Peakfinder8Params, HitRule] | None = None,
+    ) -> Peakfinder8Finder:
+        """peakfinder8 for ``source`` (``defaults``, else CrystFEL's < config file < flags); without a
+        geometry the beam is at the slab centre and the file's ASIC layout is used."""
+        overrides = {**self.overrides(), "min_peaks": min_peaks}
+        if self.config is None and defaults is not None:
+            params, rule = apply_overrides(*defaults, overrides)
+        else:
+            params, rule = load_finder_config(self.config, overrides=overrides)
         if source.geometry is not None:
             return Peakfinder8Finder.from_geometry(source.geometry, params, rule)
         layout = source.layout_info

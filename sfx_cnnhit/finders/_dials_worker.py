@@ -5,9 +5,10 @@ never imported by sfx-cnnhit: it uses only the standard library, numpy and DIALS
 
 Usage: ``python3 _dials_worker.py WORKDIR``, where WORKDIR holds
 
-* ``request.json``: ``{"mode": "spots" | "strong", "params": {...}, "panels": [[ss0, ss1, fs0, fs1], ...]}``
+* ``request.json``: ``{"mode": "spots" | "strong" | "counts", "params": {...}, "panels": [[ss0, ss1, fs0, fs1], ...]}``
   with the DIALS parameter names of ``sfx_cnnhit.finders.dispersion.DialsParams`` and the half-open
-  slab rectangle of every detector panel;
+  slab rectangle of every detector panel (mode ``counts`` has ``"grid": [{...}, ...]``, several
+  parameter sets, instead of ``params``);
 * ``frames.npy``: float32 ``(n, ss, fs)``; ``masks.npy``: bool ``(n, ss, fs)``, True = good pixel
   (resolution limits are already in the mask: ``d_min``/``d_max`` are not passed to DIALS).
 
@@ -16,7 +17,9 @@ set of stills (``SpotFinderFactory``: threshold extension, 2-D labelling, size a
 filters) and stores per spot ``frame``, ``fs``, ``ss`` (slab pixels, DIALS ``xyzobs.px`` minus 0.5),
 ``intensity`` (``intensity.sum.value``), ``num_pixels`` and ``max_pixel_intensity``. Mode ``strong``
 stores ``strong``, bool ``(n, ss, fs)``: the threshold extension's strong pixels before labelling.
-Both add ``seconds``, the time spent inside DIALS (imports and file transfer excluded).
+Mode ``counts`` runs the spot finder once per parameter set of ``grid`` on the same image set and
+stores ``counts``, int ``(n_sets, n)``: spots per frame (one process start for a whole tuning grid).
+All add ``seconds``, the time spent inside DIALS (imports and file transfer excluded).
 """
 
 from __future__ import annotations
@@ -95,13 +98,11 @@ def build_detector(panels: list):
     return detector
 
 
-def find_spots(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[str, np.ndarray]:
-    from dials.algorithms.shoebox import MaskCode
-    from dials.algorithms.spot_finding.factory import SpotFinderFactory
+def experiment_list(frames: np.ndarray, masks: np.ndarray, panels: list):
+    """The frames as one in-memory image set of stills, in an experiment list."""
     from dxtbx.imageset import ImageSet, ImageSetData, MemReader
     from dxtbx.model import BeamFactory, Experiment, ExperimentList
 
-    panels = request["panels"]
     detector = build_detector(panels)
     beam = BeamFactory.simple(WAVELENGTH_A)
     n = frames.shape[0]
@@ -109,12 +110,38 @@ def find_spots(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[str
     for i in range(n):
         imageset.set_beam(beam, i)
         imageset.set_detector(detector, i)
-    experiments = ExperimentList([Experiment(imageset=imageset, beam=beam, detector=detector)])
-    params = phil_params(request["params"])
+    return ExperimentList([Experiment(imageset=imageset, beam=beam, detector=detector)])
+
+
+def spot_table(experiments, params: dict):
+    """DIALS's reflection table of strong spots with these parameters."""
+    from dials.algorithms.spot_finding.factory import SpotFinderFactory
+
+    finder = SpotFinderFactory.from_parameters(params=phil_params(params), experiments=experiments, is_stills=True)
+    return finder.find_spots(experiments)
+
+
+def spot_counts(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[str, np.ndarray]:
+    """Spots per frame for every parameter set of ``request["grid"]``: ``counts`` ``(n_sets, n)``."""
+    experiments = experiment_list(frames, masks, request["panels"])
+    n = frames.shape[0]
+    counts = np.zeros((len(request["grid"]), n), dtype=np.int64)
     start = time.perf_counter()
-    table = SpotFinderFactory.from_parameters(params=params, experiments=experiments, is_stills=True).find_spots(
-        experiments
-    )
+    for k, params in enumerate(request["grid"]):
+        table = spot_table(experiments, params)
+        if table.size():
+            z = flumpy.to_numpy(table["xyzobs.px.value"].parts()[2])
+            counts[k] = np.bincount(np.floor(z).astype(np.int64), minlength=n)[:n]
+    return {"counts": counts, "seconds": np.array(time.perf_counter() - start)}
+
+
+def find_spots(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[str, np.ndarray]:
+    from dials.algorithms.shoebox import MaskCode
+
+    panels = request["panels"]
+    experiments = experiment_list(frames, masks, panels)
+    start = time.perf_counter()
+    table = spot_table(experiments, request["params"])
     seconds = np.array(time.perf_counter() - start)
     if table.size() == 0:
         empty = {key: np.zeros(0) for key in ("frame", "fs", "ss", "intensity", "num_pixels", "max_pixel_intensity")}
@@ -168,7 +195,7 @@ def main(workdir: Path) -> None:
     request = json.loads((workdir / "request.json").read_text())
     frames = np.load(workdir / "frames.npy")
     masks = np.load(workdir / "masks.npy")
-    run = {"spots": find_spots, "strong": strong_masks}[request["mode"]]
+    run = {"spots": find_spots, "strong": strong_masks, "counts": spot_counts}[request["mode"]]
     np.savez(workdir / "result.npz", **run(frames, masks, request))
 
 

@@ -573,3 +573,53 @@ def load_bad_pixel_map(filename: str | Path, hdf5_path: str) -> NDArray[np.bool_
     if data.ndim != 2:
         raise InputError(f"{filename}:{hdf5_path}: bad-pixel map must be 2-D, got shape {data.shape}")
     return data != 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Gain-aware defaults
+
+#: peakfinder8's ADC threshold of the gain-aware defaults, in photons above the pedestal (CrystFEL's
+#: 800 ADU is about 25 photons of a CSPAD, and 800 photons of a photon counter).
+PHOTON_ADC_THRESHOLD = 10.0
+#: The hit rule of the gain-aware defaults of every classical method: at least this many peaks.
+PHOTON_MIN_PEAKS = 5
+
+
+def photon_defaults(adu_per_photon: float) -> tuple[Peakfinder8Params, HitRule]:
+    """CrystFEL's peakfinder8 defaults with the ADC threshold set in photons (:data:`PHOTON_ADC_THRESHOLD`
+    times ``adu_per_photon``, for frames with the pedestal subtracted) and hit iff ``n >=``
+    :data:`PHOTON_MIN_PEAKS`.
+
+    Raises:
+        ConfigError: ``adu_per_photon`` is not positive.
+    """
+    if not adu_per_photon > 0:
+        raise ConfigError(f"ADU per photon must be positive, got {adu_per_photon}")
+    return Peakfinder8Params(adc_threshold=PHOTON_ADC_THRESHOLD * adu_per_photon), HitRule(min_peaks=PHOTON_MIN_PEAKS)
+
+
+def config_adu_per_photon(path: str | Path) -> float | None:
+    """The detector gain an OM YAML (``cnn_hit_detection: adu_per_photon``) or Cheetah ini
+    (``cnnADUperPhoton``) states, or None.
+
+    Raises:
+        ConfigError: unreadable file or a value that is not a positive number.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".ini":
+        value: Any = read_cheetah_ini(path).get("cnnaduperphoton")
+    else:
+        import yaml
+
+        try:
+            document = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the configuration ({exc})") from None
+        group = document.get("cnn_hit_detection") if isinstance(document, Mapping) else None
+        value = group.get("adu_per_photon") if isinstance(group, Mapping) else None
+    if value is None or value == "":
+        return None
+    gain = _to_float("adu_per_photon", value, str(path))
+    if not gain > 0:
+        raise ConfigError(f"{path}: adu_per_photon must be positive, got {value!r}")
+    return gain

@@ -20,8 +20,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -162,14 +163,37 @@ class DialsSpotFinder(DialsFinderBase):
             ]
         )
 
+    def spot_counts(
+        self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None, grid: Sequence[DialsParams]
+    ) -> NDArray[np.int64]:
+        """Spots per frame of a ``(n, ss, fs)`` batch for every parameter set of ``grid``: ``(len(grid), n)``.
+
+        One DIALS process per ``frames_per_call`` frames runs the whole grid (a tuning grid pays one
+        process start, not one per setting). The finder's own parameters give only the mask
+        (``d_min``/``d_max``); the hit rule is not applied.
+        """
+        extra = {"grid": [params.as_dict() for params in grid]}
+        return np.concatenate(
+            [
+                self._run("counts", frames[chunk], None if masks is None else masks[chunk], extra)["counts"]
+                for chunk in self._chunks(len(frames))
+            ],
+            axis=1,
+        ).astype(np.int64)
+
     def _chunks(self, n_frames: int) -> list[slice]:
         """Slices of at most ``frames_per_call`` frames: one DIALS process each."""
         return [slice(i, i + self.frames_per_call) for i in range(0, n_frames, self.frames_per_call)]
 
     def _run(
-        self, mode: str, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None
+        self,
+        mode: str,
+        frames: NDArray[np.floating],
+        masks: NDArray[np.bool_] | None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, NDArray[np.generic]]:
-        """One DIALS subprocess on a chunk of frames; returns the worker's ``result.npz`` arrays."""
+        """One DIALS subprocess on a chunk of frames (``extra``: more request entries); returns the
+        worker's ``result.npz`` arrays."""
         if frames.ndim != 3:
             raise InputError(f"frames must be (n, ss, fs), got shape {frames.shape}")
         if masks is not None and np.shape(masks) != frames.shape:
@@ -180,7 +204,7 @@ class DialsSpotFinder(DialsFinderBase):
             workdir = Path(tmp)
             np.save(workdir / "frames.npy", np.where(good, frames, 0))
             np.save(workdir / "masks.npy", good)
-            request = {"mode": mode, "params": self.params.as_dict(), "panels": panels}
+            request = {"mode": mode, "params": self.params.as_dict(), "panels": panels, **(extra or {})}
             (workdir / "request.json").write_text(json.dumps(request))
             # Run a copy: next to the original, our dials.py would shadow DIALS's own package.
             worker = shutil.copy(WORKER, workdir / "dials_worker.py")
