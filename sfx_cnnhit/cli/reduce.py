@@ -53,9 +53,15 @@ Compression = Annotated[
     Literal["gzip", "bitshuffle-lz4", "zstd", "none"],
     typer.Option(
         "--compression",
-        help="Compression of hits.cxi: gzip (any reader) or bitshuffle-lz4 (about twice as fast to write; "
-        "readers need the HDF5 plugin, e.g. hdf5plugin).",
+        help="Compression of hits.cxi: gzip (level 1 + shuffle, encoded in threads; any reader, a stock CrystFEL "
+        "too) or bitshuffle-lz4, zstd (readers need the HDF5 plugin, e.g. hdf5plugin), none.",
     ),
+]
+
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="torch threads of the CNN (default: one per core less one, which "
+                 "reads and writes while the CNN computes)."),
 ]
 
 
@@ -76,6 +82,7 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchSize = 64,
         precision: PrecisionOption = "float32",
         compression: Compression = "gzip",
+        threads: Threads = None,
         overwrite: Overwrite = False,
         strict: Strict = False,
     ) -> None:
@@ -103,6 +110,7 @@ def register(app: typer.Typer) -> None:
             compression=compression,
             overwrite=overwrite,
             skip_bad_frames=not strict,
+            threads=threads,
         )
         comm = world()
         if comm is None:

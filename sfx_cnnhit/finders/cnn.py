@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -64,11 +66,14 @@ class CnnHitFinder:
         precision: arithmetic of the forward pass: ``"float32"``, ``"bfloat16"`` (about 3x faster on
             CPUs with AMX or AVX512-BF16 and on GPUs), or ``"auto"``: bfloat16 where the hardware has
             it (:func:`native_bfloat16`), else float32. Preprocessing and Grad-CAM stay float32.
+            On a GPU the raw frames are uploaded and preprocessed there.
 
     Attributes:
         model: the float32 model (Grad-CAM runs on it); ``forward_model``: the model the veto runs,
             in ``precision`` (the same object for float32).
         last_score: hit probability of the frame of the last :meth:`find_peaks` call.
+        stage_seconds: wall seconds spent so far in ``preprocess`` (with the upload to a GPU),
+            ``network`` (forward pass and softmax) and ``peakfinder8`` (on hits).
     """
 
     name: ClassVar[str] = "cnn"
@@ -116,6 +121,18 @@ class CnnHitFinder:
         self._explainers: dict[str, Any] = {}
         self._centred: dict[tuple[int, int], Peakfinder8Finder] = {}
         self.last_score: float | None = None
+        self.stage_seconds: dict[str, float] = {}
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Add the wall time of the block to ``stage_seconds[name]`` (on a GPU, after its work is done)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - t0
 
     def with_threshold(self, threshold: float) -> CnnHitFinder:
         """The same finder (sharing the loaded model) deciding at another threshold."""
@@ -123,17 +140,20 @@ class CnnHitFinder:
             raise ConfigError(f"CNN hit finder: threshold must be a probability in [0, 1], got {threshold}")
         other = copy.copy(self)
         other.threshold = float(threshold)
+        other.stage_seconds = {}
         return other
 
     @torch.inference_mode()
     def hit_probability(
-        self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
+        self, frames: NDArray[np.floating] | torch.Tensor, masks: NDArray[np.bool_] | torch.Tensor | None = None
     ) -> NDArray[np.float64]:
         """P(hit) of ``(n, ss, fs)`` frames: the summed probability of the hit classes.
 
         ``masks`` (True = good): ``(n, ss, fs)``, one static ``(ss, fs)`` mask for all frames, or None.
+        Frames and masks may be numpy arrays or torch tensors (on a GPU model, tensors already on the
+        GPU are not copied).
         """
-        frames = np.asarray(frames)
+        frames = frames if isinstance(frames, torch.Tensor) else np.asarray(frames)
         if frames.ndim == 2:
             frames = frames[None]
         static = masks is not None and np.ndim(masks) == 2
@@ -142,21 +162,25 @@ class CnnHitFinder:
             batch = frames[i : i + self.batch_size]
             m = masks if static or masks is None else masks[i : i + self.batch_size]
             raw, x = self._input_buffers(len(batch))
-            preprocess(batch, m, self.spec.preprocess, self.panel_layout, out=raw)
-            if x.data_ptr() != raw.data_ptr():
-                x.copy_(raw, non_blocking=True)
-            probs = torch.softmax(self.forward_model(x).float(), dim=1)
-            out[i : i + len(x)] = probs[:, self._hit_classes].sum(dim=1).cpu().numpy()
+            with self._stage("preprocess"):
+                if self.device.type == "cuda":  # upload the raw frames; preprocess on the GPU
+                    batch, m = (None if a is None else torch.as_tensor(a).to(self.device) for a in (batch, m))
+                preprocess(batch, m, self.spec.preprocess, self.panel_layout, out=raw)
+                if x.data_ptr() != raw.data_ptr():
+                    x.copy_(raw)
+            with self._stage("network"):
+                probs = torch.softmax(self.forward_model(x).float(), dim=1)
+                out[i : i + len(x)] = probs[:, self._hit_classes].sum(dim=1).cpu().numpy()
         return out
 
     def _input_buffers(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reused buffers for ``n`` frames: the preprocessed float32 input (host; pinned when the model
-        is on a GPU) and the network input (on the device, in the forward pass's dtype, channels_last).
-        Allocated once for a full batch; shorter batches use the leading frames."""
+        """Reused buffers for ``n`` frames on the model's device: the preprocessed float32 input and the
+        network input (in the forward pass's dtype, channels_last). Allocated once for a full batch;
+        shorter batches use the leading frames."""
         if self._inputs is None or len(self._inputs[0]) < n:
             S, size = self.spec.input_size, max(n, self.batch_size)
-            raw = torch.empty((size, 1, S, S), dtype=torch.float32, pin_memory=self.device.type == "cuda")
-            if self.device.type == "cpu" and self._dtype == torch.float32:
+            raw = torch.empty((size, 1, S, S), dtype=torch.float32, device=self.device)
+            if self._dtype == torch.float32:
                 x = raw  # (n, 1, S, S) with one channel is already channels_last
             else:
                 x = torch.empty_like(raw, dtype=self._dtype, device=self.device, memory_format=torch.channels_last)
@@ -189,8 +213,9 @@ class CnnHitFinder:
         if hits.any():
             pf8 = self._localiser(tuple(frames.shape[1:]))
             static = masks is None or np.ndim(masks) == 2  # one (ss, fs) mask for every frame
-            for i in np.flatnonzero(hits):
-                peaks[i] = pf8.find_peaks_masked(frames[i], masks if static else masks[i])
+            with self._stage("peakfinder8"):
+                for i in np.flatnonzero(hits):
+                    peaks[i] = pf8.find_peaks_masked(frames[i], masks if static else masks[i])
         return Classification(scores=scores, hits=hits, peaks=peaks, flags=flags)
 
     def explainer(self, method: Literal["gradcam", "guided", "hirescam"] = "gradcam") -> GradCamExplainer:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
+
+import torch
 
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder, Precision
@@ -32,6 +35,23 @@ def resolve_threshold(
 Explain = Literal["gradcam", "guided", "hirescam", "none"]
 
 
+@contextlib.contextmanager
+def compute_threads(threads: int | None) -> Iterator[int]:
+    """torch's intra-op threads for the block, restored after: ``threads``, else one fewer than torch's
+    setting (one per core, or an MPI rank's share), at least one.
+
+    The spare core runs the reader and writer threads: torch's OpenMP threads, when they compete with
+    them for the cores, spin and wait, and a 2-core machine then preprocesses ten times slower.
+    """
+    before = torch.get_num_threads()
+    chosen = max(1, threads if threads is not None else before - 1)
+    torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        torch.set_num_threads(before)
+
+
 def make_explainers(finder: CnnHitFinder, explain: Explain) -> tuple[HeatMapExplainer, ...]:
     """The heat-map makers for ``explain`` on the finder's model."""
     return () if explain == "none" else (finder.explainer(explain),)
@@ -57,9 +77,11 @@ def cnn_reduce(
     rank: int = 0,
     n_ranks: int = 1,
     skip_bad_frames: bool = True,
+    threads: int | None = None,
 ) -> ReduceSummary:
     """Reduce ``source`` with the CNN hit finder into ``outdir`` (see :func:`reduce_run` for the outputs,
-    the reader thread ``prefetch``, the MPI share ``rank`` of ``n_ranks`` and ``skip_bad_frames``)."""
+    the reader thread ``prefetch``, the MPI share ``rank`` of ``n_ranks`` and ``skip_bad_frames``);
+    the CNN runs on ``threads`` torch threads (see :func:`compute_threads`)."""
     finder = CnnHitFinder(
         model=model,
         threshold=resolve_threshold(model, threshold, target_hit_recall),
@@ -76,19 +98,20 @@ def cnn_reduce(
         "precision": finder.precision,
         "peakfinder8": dict(peakfinder_settings or {}),
     }
-    return reduce_run(
-        source,
-        finder,
-        outdir,
-        method="cnn",
-        settings=settings,
-        explainers=make_explainers(finder, explain),
-        batch_size=batch_size,
-        compression=compression,
-        overwrite=overwrite,
-        progress=progress,
-        prefetch=prefetch,
-        rank=rank,
-        n_ranks=n_ranks,
-        skip_bad_frames=skip_bad_frames,
-    )
+    with compute_threads(threads):
+        return reduce_run(
+            source,
+            finder,
+            outdir,
+            method="cnn",
+            settings=settings,
+            explainers=make_explainers(finder, explain),
+            batch_size=batch_size,
+            compression=compression,
+            overwrite=overwrite,
+            progress=progress,
+            prefetch=prefetch,
+            rank=rank,
+            n_ranks=n_ranks,
+            skip_bad_frames=skip_bad_frames,
+        )

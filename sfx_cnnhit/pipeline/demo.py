@@ -62,7 +62,8 @@ def hit_figure(reduced_cxi: Path, run: Path, path: Path, n_hits: int = 4) -> Pat
             rows.append(
                 FramePanels(
                     data=out[DATA_PATH][i],
-                    cam=out["/entry_1/result_1/gradcam"][i] if "/entry_1/result_1/gradcam" in out else None,
+                    cam=out["/entry_1/result_1/gradcam"][i].astype(np.float32)
+                    if "/entry_1/result_1/gradcam" in out else None,
                     peaks=peaks[i],
                     truth=truth["/truth/bragg_mask"][src],
                     title=f"frame {src}: {names[label] if names else label}, "

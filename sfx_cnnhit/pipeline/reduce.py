@@ -17,19 +17,25 @@ Every output is written as ``*.inprogress`` and renamed when the run completes. 
 the CSV table are committed together after each batch, so a killed run resumes where it stopped
 when it is started again with the same settings, losing and duplicating nothing.
 
-A reader thread prefetches the next batch while the current one is classified (``prefetch``), and
-a run can take one share of the frames (``rank`` of ``n_ranks``: global frames ``rank, rank +
+Three threads overlap: a reader prefetches the next batch (``prefetch``), the caller's thread
+classifies and explains the current one, and a writer thread encodes (gzip in a thread pool) and
+commits the previous one; memory holds a fixed number of batches of at most :data:`BATCH_BYTES`.
+A run can take one share of the frames (``rank`` of ``n_ranks``: global frames ``rank, rank +
 n_ranks, ...``), which is how :mod:`sfx_cnnhit.pipeline.mpi` spreads a run over MPI processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import json
 import logging
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,6 +67,13 @@ SUMMARY_NAME = "summary.json"
 log = logging.getLogger(__name__)
 CSV_COLUMNS = ("event_id", "source_file", "source_index", "score", "hit", "n_peaks", "flag")
 SCORE_DATASET = "hit_score"
+#: heat maps are stored as float16 (values in [0, 1]: absolute error at most 2**-12)
+MAP_DTYPE = np.float16
+#: frames per batch at most this many float32 bytes (32 MiB: 8 frames of 1 Mpx), bounding memory
+BATCH_BYTES = 32 * 2**20
+#: the stages of ``ReduceSummary.stage_seconds``: ``classify`` is the finder's whole call, which a finder
+#: with ``stage_seconds`` (the CNN) splits into preprocess, network and peakfinder8 (on hits)
+STAGES = ("read", "classify", "preprocess", "network", "peakfinder8", "maps", "write")
 
 
 class HeatMapExplainer(Protocol):
@@ -98,6 +111,9 @@ class ReduceSummary:
     failed_frames: list[dict[str, Any]] = field(default_factory=list)
     #: hot-pixel maps made in this process, by window: first frame, frames sampled, hot pixels (-1: no map)
     hot_pixel_windows: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: busy seconds of each stage (:data:`STAGES`) in this process; stages overlap in threads, so the
+    #: sum may exceed ``elapsed_s``
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,6 +178,67 @@ class _FrameTable:
         self._fh.close()
 
 
+def batch_frames(batch_size: int, frame_shape: tuple[int, ...]) -> int:
+    """Frames per batch: ``batch_size``, at most :data:`BATCH_BYTES` of float32 frames, at least one."""
+    return max(1, min(batch_size, BATCH_BYTES // (4 * int(np.prod(frame_shape)))))
+
+
+def _timed(items: Iterable[Any], seconds: dict[str, float], stage: str) -> Iterator[Any]:
+    """``items``, adding the time each one takes to produce to ``seconds[stage]``; closes ``items``."""
+    it = iter(items)
+    with contextlib.closing(it) if hasattr(it, "close") else contextlib.nullcontext():
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t0
+            yield item
+
+
+class _WriteBehind:
+    """Runs jobs (write and commit one batch) in order in one writer thread while the caller computes.
+
+    At most ``depth`` jobs wait. The first error of a job is raised by the next :meth:`submit` or by
+    :meth:`close`; the jobs after it are dropped (nothing is committed after a failed commit).
+    """
+
+    def __init__(self, seconds: dict[str, float], depth: int = 1) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._seconds = seconds
+        self._thread = threading.Thread(target=self._run, name="sfx-cnnhit-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is None:
+                t0 = time.perf_counter()
+                try:
+                    job()
+                except BaseException as err:  # raised in the caller's thread
+                    self._error = err
+                self._seconds["write"] = self._seconds.get("write", 0.0) + time.perf_counter() - t0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._raise()
+        self._jobs.put(job)
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait until every submitted job has run (or was dropped); raise the first error."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        if raise_error:
+            self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 def _batch_rows(
     batch: FrameBatch, scores: NDArray[np.float64], hits: NDArray[np.bool_], n_peaks: list[int], flags: list[str]
 ) -> list[tuple[Any, ...]]:
@@ -207,7 +284,7 @@ def reduce_run(
             finder parameters); a resumed run must have the same settings and inputs.
         explainers: heat-map makers run on the hits; each adds ``/entry_1/result_1/<dataset>`` and a
             geometry file ``<dataset>.geom`` that shows it in CrystFEL's viewer.
-        batch_size: frames per batch (memory is bounded by it).
+        batch_size: frames per batch (memory is bounded by it), at most :data:`BATCH_BYTES` of frames.
         max_peaks: columns of the CXI peak arrays.
         compression: compression of the CXI datasets (``gzip`` is readable everywhere).
         overwrite: replace a completed run in ``outdir`` instead of refusing.
@@ -252,7 +329,7 @@ def reduce_run(
     frame_shape = source.frame_shape
     extras: dict[str, tuple[tuple[int, ...], Any]] = {SCORE_DATASET: ((), np.float32)}
     for name in names:
-        extras[name] = (frame_shape, np.float32)
+        extras[name] = (frame_shape, MAP_DTYPE)
         extras[f"{name}_max"] = ((), np.float32)
     writer = CXIWriter(
         paths["cxi"],
@@ -283,15 +360,24 @@ def reduce_run(
         raise
     if progress:
         progress(done, n_mine)
-    stream = prefetched(
-        source.batches(batch_size, start=rank + done * n_ranks, stride=n_ranks, skip_bad=skip_bad_frames), prefetch
+    seconds: dict[str, float] = {}
+    finder_seconds: dict[str, float] = getattr(finder, "stage_seconds", {})
+    finder_before = dict(finder_seconds)
+    batches = source.batches(
+        batch_frames(batch_size, frame_shape), start=rank + done * n_ranks, stride=n_ranks, skip_bad=skip_bad_frames
     )
+    stream = prefetched(_timed(batches, seconds, "read"), prefetch)
+    writes = _WriteBehind(seconds)
     t0 = time.perf_counter()
 
-    def run_state() -> dict[str, Any]:
-        """What a resumed run needs, committed with every batch."""
-        return {"settings": run_settings, "frames_done": done, "hits": n_hits, "unjudged_frames": unjudged,
-                "failed_frames": failed, "elapsed_s": elapsed + time.perf_counter() - t0}
+    def commit_batch(hits: dict[str, Any] | None, rows: list[tuple[Any, ...]], state: dict[str, Any]) -> None:
+        """Write one batch's hits and rows and commit them with ``state`` (runs in the writer thread)."""
+        if hits is not None:
+            writer.append(**hits)
+        table.append(rows)
+        writer.commit({**state, "elapsed_s": elapsed + time.perf_counter() - t0})
+        if progress:
+            progress(state["frames_done"], n_mine)
 
     try:
         for batch in stream:
@@ -300,41 +386,48 @@ def reduce_run(
                 log.warning("skipped unreadable frame %s (%s //%d): %s", bad.event_id, bad.source_file,
                             bad.source_index, bad.reason)
             rows: list[tuple[Any, ...]] = []
+            hits_out: dict[str, Any] | None = None
             if len(batch):  # else every frame of this slot failed to read
+                c0 = time.perf_counter()
                 result = finder.classify(batch.data, batch.mask)
+                c1 = time.perf_counter()
                 hits = np.asarray(result.hits, bool)
                 idx = np.flatnonzero(hits)
                 peaks = result.peaks
                 n_peaks = [p.num_peaks for p in peaks] if peaks is not None else [0] * len(batch)
                 hit_extras: dict[str, Any] = {SCORE_DATASET: np.asarray(result.scores, np.float32)[idx]}
+                hit_data = batch.data[idx]
                 for explainer in explainers:
-                    maps, raw_max = explainer(batch.data[idx], batch.mask[idx]) if idx.size else (
-                        np.zeros((0, *frame_shape), np.float32),
+                    maps, raw_max = explainer(hit_data, batch.mask[idx]) if idx.size else (
+                        np.zeros((0, *frame_shape), MAP_DTYPE),
                         np.zeros(0, np.float32),
                     )
-                    hit_extras[explainer.dataset] = maps
+                    hit_extras[explainer.dataset] = np.asarray(maps, MAP_DTYPE)
                     hit_extras[f"{explainer.dataset}_max"] = raw_max
-                writer.append(
-                    batch.data[idx],
-                    event_ids=[batch.event_ids[i] for i in idx],
-                    source_files=batch.source_file,
-                    source_indices=batch.source_index[idx],
-                    peaks=None if peaks is None else [peaks[i] for i in idx],
-                    extras=hit_extras,
-                    metadata={key: np.asarray(value)[idx] for key, value in batch.metadata.items()},
-                )
+                seconds["classify"] = seconds.get("classify", 0.0) + c1 - c0
+                seconds["maps"] = seconds.get("maps", 0.0) + time.perf_counter() - c1
+                hits_out = {
+                    "data": hit_data,
+                    "event_ids": [batch.event_ids[i] for i in idx],
+                    "source_files": batch.source_file,
+                    "source_indices": batch.source_index[idx],
+                    "peaks": None if peaks is None else [peaks[i] for i in idx],
+                    "extras": hit_extras,
+                    "metadata": {key: np.asarray(value)[idx] for key, value in batch.metadata.items()},
+                }
                 flags = result.flags or [""] * len(batch)
                 for flag in filter(None, flags):
                     unjudged[flag] = unjudged.get(flag, 0) + 1
                 rows = _batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks, flags)
                 n_hits += int(idx.size)
-            table.append(rows + _failed_rows(batch))
             done += len(batch) + len(batch.failed)
-            writer.commit(run_state())
-            if progress:
-                progress(done, n_mine)
+            state = {"settings": run_settings, "frames_done": done, "hits": n_hits, "unjudged_frames": dict(unjudged),
+                     "failed_frames": list(failed)}
+            writes.submit(functools.partial(commit_batch, hits_out, rows + _failed_rows(batch), state))
+        writes.close()
     except BaseException:
         stream.close()  # stops the reader thread and closes the input files
+        writes.close(raise_error=False)  # lets the batch being committed finish
         table.close()
         writer.close()
         raise
@@ -359,6 +452,11 @@ def reduce_run(
         unjudged_frames=unjudged,
         failed_frames=failed,
         hot_pixel_windows=dict(sorted(source.hot_pixel_windows.items())),
+        stage_seconds={
+            stage: seconds.get(stage, 0.0) + finder_seconds.get(stage, 0.0) - finder_before.get(stage, 0.0)
+            for stage in STAGES
+            if stage in seconds or stage in finder_seconds
+        },
     )
     write_text_atomic(paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n", protect=source.input_paths)
     return summary

@@ -110,7 +110,7 @@ def test_cnn_reduce_writes_hits_with_frame_shaped_heat_maps(model_path, frames, 
         assert f["/entry_1/result_1/hit_score"].shape == (6,)
         if explain == "gradcam":
             maps = f["/entry_1/result_1/gradcam"][()]
-            assert maps.shape == (6, *SHAPE) and maps.dtype == np.float32
+            assert maps.shape == (6, *SHAPE) and maps.dtype == np.float16  # stored compactly (MAP_DTYPE)
             assert np.all((maps >= 0) & (maps <= 1))
             assert f["/entry_1/result_1/gradcam_max"].shape == (6,)
             assert "data = /entry_1/result_1/gradcam" in (tmp_path / "out" / "gradcam.geom").read_text()
