@@ -112,6 +112,14 @@ def encode_gzip_chunk(item: NDArray[Any]) -> bytes:
     return deflate(shuffled, GZIP_LEVEL)
 
 
+def _remove(path: Path) -> None:
+    """Delete a file or a folder tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _chunk_rows(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
     """Rows per chunk of an extra dataset of ``shape`` items: about 64 KiB, at least one item."""
     return max(1, 65536 // max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize))
@@ -255,16 +263,19 @@ class CXIWriter:
         self._file: h5py.File | None = None  # the open, uncommitted segment
         self._segments = 0  # committed segments
         self._committed = 0  # frames in them
-        if resume and self.tmp_path.exists():
-            self._resume()
-            return
+        # The folder is made complete under another name and renamed into place, and renamed away
+        # before it is deleted, so a kill at any moment leaves either a whole folder or none.
+        staging, self._trash = (self.tmp_path.with_name(self.tmp_path.name + s) for s in (".new", ".old"))
         try:
-            if self.tmp_path.is_dir():
-                shutil.rmtree(self.tmp_path)
-            else:
-                self.tmp_path.unlink(missing_ok=True)
-            self.tmp_path.mkdir()
-            self._write_state()
+            for leftover in (staging, self._trash):
+                _remove(leftover)
+            if resume and self.tmp_path.exists():
+                self._resume()
+                return
+            _remove(self.tmp_path)
+            staging.mkdir()
+            self._write_state(staging)
+            os.rename(staging, self.tmp_path)
         except OSError as err:
             raise OutputError(f"{self.tmp_path}: cannot create the output ({err})") from None
 
@@ -319,10 +330,10 @@ class CXIWriter:
     def _segment_path(self, k: int) -> Path:
         return self.tmp_path / f"segment_{k:06d}.h5"
 
-    def _write_state(self) -> None:
+    def _write_state(self, folder: Path | None = None) -> None:
         record = {"layout": self._layout, "segments": self._segments, "n_frames": self._committed,
                   "state": self._state}
-        write_text_atomic(self.tmp_path / STATE_FILE, json.dumps(record) + "\n")
+        write_text_atomic((folder or self.tmp_path) / STATE_FILE, json.dumps(record) + "\n")
 
     def _resume(self) -> None:
         """Pick up the committed segments of ``<path>.inprogress`` and drop everything after them."""
@@ -587,7 +598,8 @@ class CXIWriter:
                     joined.unlink(missing_ok=True)
                     raise
             os.replace(joined, self.path)
-            shutil.rmtree(self.tmp_path)
+            os.rename(self.tmp_path, self._trash)
+            shutil.rmtree(self._trash)
             self._finalized = True
             self._stop_encoder()
         return self.path

@@ -173,6 +173,21 @@ def test_resume_truncates_to_last_commit(tmp_path: Path) -> None:
     assert not r.tmp_path.exists()
 
 
+def test_a_kill_while_the_folder_is_made_or_removed_leaves_nothing_that_blocks_a_resume(tmp_path: Path) -> None:
+    """The in-progress folder is made under ``.new`` and renamed into place, and renamed to ``.old``
+    before it is deleted: a run killed in between leaves only those, which the next run discards."""
+    out = tmp_path / "hits.cxi"
+    staging, trash = tmp_path / "hits.cxi.inprogress.new", tmp_path / "hits.cxi.inprogress.old"
+    staging.mkdir()  # killed before its state file was written
+    (trash / "sub").mkdir(parents=True)  # killed while the finished run's folder was being deleted
+    (trash / "segment_000000.h5").write_bytes(b"partly deleted")
+    w = CXIWriter(out, frame_shape=SHAPE, resume=True)
+    assert w.state == {} and not staging.exists() and not trash.exists()
+    _append(w, 0, 2)
+    w.finalize()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hits.cxi"]
+
+
 def test_resume_rejects_a_different_layout(tmp_path: Path) -> None:
     out = tmp_path / "hits.cxi"
     w = CXIWriter(out, frame_shape=SHAPE)
