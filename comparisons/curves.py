@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sfx_cnnhit.io.atomic import atomic_output
+from sfx_cnnhit.models.metrics import cumulative_counts
 
 from .gallery import COLOURS
 from .runner import ComparisonResult
@@ -20,11 +21,9 @@ from .runner import ComparisonResult
 
 def sweep(scores: NDArray[np.floating], truth: NDArray[np.bool_]) -> dict[str, NDArray[np.float64]]:
     """``fpr, tpr, precision`` at every cut ``score >= s`` (from the highest score down), starting at no hits."""
-    s = np.asarray(scores, np.float64)
+    _, tp, fp = cumulative_counts(truth, scores)
+    tp, fp = np.r_[0.0, tp], np.r_[0.0, fp]
     y = np.asarray(truth, bool)
-    cuts = np.unique(s)[::-1]
-    tp = np.array([0] + [int(np.sum(y & (s >= c))) for c in cuts], np.float64)
-    fp = np.array([0] + [int(np.sum(~y & (s >= c))) for c in cuts], np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
     return {"fpr": fp / max(int((~y).sum()), 1), "tpr": tp / max(int(y.sum()), 1), "precision": precision}

@@ -32,13 +32,13 @@ from numpy.typing import NDArray
 from sfx_cnnhit.errors import InputError, SfxCnnHitError
 from sfx_cnnhit.finders.config import Peakfinder8Params
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-from sfx_cnnhit.io.geometry import median_adu_per_photon
 from sfx_cnnhit.io.labels import load_labels
 from sfx_cnnhit.io.sources import FrameSource, open_frames
 
 from .contest import Collected, Grid, collect_scores
 from .grids import peakfinder8_grid
 from .metrics import hit_metrics
+from .plan import detector_gain as plan_detector_gain
 
 #: The default grid (ADU for 1 ADU per photon, as simulated frames are).
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
@@ -152,8 +152,7 @@ def _open(paths: Sequence[Path]) -> FrameSource:
 
 def detector_gain(source: FrameSource) -> float:
     """ADU per photon of ``source``: its geometry's gain (as the CNN's preprocessing takes it), else 1."""
-    gain = median_adu_per_photon(source.geometry.panels) if source.geometry is not None else None
-    return gain or 1.0
+    return plan_detector_gain(None, source.geometry)[0]
 
 
 def in_gain_of(params: Peakfinder8Params, tuned: FrameSource, scored: FrameSource) -> Peakfinder8Params:

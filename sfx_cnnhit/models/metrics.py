@@ -101,7 +101,7 @@ def _check_binary(is_hit: ArrayLike, scores: ArrayLike) -> tuple[NDArray[np.bool
     return y, s
 
 
-def _cumulative_counts(
+def cumulative_counts(
     is_hit: ArrayLike, scores: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Distinct thresholds (descending) and true/false positives kept at each (``score >= t``)."""
@@ -116,7 +116,7 @@ def _cumulative_counts(
 
 def roc_curve(is_hit: ArrayLike, scores: ArrayLike) -> dict[str, NDArray[np.float64]]:
     """ROC: ``{"fpr", "tpr", "thresholds"}`` from (0, 0) at threshold +inf to (1, 1)."""
-    thr, tp, fp = _cumulative_counts(is_hit, scores)
+    thr, tp, fp = cumulative_counts(is_hit, scores)
     n_pos, n_neg = (tp[-1], fp[-1]) if tp.size else (0.0, 0.0)
     return {
         "fpr": np.r_[0.0, fp / n_neg if n_neg else np.full_like(fp, np.nan)],
@@ -129,7 +129,7 @@ def pr_curve(is_hit: ArrayLike, scores: ArrayLike) -> dict[str, NDArray[np.float
     """Precision-recall: ``{"precision", "recall", "thresholds"}``, one point per distinct score, after
     a first point at recall 0 (threshold +inf) with the precision of the highest score, so that the
     area under the curve counts the recall the first threshold already reaches (ties at the top)."""
-    thr, tp, fp = _cumulative_counts(is_hit, scores)
+    thr, tp, fp = cumulative_counts(is_hit, scores)
     n_pos = tp[-1] if tp.size else 0.0
     precision = tp / (tp + fp)
     return {
