@@ -244,7 +244,8 @@ def cnn_method(choice: CnnChoice, peakfinder: Peakfinder8Finder | None = None) -
             f"the CNN hit finder ({CNN_MODULE}) is not part of this installation; run compare without --cnn"
         )
     model = None if choice.model == "default" else choice.model
-    finder = create_finder("cnn", model=model, threshold=choice.threshold, device=choice.device, peakfinder=peakfinder)
+    finder = create_finder("cnn", model=model, threshold=choice.threshold, device=choice.device, peakfinder=peakfinder,
+                           hot_pixel_map=False)  # frames are read with the run-level map
     import torch
 
     localiser = "peakfinder8 with CrystFEL's defaults" if peakfinder is None else "peakfinder8 (`localiser` settings)"

@@ -7,6 +7,8 @@ Our keys sit beside Cheetah's own, in its ``key=value`` style, case-insensitive:
     cnnDevice=auto                ; auto (default), cpu, cuda, cuda:1 ...
     cnnExplain=gradcam            ; gradcam | guided | none (default): heat map your script makes on hits
     cnnBatchSize=64               ; frames per forward pass of classify() (default 64)
+    cnnADUperPhoton=32            ; detector gain (default 1: photon counter)
+    cnnHotPixelMap=1              ; learn hot pixels from the frames seen (hotpixFreq) and mask them (default 1)
 
 Cheetah's ``hitfinder*`` keys (``hitfinderADC``, ``hitfinderMinSNR``, ``hitfinderMinPixCount`` ...)
 configure the peakfinder8 that localises the peaks of hits, read as
@@ -40,6 +42,7 @@ CHEETAH_CNN_KEYS = {
     "cnnbatchsize": "batch_size",
     "cnnprecision": "precision",
     "cnnaduperphoton": "adu_per_photon",
+    "cnnhotpixelmap": "hot_pixel_map",
 }
 CHEETAH_CNN_PREFIX = "cnn"
 
@@ -52,7 +55,8 @@ def cnn_settings_from_cheetah(entries: Mapping[str, Any], *, source: str = "Chee
         if lowered in CHEETAH_CNN_KEYS:
             values[CHEETAH_CNN_KEYS[lowered]] = value
         elif lowered.startswith(CHEETAH_CNN_PREFIX):
-            known = "cnnModel, cnnThreshold, cnnDevice, cnnExplain, cnnBatchSize"
+            known = ("cnnModel, cnnThreshold, cnnDevice, cnnExplain, cnnBatchSize, cnnPrecision, cnnADUperPhoton, "
+                     "cnnHotPixelMap")
             raise ConfigError(f"{source}: unknown CNN key {key!r} (known: {known})")
     return CnnHitSettings.from_values(values, source=source)
 

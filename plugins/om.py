@@ -15,6 +15,7 @@ Two pieces:
         explain: none              # gradcam | guided | none: heat map of each hit in `last_heatmap`
         precision: float32         # float32 | bfloat16 | auto (bfloat16 where the CPU/GPU has it)
         adu_per_photon: null       # detector gain, e.g. 32 for a CSPAD; null: 1 (photon counter)
+        hot_pixel_map: true        # learn hot pixels from the frames seen (Cheetah's hotpixFreq) and mask them
 
   It needs only objects with ``get_parameter_group(group=...)``, ``get_pixel_maps()["radius"]`` and
   ``get_layout_info()``, so importing this module never imports OM.
@@ -39,7 +40,7 @@ from sfx_cnnhit.plugins.settings import CnnHitSettings, panel_layout_from_layout
 
 CNN_GROUP = "cnn_hit_detection"
 PEAKFINDER8_GROUP = "peakfinder8_peak_detection"
-CNN_KEYS = ("model", "threshold", "device", "explain", "precision", "adu_per_photon")
+CNN_KEYS = ("model", "threshold", "device", "explain", "precision", "adu_per_photon", "hot_pixel_map")
 OM_GROUP_NAME_KEY = "name"  # OM's MonitorParameters adds each group's own name to the group
 PROCESSING_CLASS_NAME = "CnnCrystallographyProcessing"
 HEATMAP_KEY = "cnn_heatmap"  # processed-data entry carrying a hit's heat map to the collecting node

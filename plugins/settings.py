@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.finders.config import _to_float, _to_int
+from sfx_cnnhit.finders.config import _to_bool, _to_float, _to_int
 from sfx_cnnhit.models.preprocess import PanelLayout
 
 EXPLAIN_METHODS = ("gradcam", "guided", "none")
@@ -29,6 +29,9 @@ class CnnHitSettings:
             ``"float32"`` or ``"bfloat16"``.
         adu_per_photon: the detector's gain (ADU per photon, e.g. 32 for a CSPAD), the CNN's
             noise floor; None: 1 (photon counters, or frames already in photons).
+        hot_pixel_map: learn the detector's hot pixels from the frames seen so far and mask them
+            (:class:`~sfx_cnnhit.io.hotpixels.HotPixelTracker`, Cheetah's ``hotpixFreq``); the first
+            few frames of a run are judged without a map.
     """
 
     model: str | None = None
@@ -38,6 +41,7 @@ class CnnHitSettings:
     batch_size: int = 64
     precision: str = "float32"
     adu_per_photon: float | None = None
+    hot_pixel_map: bool = True
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -69,6 +73,8 @@ class CnnHitSettings:
                 kwargs[name] = None if blank else _to_float(name, value, source)
             elif name == "batch_size":
                 kwargs[name] = _to_int(name, value, source)
+            elif name == "hot_pixel_map":
+                kwargs[name] = _to_bool(name, value, source)
             elif name == "model":
                 kwargs[name] = None if value is None or str(value).strip() == "" else str(value).strip()
             elif name in ("device", "explain", "precision"):
@@ -85,7 +91,7 @@ class CnnHitSettings:
     def finder_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~sfx_cnnhit.finders.cnn.CnnHitFinder` (all but ``explain``)."""
         return {"model": self.model, "threshold": self.threshold, "device": self.device, "batch_size": self.batch_size,
-                "precision": self.precision}
+                "precision": self.precision, "hot_pixel_map": self.hot_pixel_map}
 
 
 def panel_layout_from_layout_info(

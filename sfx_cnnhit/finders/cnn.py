@@ -23,6 +23,7 @@ from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import register_finder
 from sfx_cnnhit.finders.config import params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
+from sfx_cnnhit.io.hotpixels import HotPixelTracker
 from sfx_cnnhit.models.checkpoint import decision_threshold, load_checkpoint, model_from_checkpoint, resolve_model_path
 from sfx_cnnhit.models.guards import VETOED_FLAGS, frame_flags
 from sfx_cnnhit.models.preprocess import PanelLayout, photon_adu, preprocess
@@ -67,8 +68,13 @@ class CnnHitFinder:
             CPUs with AMX or AVX512-BF16 and on GPUs), or ``"auto"``: bfloat16 where the hardware has
             it (:func:`native_bfloat16`), else float32. Preprocessing and Grad-CAM stay float32.
             On a GPU the raw frames are uploaded and preprocessed there.
+        hot_pixel_map: learn hot pixels from the frames :meth:`classify` and :meth:`find_peaks` are
+            shown and mask them (:class:`~sfx_cnnhit.io.hotpixels.HotPixelTracker`, Cheetah's
+            ``hotpixFreq``; the first three frames are judged without a map). False where the caller
+            masks them: ``reduce`` and ``compare`` read frames with a run-level map.
 
     Attributes:
+        hot_pixels: the hot-pixel tracker (None without ``hot_pixel_map``).
         model: the float32 model (Grad-CAM runs on it); ``forward_model``: the model the veto runs,
             in ``precision`` (the same object for float32).
         last_score: hit probability of the frame of the last :meth:`find_peaks` call.
@@ -91,6 +97,7 @@ class CnnHitFinder:
         panel_layout: PanelLayout | None = None,
         batch_size: int = 64,
         precision: Precision = "float32",
+        hot_pixel_map: bool = True,
     ) -> None:
         path = resolve_model_path(model)
         ckpt = load_checkpoint(path)
@@ -120,6 +127,7 @@ class CnnHitFinder:
         self._hit_classes = list(self.spec.hit_classes)
         self._explainers: dict[str, Any] = {}
         self._centred: dict[tuple[int, int], Peakfinder8Finder] = {}
+        self.hot_pixels = HotPixelTracker() if hot_pixel_map else None
         self.last_score: float | None = None
         self.stage_seconds: dict[str, float] = {}
 
@@ -201,11 +209,14 @@ class CnnHitFinder:
     ) -> Classification:
         """Hit probabilities, hit decisions (``P(hit) >= threshold``), peaks (found on hits only) and the
         frames the model cannot judge (:func:`~sfx_cnnhit.models.guards.frame_flags`; those with a
-        vetoing flag are misses whatever their score)."""
+        vetoing flag are misses whatever their score). With ``hot_pixels`` the frames are first shown
+        to the tracker and its hot pixels are masked."""
         frames = np.asarray(frames)
         if frames.ndim == 2:
             frames = frames[None]
             masks = None if masks is None else np.asarray(masks)[None]
+        if self.hot_pixels is not None:
+            masks = self.hot_pixels.mask(frames, masks)
         scores = self.hit_probability(frames, masks)
         flags = frame_flags(frames, masks, adu_per_photon=photon_adu(self.spec.preprocess, self.panel_layout))
         hits = (scores >= self.threshold) & np.array([f not in VETOED_FLAGS for f in flags], bool)

@@ -4,19 +4,26 @@ A hot pixel reads high in frame after frame; a Bragg spot moves with the crystal
 cannot tell a one-pixel spot from a hot pixel, so unmasked hot pixels make misses look like weak hits.
 :class:`HotPixelRule` flags, in each window of ``window`` consecutive frames of a run, the pixels that
 are a *strict local maximum* (above all eight neighbours) in at least ``frequency`` of ``samples``
-frames read evenly across the window. Background noise makes a pixel the maximum of its 3x3
-neighbourhood in about 1 frame of 9 (1 of 4 at a panel corner), so at the defaults (18 of 24) a
-false flag has odds below 1e-6 per pixel; a hot pixel a few noise sigmas above its background is the
-maximum in nearly every frame. The test is free of units and gains, and works on photon counters
+frames read evenly across the window (in all of them when fewer than ``all_below`` were read).
+Background noise makes a pixel the maximum of its 3x3 neighbourhood in about 1 frame of 9 (1 of 4
+at a panel corner), so at the defaults (18 of 24) a false flag has odds below 1e-6 per pixel, and
+about 1.5e-4 for a short file of 4 frames (4 of 4); a hot pixel a few noise sigmas above its
+background is the maximum in nearly every frame. The test is free of units and gains, and works on photon counters
 with zero background (a pixel that counts in most frames while its neighbours do not is hot).
 
 Windows are fixed by frame index, so a map depends only on the run's frames, never on the order or
 the resumption of processing (restarted and MPI runs see the same maps). Windows with fewer than
 ``min_samples`` readable frames get no map.
+
+Code that sees frames one call at a time (the OM and Cheetah plugins) uses :class:`HotPixelTracker`
+instead: the same test on the frames it has been shown, like Cheetah's ``hotpixFreq`` /
+``hotpixMemory`` / ``hotpixRecalc``.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,12 +40,14 @@ class HotPixelRule:
         samples: frames read per window, evenly spaced (the extra reading costs ``samples / window``).
         min_samples: windows with fewer readable frames get no map (single images, short files).
         frequency: fraction of the sampled frames in which a pixel must be a strict local maximum.
+        all_below: with fewer sampled frames than this, a pixel must be a maximum in every one.
     """
 
     window: int = 500
     samples: int = 24
-    min_samples: int = 16
+    min_samples: int = 4
     frequency: float = 0.75
+    all_below: int = 8
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.samples < 1 or self.min_samples < 1:
@@ -49,6 +58,12 @@ class HotPixelRule:
     def window_of(self, index: NDArray[np.int64]) -> NDArray[np.int64]:
         """The window number of each frame index."""
         return np.asarray(index, np.int64) // self.window
+
+    def required(self, n: int) -> int | None:
+        """In how many of ``n`` sampled frames a pixel must be a strict local maximum to be hot (None: no map)."""
+        if n < self.min_samples:
+            return None
+        return n if n < self.all_below else math.ceil(self.frequency * n)
 
     def sample_indices(self, window: int, n_frames: int) -> NDArray[np.int64]:
         """Frame indices read to make the map of ``window`` in a run of ``n_frames`` frames."""
@@ -67,9 +82,10 @@ class HotPixelRule:
             peak = strict_local_maxima(frame, good)
             count = peak.astype(np.int32) if count is None else count + peak
             n += 1
-        if count is None or n < self.min_samples:
+        need = self.required(n)
+        if count is None or need is None:
             return None
-        return count >= np.ceil(self.frequency * n)
+        return count >= need
 
 
 #: What every command uses unless told ``--no-hot-pixel-map``.
@@ -89,3 +105,79 @@ def strict_local_maxima(frame: NDArray[np.float32], good: NDArray[np.bool_]) -> 
                 continue
             peak &= x > padded[dy : dy + ss, dx : dx + fs]
     return peak
+
+
+class HotPixelTracker:
+    """Hot pixels learned online from the frames a per-frame finder is shown (Cheetah's ``hotpixFreq``).
+
+    Keeps the strict-local-maximum maps of the last ``rule.samples`` frames it sampled: every frame
+    until that memory is full, then one frame in ``every`` (at the defaults the memory spans the last
+    96 frames and costs one 3x3 comparison per 4 frames, about 1.4 ms per megapixel). A pixel is hot
+    when it is a strict local maximum in each of the last ``streak`` sampled frames (a pixel that
+    turns hot is found within ``streak * every`` frames), or as often among the remembered frames as
+    :meth:`HotPixelRule.required` asks (a hot pixel only a few sigmas bright, which background noise
+    sometimes outshines). Background makes a pixel the local maximum in about one
+    frame of nine, so a streak of four flags about 1.5e-4 of the pixels by chance, each for about one
+    sample. The frames of a call are remembered before the call's map is made, so a batch of
+    ``streak`` frames is already judged with a map; before that there is none.
+
+    A crystal that stays put for ``streak`` sampled frames (a still series of one crystal) can have
+    its brightest spots flagged: serial data, where every frame shows a new crystal, cannot.
+    """
+
+    def __init__(self, rule: HotPixelRule = DEFAULT_HOT_PIXELS, *, every: int = 4, streak: int = 4) -> None:
+        if every < 1 or streak < 2:
+            raise ValueError("a hot-pixel tracker needs every >= 1 and streak >= 2")
+        self.rule = rule
+        self.every = int(every)
+        self.streak = int(streak)
+        self._peaks: deque[NDArray[np.bool_]] = deque(maxlen=max(rule.samples, self.streak))
+        self._count: NDArray[np.int16] | None = None
+        self._run: NDArray[np.int16] | None = None
+        self._seen = 0
+        self._hot: NDArray[np.bool_] | None = None
+
+    @property
+    def hot(self) -> NDArray[np.bool_] | None:
+        """The current ``(ss, fs)`` map (True = hot), or None while too few frames are remembered."""
+        return self._hot
+
+    def _remember(self, frame: NDArray[np.floating], good: NDArray[np.bool_]) -> None:
+        peak = strict_local_maxima(np.asarray(frame, np.float32), good)
+        if self._count is None or self._run is None or self._count.shape != peak.shape:  # first or new shape
+            self._peaks.clear()
+            self._count = np.zeros(peak.shape, np.int16)
+            self._run = np.zeros(peak.shape, np.int16)
+        if len(self._peaks) == self._peaks.maxlen:
+            self._count -= self._peaks[0]
+        self._peaks.append(peak)
+        self._count += peak
+        self._run = np.where(peak, np.minimum(self._run + 1, self.streak), 0).astype(np.int16)
+
+    def update(self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None) -> None:
+        """Show the tracker ``(n, ss, fs)`` frames; ``masks`` (True = good) ``(n, ss, fs)``, ``(ss, fs)`` or None."""
+        for i, frame in enumerate(frames):
+            if len(self._peaks) < self._peaks.maxlen or self._seen % self.every == 0:
+                good = np.ones(frame.shape, bool) if masks is None else (masks if np.ndim(masks) == 2 else masks[i])
+                self._remember(frame, good)
+            self._seen += 1
+        n = len(self._peaks)
+        if self._count is None or self._run is None or n < self.streak:
+            self._hot = None
+            return
+        self._hot = self._run >= self.streak
+        need = self.rule.required(n)
+        if need is not None:
+            self._hot |= self._count >= need
+
+    def mask(
+        self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
+    ) -> NDArray[np.bool_] | None:
+        """Show the tracker the frames, then return their masks with the hot pixels removed (True = good):
+        ``(ss, fs)`` when ``masks`` is None or static, else ``(n, ss, fs)``; ``masks`` itself while there
+        is no map."""
+        self.update(frames, masks)
+        hot = self._hot
+        if hot is None or hot.shape != frames.shape[1:]:
+            return masks
+        return ~hot if masks is None else np.asarray(masks, bool) & ~(hot if np.ndim(masks) == 2 else hot[None])

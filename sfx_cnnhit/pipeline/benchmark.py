@@ -550,7 +550,7 @@ class _Veto(_Case):
         from sfx_cnnhit.models.preprocess import panel_layout_for
 
         layout = panel_layout_for(DetectorGeometry.from_file(task["files"]["geometry"]))
-        self.finder = CnnHitFinder(model=task["model"], device=task["device"], panel_layout=layout,
+        self.finder = CnnHitFinder(model=task["model"], device=task["device"], panel_layout=layout, hot_pixel_map=False,
                                    batch_size=task["batch_size"], precision=task["precision"])
         self.threshold = _threshold(task, lambda: self.finder.hit_probability(pool["data"], pool["mask"]),
                                     int(pool["hit"].sum()))

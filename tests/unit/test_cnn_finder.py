@@ -61,7 +61,7 @@ def test_om_script_runs_with_one_import_and_one_config_change(model_path, frames
 
 
 def test_classify_scores_and_peaks_only_on_hits(model_path, frames):
-    finder = CnnHitFinder(model=model_path, threshold=0.5)
+    finder = CnnHitFinder(model=model_path, threshold=0.5, hot_pixel_map=False)  # same masks in batch and alone
     result = finder.classify(frames)
     assert result.scores.shape == (6,) and np.all((result.scores >= 0) & (result.scores <= 1))
     np.testing.assert_array_equal(result.hits, result.scores >= 0.5)
@@ -76,6 +76,29 @@ def test_classify_scores_and_peaks_only_on_hits(model_path, frames):
     assert peaks.as_om_dict()["hit_score"] == peaks.hit_score
     with pytest.raises(ConfigError):
         CnnHitFinder(model=model_path, threshold=1.5)
+
+
+@pytest.mark.parametrize("hot_pixel_map", [True, False])
+def test_hot_pixels_learned_from_the_frames_shown_are_masked(model_path, frames, hot_pixel_map):
+    """Two static one-pixel spikes in every frame are peaks of every frame unless the finder learns
+    them (from the batch itself: four frames are enough); one frame at a time, from the fourth on."""
+    hot = [(10, 20), (50, 70)]
+    spiked = frames.copy()
+    for ss, fs in hot:
+        spiked[:, ss, fs] += 2000.0
+    om_args = {"radius_pixel_map": radius_map_from_beam_center(SHAPE), "layout_info": LAYOUT,
+               "crystallography_parameters": OM_PARAMS}
+
+    def at_hot(peaks) -> set[tuple[int, int]]:
+        return {(round(ss), round(fs)) for ss, fs in zip(peaks.ss, peaks.fs, strict=True)} & set(hot)
+
+    batch = CnnHitFinder(**om_args, model=model_path, threshold=0.0, hot_pixel_map=hot_pixel_map)
+    for peaks in batch.classify(spiked).peaks:
+        assert at_hot(peaks) == (set() if hot_pixel_map else set(hot))
+    assert (batch.hot_pixels is not None) == hot_pixel_map
+    one_by_one = CnnHitFinder(**om_args, model=model_path, threshold=0.0, hot_pixel_map=hot_pixel_map)
+    found = [at_hot(one_by_one.find_peaks(frame)) for frame in spiked]
+    assert found == [set(hot)] * 3 + [set() if hot_pixel_map else set(hot)] * 3
 
 
 def test_batches_static_masks_and_bfloat16_agree(model_path, frames):

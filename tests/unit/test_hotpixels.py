@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from sfx_cnnhit.io.hotpixels import HotPixelRule, strict_local_maxima
+from sfx_cnnhit.io.hotpixels import HotPixelRule, HotPixelTracker, strict_local_maxima
 from sfx_cnnhit.io.sources import open_frames
 
 SHAPE = (64, 80)
@@ -44,9 +44,13 @@ def test_static_hot_pixels_are_found_and_nothing_else(zero_background):
     assert _hot_set(hot) == set(HOT)
 
 
-def test_too_few_frames_give_no_map():
+def test_too_few_frames_give_no_map_and_few_frames_a_strict_one():
     data = _frames(8, np.random.default_rng(2))
-    assert HotPixelRule().hot_map((frame, np.ones(SHAPE, bool)) for frame in data) is None
+    assert HotPixelRule().hot_map((frame, np.ones(SHAPE, bool)) for frame in data[:3]) is None
+    # 4 to 7 frames: a maximum in every one of them (a short file, or a single image repeated)
+    hot = HotPixelRule().hot_map((frame, np.ones(SHAPE, bool)) for frame in data[:5])
+    assert hot is not None and _hot_set(hot) == set(HOT)
+    assert HotPixelRule().required(4) == 4 and HotPixelRule().required(24) == 18
 
 
 def test_bad_neighbours_do_not_hide_a_pixel_and_bad_pixels_are_never_maxima():
@@ -85,3 +89,61 @@ def test_rule_rejects_nonsense():
         HotPixelRule(window=0)
     with pytest.raises(ValueError):
         HotPixelRule(frequency=0.2)
+
+
+def _assert_found(hot: np.ndarray, expected: set[tuple[int, int]], where: int) -> None:
+    """Every expected hot pixel and at most four others: a streak of four local maxima flags about
+    (1/9)^4 of the interior pixels and (1/6)^4 of the edge pixels by chance (about 1 of these 5120)."""
+    found = _hot_set(hot)
+    assert expected <= found and len(found - expected) <= 4, (where, found ^ expected)
+
+
+@pytest.mark.parametrize("zero_background", [False, True])
+def test_tracker_learns_hot_pixels_one_frame_at_a_time(zero_background):
+    """Shown one frame per call (as OM calls a peak finder): no map for the first three frames, then
+    exactly the static hot pixels; the moving spot is never masked."""
+    data = _frames(600, np.random.default_rng(3), zero_background=zero_background)
+    tracker = HotPixelTracker()
+    for i, frame in enumerate(data):
+        good = tracker.mask(frame[None])
+        if i < 3:
+            assert good is None
+            continue
+        assert good is not None and good.shape == SHAPE
+        _assert_found(~good, set(HOT), i)
+
+
+def test_tracker_masks_a_batch_with_its_own_frames_and_keeps_the_callers_mask():
+    data = _frames(4, np.random.default_rng(4))
+    masks = np.ones((4, *SHAPE), bool)
+    masks[:, 0, :] = False
+    good = HotPixelTracker().mask(data, masks)
+    assert good.shape == (4, *SHAPE)
+    assert not good[:, 0, :].any()
+    assert {p for p in _hot_set(~good[0]) if p[0] != 0} == {p for p in HOT if p[0] != 0}
+
+
+def test_tracker_forgets_a_pixel_that_cooled_and_finds_one_that_turned_hot():
+    """Memory of 24 sampled frames, one in 4 once full: a pixel hot only in the first 100 frames is
+    forgotten within 40 frames, and hot pixels appearing at frame 300 are found within 16."""
+    rng = np.random.default_rng(5)
+    data = _frames(400, rng, hot_from=300)
+    data[:100, 20, 20] += 60
+    tracker = HotPixelTracker()
+    for frame in data[:100]:
+        tracker.update(frame[None])
+    assert tracker.hot is not None
+    _assert_found(tracker.hot, {(20, 20)}, 99)
+    for i, frame in enumerate(data[100:], start=100):
+        tracker.update(frame[None])
+        if 140 <= i < 300:
+            _assert_found(tracker.hot, set(), i)
+        elif i >= 316:
+            _assert_found(tracker.hot, set(HOT), i)
+
+
+def test_tracker_starts_again_on_a_new_frame_shape():
+    tracker = HotPixelTracker()
+    tracker.update(_frames(8, np.random.default_rng(6)))
+    assert tracker.hot is not None
+    assert tracker.mask(np.zeros((1, 10, 10), np.float32)) is None

@@ -115,6 +115,10 @@ def test_om_settings_defaults_and_errors(model_path):
     assert detection.finder.threshold == 0.5 and detection.settings.explain == "none"
     assert _om_detection(model_path, threshold=None).settings.threshold is None
     assert _om_detection(model_path, threshold=0.3, precision="bfloat16").finder.precision == "bfloat16"
+    assert detection.finder.hot_pixels is not None  # learns hot pixels unless told not to
+    assert _om_detection(model_path, hot_pixel_map=False).finder.hot_pixels is None
+    with pytest.raises(ConfigError, match="hot_pixel_map"):
+        _om_detection(model_path, hot_pixel_map="sometimes")
     with pytest.raises(ConfigError, match="precision"):
         _om_detection(model_path, precision="fp8")
     with pytest.raises(ConfigError, match=r"unknown key.*thresold"):
@@ -255,6 +259,8 @@ def test_cheetah_ini_defaults_and_errors(tmp_path):
     # no threshold: the model's calibrated one; float32 unless asked (bfloat16 is opt-in)
     assert (settings.model, settings.threshold, settings.device, settings.explain, settings.batch_size,
             settings.precision) == (None, None, "auto", "none", 64, "float32")
+    ini.write_text("hitfinderMaxPixCount=30\ncnnHotPixelMap=0\n")
+    assert read_cheetah_cnn(ini)[0].hot_pixel_map is False
     for line, message in [("cnnThreshhold=0.5", "unknown CNN key"), ("cnnThreshold=high", "cnnThreshold|threshold"),
                           ("cnnExplain=lime", "explain"), ("cnnBatchSize=0", "batch size")]:
         ini.write_text(f"hitfinderMaxPixCount=30\n{line}\n")

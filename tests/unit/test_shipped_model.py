@@ -47,8 +47,9 @@ def test_the_default_model_separates_clear_hits_from_misses(precision):
 
 
 def test_the_default_model_vetoes_an_integrating_detector_given_its_gain():
-    """CSPAD frames in ADU (32 ADU/photon): with the geometry's panels and gain the veto rejects blanks
-    and keeps strong hits; read as one 1-ADU-per-photon image, every stray photon looks like a spot."""
+    """CSPAD frames in ADU (32 ADU/photon), judged as the OM and Cheetah plugins judge them (hot pixels
+    learned from the frames shown, here one batch): with the geometry's panels and gain the veto rejects
+    blanks and keeps strong hits; read as one 1-ADU-per-photon image, every stray photon looks like a spot."""
     from sfx_cnnhit.models.preprocess import panel_layout_for
 
     sim = Simulator(SimulationConfig().with_overrides(detector__name="cspad"), seed=90211, split="test")
