@@ -65,6 +65,15 @@ Strict = Annotated[
         "and the CSV, and exit with status 3.",
     ),
 ]
+CommitEvery = Annotated[
+    float,
+    typer.Option(
+        "--commit-every",
+        min=0.0,
+        help="Seconds between commits of the output (a killed run resumes from the last one; 0: after "
+        "every batch).",
+    ),
+]
 #: Exit status of a run that finished but skipped unreadable frames (2: the run failed; 130: interrupted).
 FAILED_FRAMES_EXIT = 3
 MinPeaks = Annotated[int | None, typer.Option("--min-peaks", help="A hit has at least this many peaks.")]

@@ -10,6 +10,7 @@ from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import (
     FAILED_FRAMES_EXIT,
     BatchSize,
+    CommitEvery,
     InputOptions,
     Inputs,
     MinPeaks,
@@ -20,7 +21,7 @@ from sfx_cnnhit.cli.inputs import (
     with_option_groups,
 )
 from sfx_cnnhit.cli.summary import print_summary
-from sfx_cnnhit.pipeline.reduce import reduce_run
+from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, reduce_run
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +37,7 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchSize = 64,
         overwrite: Overwrite = False,
         strict: Strict = False,
+        commit_every: CommitEvery = COMMIT_SECONDS,
     ) -> None:
         """Find peaks and hits with peakfinder8; write the hits as a reduced CXI plus a per-frame table.
 
@@ -55,6 +57,7 @@ def register(app: typer.Typer) -> None:
                 overwrite=overwrite,
                 progress=update,
                 skip_bad_frames=not strict,
+                commit_seconds=commit_every,
             )
         print_summary(summary, console)
         if summary.failed_frames:

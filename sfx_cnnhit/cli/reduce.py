@@ -13,6 +13,7 @@ from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import (
     FAILED_FRAMES_EXIT,
     BatchSize,
+    CommitEvery,
     Device,
     InputOptions,
     Inputs,
@@ -26,7 +27,7 @@ from sfx_cnnhit.cli.inputs import (
 from sfx_cnnhit.cli.summary import print_summary
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
 from sfx_cnnhit.pipeline.mpi import run_ranks, world
-from sfx_cnnhit.pipeline.reduce import ReduceSummary
+from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, ReduceSummary
 
 ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Checkpoint file or shipped model name (default: shipped).")
@@ -85,6 +86,7 @@ def register(app: typer.Typer) -> None:
         threads: Threads = None,
         overwrite: Overwrite = False,
         strict: Strict = False,
+        commit_every: CommitEvery = COMMIT_SECONDS,
     ) -> None:
         """Classify every frame with the CNN; write hits, their peaks and Grad-CAM maps for CrystFEL.
 
@@ -111,6 +113,7 @@ def register(app: typer.Typer) -> None:
             overwrite=overwrite,
             skip_bad_frames=not strict,
             threads=threads,
+            commit_seconds=commit_every,
         )
         comm = world()
         if comm is None:

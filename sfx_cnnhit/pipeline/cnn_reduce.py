@@ -16,7 +16,7 @@ from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.models.checkpoint import load_checkpoint, resolve_model_path
 from sfx_cnnhit.models.metrics import threshold_for_recall
 from sfx_cnnhit.models.preprocess import panel_layout_for
-from sfx_cnnhit.pipeline.reduce import HeatMapExplainer, ReduceSummary, reduce_run
+from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, HeatMapExplainer, ReduceSummary, reduce_run
 
 
 def resolve_threshold(
@@ -78,9 +78,11 @@ def cnn_reduce(
     n_ranks: int = 1,
     skip_bad_frames: bool = True,
     threads: int | None = None,
+    commit_seconds: float = COMMIT_SECONDS,
 ) -> ReduceSummary:
     """Reduce ``source`` with the CNN hit finder into ``outdir`` (see :func:`reduce_run` for the outputs,
-    the reader thread ``prefetch``, the MPI share ``rank`` of ``n_ranks`` and ``skip_bad_frames``);
+    the reader thread ``prefetch``, the MPI share ``rank`` of ``n_ranks``, ``skip_bad_frames`` and
+    ``commit_seconds``);
     the CNN runs on ``threads`` torch threads (see :func:`compute_threads`)."""
     finder = CnnHitFinder(
         model=model,
@@ -90,6 +92,7 @@ def cnn_reduce(
         panel_layout=panel_layout_for(source.geometry),
         batch_size=batch_size,
         precision=precision,
+        hot_pixel_map=False,  # the source masks hot pixels with its run-level map (or was told not to)
     )
     settings = {
         "model": str(resolve_model_path(model)),
@@ -114,4 +117,5 @@ def cnn_reduce(
             rank=rank,
             n_ranks=n_ranks,
             skip_bad_frames=skip_bad_frames,
+            commit_seconds=commit_seconds,
         )

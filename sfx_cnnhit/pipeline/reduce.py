@@ -14,8 +14,10 @@ peakfinder8`` with peakfinder8). It writes into one output folder:
 ==================  ====================================================================
 
 Every output is written as ``*.inprogress`` and renamed when the run completes. The CXI file and
-the CSV table are committed together after each batch, so a killed run resumes where it stopped
-when it is started again with the same settings, losing and duplicating nothing.
+the CSV table are committed together (at least every :data:`COMMIT_SECONDS`, or when the batches
+since the last commit hold :data:`COMMIT_BYTES` of hit frames and maps), so a killed run resumes
+where it last committed when it is started again with the same settings, losing and duplicating
+nothing.
 
 Three threads overlap: a reader prefetches the next batch (``prefetch``), the caller's thread
 classifies and explains the current one, and a writer thread encodes (gzip in a thread pool) and
@@ -31,6 +33,7 @@ import csv
 import functools
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -71,6 +74,10 @@ SCORE_DATASET = "hit_score"
 MAP_DTYPE = np.float16
 #: frames per batch at most this many float32 bytes (32 MiB: 8 frames of 1 Mpx), bounding memory
 BATCH_BYTES = 32 * 2**20
+#: a commit (one segment of the in-progress CXI file) at least this often; a kill costs at most this much work
+COMMIT_SECONDS = 2.0
+#: ... or when the hit frames and maps appended since the last commit exceed this many (uncompressed) bytes
+COMMIT_BYTES = 4 * BATCH_BYTES
 #: the stages of ``ReduceSummary.stage_seconds``: ``classify`` is the finder's whole call, which a finder
 #: with ``stage_seconds`` (the CNN) splits into preprocess, network and peakfinder8 (on hits)
 STAGES = ("read", "classify", "preprocess", "network", "peakfinder8", "maps", "write")
@@ -167,6 +174,9 @@ class _FrameTable:
 
     def append(self, rows: list[tuple[Any, ...]]) -> None:
         self._writer.writerows(rows)
+
+    def sync(self) -> None:
+        """Put the rows on disk (before the CXI commit that counts them)."""
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -271,6 +281,7 @@ def reduce_run(
     rank: int = 0,
     n_ranks: int = 1,
     skip_bad_frames: bool = True,
+    commit_seconds: float = COMMIT_SECONDS,
 ) -> ReduceSummary:
     """Classify every frame of ``source`` with ``finder`` and write the hits to ``outdir``.
 
@@ -295,6 +306,8 @@ def reduce_run(
         skip_bad_frames: skip frames that cannot be read (corrupt chunk, short read), listing them in
             the summary's ``failed_frames`` and as CSV rows flagged ``failed: <reason>``; False stops
             at the first one (``--strict``).
+        commit_seconds: commit the outputs at least this often (0: after every batch), or sooner
+            when :data:`COMMIT_BYTES` of hits gathered; a killed run redoes what it had not committed.
 
     Raises:
         OutputError: if ``outdir`` holds a completed run (without ``overwrite``) or a partial run with
@@ -370,14 +383,28 @@ def reduce_run(
     writes = _WriteBehind(seconds)
     t0 = time.perf_counter()
 
-    def commit_batch(hits: dict[str, Any] | None, rows: list[tuple[Any, ...]], state: dict[str, Any]) -> None:
-        """Write one batch's hits and rows and commit them with ``state`` (runs in the writer thread)."""
+    # appended, not yet committed; the first batch is committed at once (the folder then records its settings)
+    pending: dict[str, Any] = {"bytes": 0, "since": -math.inf, "state": None}
+
+    def commit_batch(hits: dict[str, Any] | None, rows: list[tuple[Any, ...]], state: dict[str, Any] | None) -> None:
+        """Write one batch's hits and rows (runs in the writer thread); commit everything appended with
+        the batch's ``state`` when enough has gathered (:data:`COMMIT_SECONDS`, :data:`COMMIT_BYTES`).
+        ``hits`` and ``rows`` empty and ``state`` None: commit what is pending (the end of the run)."""
         if hits is not None:
             writer.append(**hits)
+            pending["bytes"] += hits["data"].nbytes + sum(np.asarray(v).nbytes for v in hits["extras"].values())
         table.append(rows)
-        writer.commit({**state, "elapsed_s": elapsed + time.perf_counter() - t0})
-        if progress:
-            progress(state["frames_done"], n_mine)
+        if state is not None:
+            pending["state"] = state
+            if progress:
+                progress(state["frames_done"], n_mine)
+        now = time.perf_counter()
+        if pending["state"] is not None and (
+            state is None or pending["bytes"] >= COMMIT_BYTES or now - pending["since"] >= commit_seconds
+        ):
+            table.sync()
+            writer.commit({**pending["state"], "elapsed_s": elapsed + now - t0})
+            pending.update(bytes=0, since=now, state=None)
 
     try:
         for batch in stream:
@@ -424,6 +451,7 @@ def reduce_run(
             state = {"settings": run_settings, "frames_done": done, "hits": n_hits, "unjudged_frames": dict(unjudged),
                      "failed_frames": list(failed)}
             writes.submit(functools.partial(commit_batch, hits_out, rows + _failed_rows(batch), state))
+        writes.submit(functools.partial(commit_batch, None, [], None))
         writes.close()
     except BaseException:
         stream.close()  # stops the reader thread and closes the input files

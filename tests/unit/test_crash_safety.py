@@ -37,9 +37,10 @@ def _run_file(path: Path) -> Path:
     return path
 
 
-def _command(run: Path, out: Path) -> list[str]:
+def _command(run: Path, out: Path, commit_every: float = 0.0) -> list[str]:
+    """Batches of 2 frames, each committed (``--commit-every 0``) unless told otherwise."""
     return [*CLI, "peakfinder8", str(run), "-o", str(out), "--batch-size", "2", "--threshold", "60",
-            "--min-peaks", "5", "--no-hot-pixel-map"]
+            "--min-peaks", "5", "--no-hot-pixel-map", "--commit-every", str(commit_every)]
 
 
 def _contents(out: Path) -> dict[str, object]:
@@ -108,15 +109,17 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return run, _contents(folder / "whole"), whole_s
 
 
+@pytest.mark.parametrize(("commit_every", "n_kills"), [(0.0, KILLS), (0.1, KILLS // 2)],
+                         ids=["every batch", "every 0.1 s"])
 def test_killed_at_random_moments_then_resumed_gives_the_uninterrupted_output(
-    tmp_path: Path, reference: tuple[Path, dict[str, object], float]
+    tmp_path: Path, reference: tuple[Path, dict[str, object], float], commit_every: float, n_kills: int
 ) -> None:
     run, whole, whole_s = reference
     rng = np.random.default_rng(11)
     kills = attempt = 0
-    while kills < KILLS:  # a run that completes before enough kills starts a fresh output folder
+    while kills < n_kills:  # a run that completes before enough kills starts a fresh output folder
         out = tmp_path / f"killed_{attempt}"
-        kills += _run_until_complete(_command(run, out), out / "summary.json", rng, (0.0, whole_s))
+        kills += _run_until_complete(_command(run, out, commit_every), out / "summary.json", rng, (0.0, whole_s))
         _assert_same(_contents(out), whole)
         assert not list(out.glob("*.inprogress"))
         attempt += 1

@@ -108,13 +108,33 @@ class _Killer:
 def test_killed_run_resumes_to_the_same_output(run_file, tmp_path):
     reduce_run(open_frames([run_file]), _finder(), tmp_path / "whole", method="pf8", batch_size=4)
     with pytest.raises(KeyboardInterrupt):
-        reduce_run(open_frames([run_file]), _Killer(_finder(), 3), tmp_path / "part", method="pf8", batch_size=4)
+        reduce_run(open_frames([run_file]), _Killer(_finder(), 3), tmp_path / "part", method="pf8", batch_size=4,
+                   commit_seconds=0.0)  # every batch committed
     assert not (tmp_path / "part" / "hits.cxi").exists()
     assert (tmp_path / "part" / "hits.cxi.inprogress").exists()
     resumed_finder = _Killer(_finder(), kill_at_batch=-1)
     summary = reduce_run(open_frames([run_file]), resumed_finder, tmp_path / "part", method="pf8", batch_size=4)
     assert resumed_finder.calls == 3  # batches 3..5 only: 2 were committed before the kill
     assert summary.frames_read == 20
+    whole, part = _cxi_contents(tmp_path / "whole" / "hits.cxi"), _cxi_contents(tmp_path / "part" / "hits.cxi")
+    for name, value in whole.items():
+        np.testing.assert_array_equal(part[name], value, err_msg=name)
+    assert _read_csv(tmp_path / "part" / "frames.csv") == _read_csv(tmp_path / "whole" / "frames.csv")
+
+
+def test_batches_gather_into_one_commit_and_a_kill_redoes_what_was_not_committed(run_file, tmp_path):
+    """The first batch is committed at once, the next ones together (here: an hour apart, so only at the
+    end): a kill at batch 4 keeps batch 1, and the resumed run redoes batches 2..5 to the same outputs."""
+    reduce_run(open_frames([run_file]), _finder(), tmp_path / "whole", method="pf8", batch_size=4, commit_seconds=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        reduce_run(open_frames([run_file]), _Killer(_finder(), 4), tmp_path / "part", method="pf8", batch_size=4,
+                   commit_seconds=3600.0)
+    assert sorted(p.name for p in (tmp_path / "part" / "hits.cxi.inprogress").glob("segment_*")) == [
+        "segment_000000.h5"]
+    resumed_finder = _Killer(_finder(), kill_at_batch=-1)
+    reduce_run(open_frames([run_file]), resumed_finder, tmp_path / "part", method="pf8", batch_size=4,
+               commit_seconds=3600.0)
+    assert resumed_finder.calls == 4
     whole, part = _cxi_contents(tmp_path / "whole" / "hits.cxi"), _cxi_contents(tmp_path / "part" / "hits.cxi")
     for name, value in whole.items():
         np.testing.assert_array_equal(part[name], value, err_msg=name)
