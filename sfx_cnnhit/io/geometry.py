@@ -344,11 +344,6 @@ class DetectorGeometry:
 
         return write_text_atomic(path, self.to_text(**to_text_args), protect=protect)  # type: ignore[arg-type]
 
-    def with_data_path(self, data_path: str) -> DetectorGeometry:
-        """The same geometry reading its frames from another HDF5 path (panels' own ``data`` too)."""
-        panels = tuple(replace(p, data=None) for p in self.panels)
-        return replace(self, panels=panels, data_path=data_path)
-
     @classmethod
     def simple(
         cls,
