@@ -18,6 +18,7 @@ import numpy as np
 from sfx_cnnhit.finders.config import Peakfinder8Params
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.cxi import DATA_PATH, read_peak_lists
+from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
 from sfx_cnnhit.pipeline.reduce import SCORE_DATASET, ReduceSummary
@@ -94,7 +95,7 @@ def run_demo(
     run = folder / "run.cxi"
     if not run.exists():
         simulate_to_file(run, n_frames, seed, hit_rate=hit_rate, split="test", progress=progress)
-    source = open_frames([run])
+    source = open_frames([run], hot_pixels=DEFAULT_HOT_PIXELS)  # as `sfx-cnnhit reduce run.cxi` reads it
     peakfinder = Peakfinder8Finder.from_beam_center(source.frame_shape, DEMO_PEAKFINDER8)
     summary = cnn_reduce(
         source, folder / "reduced", model=model, explain="gradcam", peakfinder=peakfinder,
