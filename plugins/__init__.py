@@ -4,7 +4,8 @@
   crystallography monitor (``cnn_hit_detection`` YAML group); :mod:`~sfx_cnnhit.plugins.om_monitor`
   starts OM with it.
 - :mod:`~sfx_cnnhit.plugins.cheetah`: the CNN hit finder from a Cheetah ini (``cnn*`` keys).
-- :mod:`~sfx_cnnhit.plugins.crystfel`: the ``indexamajig`` recipe for a reduction's hits.
+
+The ``indexamajig`` recipe written beside a reduction's hits is I/O: :mod:`sfx_cnnhit.io.crystfel_recipe`.
 
 No module here imports OM until an OM class is asked for.
 """

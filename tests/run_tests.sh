@@ -19,4 +19,5 @@ if command -v mpicc >/dev/null; then
   .venv/bin/python -m pip install -q "mpi4py>=3.1" || echo "note: mpi4py not installed; MPI tests will skip"
 fi
 .venv/bin/python -m ruff check .
+.venv/bin/python -m mypy --strict sfx_cnnhit
 exec .venv/bin/python -m pytest "$@"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -12,6 +12,10 @@ from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import BatchSize, Device, InputOptions, Inputs, with_option_groups
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.io.atomic import check_output_path, make_output_folder, write_text_atomic
+
+if TYPE_CHECKING:
+    from sfx_cnnhit.explain.report import PeakFinding
+    from sfx_cnnhit.io.sources import FrameSource
 
 
 def parse_frames(text: str | None) -> list[int] | None:
@@ -40,6 +44,17 @@ def parse_target(text: str) -> str | int:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def figure_peaks(source: FrameSource) -> PeakFinding:
+    """The peaks circled in explanation figures: peakfinder8 with CrystFEL's defaults on ``source``'s
+    geometry (else with the beam at the slab centre)."""
+    from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
+
+    if source.geometry is not None:
+        return Peakfinder8Finder.from_geometry(source.geometry).find_peaks_masked
+    ss, fs = source.frame_shape
+    return Peakfinder8Finder.from_beam_center((ss, fs)).find_peaks_masked
 
 
 def register(app: typer.Typer) -> None:
@@ -95,7 +110,7 @@ def register(app: typer.Typer) -> None:
         net, spec = load_model(model, device=resolve_device(device))
         if figures is not None:
             make_output_folder(figures)
-        truth_paths = {"truth_path": truth, "labels_path": labels}
+        truth_paths: dict[str, Any] = {"truth_path": truth, "labels_path": labels}
         settings = ExplainSettings(
             **{key: value for key, value in truth_paths.items() if value is not None},
             method=method,
@@ -113,7 +128,8 @@ def register(app: typer.Typer) -> None:
         )
         with frame_progress("explain") as update:
             report = explain_source(
-                source, net, spec, frames=chosen, settings=settings, model_source=model or "default", progress=update
+                source, net, spec, frames=chosen, settings=settings, model_source=model or "default", progress=update,
+                peak_finder=figure_peaks(source),
             )
         console.print(
             f"{report['n_frames']} frames explained with {report['method']} on {spec.name} "

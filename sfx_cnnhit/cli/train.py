@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         from sfx_cnnhit.models.fit import fit
         from sfx_cnnhit.models.training import AUGMENTATIONS
 
-        overrides = {
+        overrides: dict[str, Any] = {
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_gamma": lr_gamma, "seed": seed, "device": device,
             "freeze_batch_norm": freeze_bn or None, "mix_batches": mix,
         }

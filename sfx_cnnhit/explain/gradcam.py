@@ -83,7 +83,8 @@ class LogOddsTarget:
         return f"LogOddsTarget({self.classes})"
 
 
-class _RawCAM(BaseCAM):
+# pytorch-grad-cam has no type hints: its classes are Any to mypy.
+class _RawCAM(BaseCAM):  # type: ignore[misc]
     """A pytorch-grad-cam CAM returning its map ``ReLU(...)`` at the layer's own resolution, unscaled;
     its context manager releases the hooks and lets every exception through."""
 
@@ -105,11 +106,11 @@ class _RawCAM(BaseCAM):
         self.activations_and_grads.release()
 
 
-class _RawGradCAM(_RawCAM, GradCAM):
+class _RawGradCAM(_RawCAM, GradCAM):  # type: ignore[misc]  # GradCAM is Any (no type hints)
     """Grad-CAM, ``ReLU(sum_k alpha_k A^k)``, unscaled."""
 
 
-class _RawHiResCAM(_RawCAM, HiResCAM):
+class _RawHiResCAM(_RawCAM, HiResCAM):  # type: ignore[misc]  # HiResCAM is Any (no type hints)
     """HiResCAM, ``ReLU(sum_k dy/dA^k * A^k)``, unscaled."""
 
 

@@ -95,7 +95,7 @@ def activation_histograms(
 
     with torch.no_grad(), eval_mode(model):
         if value_range is None:
-            if iter(frames) is frames:  # type: ignore[arg-type]
+            if iter(frames) is frames:
                 raise ConfigError("activation histograms: give value_range for one-pass batch iterators")
             low, high = np.inf, -np.inf
             for act, _ in _activations(model, spec, layer, source(), layout):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import h5py
 import numpy as np
@@ -31,19 +31,22 @@ from sfx_cnnhit.explain.gradcam import GradCamExplainer, Method
 from sfx_cnnhit.explain.histograms import activation_histograms
 from sfx_cnnhit.explain.inversion import inversion_layers, invert_representation
 from sfx_cnnhit.explain.score import ExplanationScorer, fair_dilation_px
-from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.hdf5 import open_hdf5
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.models.preprocess import PanelLayout, panel_layout_for, preprocess
 from sfx_cnnhit.models.tasks import HIT_CLASS_NAMES
 from sfx_cnnhit.models.zoo import ModelSpec
 from sfx_cnnhit.simulate.output import TRUTH
-from sfx_cnnhit.types import FrameBatch
+from sfx_cnnhit.types import FrameBatch, PeakList
 
 #: Ground-truth datasets of simulated files (``sfx-cnnhit simulate``).
 TRUTH_BRAGG_MASK = f"{TRUTH}/bragg_mask"
 TRUTH_LABEL = f"{TRUTH}/label"
 TRUTH_HIT = f"{TRUTH}/hit"
+
+
+#: Peaks of one ``(ss, fs)`` frame with its mask (True = good), e.g. ``Peakfinder8Finder.find_peaks_masked``.
+PeakFinding = Callable[[NDArray[np.float32], NDArray[np.bool_]], PeakList]
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class ExplainSettings:
         dilation_px: spot-region radius; None: :func:`fair_dilation_px` of the method's map cell.
         figures_dir: folder for PNG figures (None: no figures).
         max_figures: explanation figures for at most this many of the chosen frames (the first ones).
-        peaks: circle peakfinder8's peaks in the figures.
+        peaks: circle the peaks of :func:`explain_source`'s ``peak_finder`` in the figures.
         invert: layers to invert (module paths, or ``("all",)`` for the architecture's defaults).
         invert_frames: how many of the figure frames to invert.
         invert_steps: optimisation steps per inversion.
@@ -181,7 +184,11 @@ def _is_hit(truth: _Truth) -> NDArray[np.bool_] | None:
     if truth.labels is not None and truth.class_names is not None:
         hit_labels = [i for i, name in enumerate(truth.class_names) if name in HIT_CLASS_NAMES]
         return np.isin(truth.labels, hit_labels)
-    return None if truth.bragg is None else truth.bragg.reshape(truth.bragg.shape[0], -1).any(axis=1)
+    return (
+        None
+        if truth.bragg is None
+        else cast("NDArray[np.bool_]", truth.bragg.reshape(truth.bragg.shape[0], -1).any(axis=1))
+    )
 
 
 def _class_name(truth: _Truth, i: int) -> str | None:
@@ -211,8 +218,10 @@ def explain_source(
     settings: ExplainSettings | None = None,
     model_source: str = "",
     progress: Callable[[int, int], None] | None = None,
+    peak_finder: PeakFinding | None = None,
 ) -> dict[str, Any]:
-    """Explain ``frames`` (global indices; None = all) of ``source`` with ``model``.
+    """Explain ``frames`` (global indices; None = all) of ``source`` with ``model``; ``peak_finder``
+    gives the peaks circled in the figures (with ``settings.peaks``).
 
     Returns:
         A JSON-compatible report: ``model``, ``method``, ``target``, ``dilation_px``, ``n_frames``,
@@ -233,16 +242,10 @@ def explain_source(
     )
     radius_map = source.geometry.radius_map() if source.geometry is not None else None
     scorer: ExplanationScorer | None = None
-    finder: Peakfinder8Finder | None = None
+    finder = peak_finder if settings.peaks else None
     figure_explainer: GradCamExplainer | None = None
     if settings.figures_dir is not None:
         figure_explainer = GradCamExplainer(model, spec, method="guided", target=settings.target, layout=layout)
-        if settings.peaks:
-            finder = (
-                Peakfinder8Finder.from_geometry(source.geometry)
-                if source.geometry is not None
-                else Peakfinder8Finder.from_beam_center(frame_shape)  # type: ignore[arg-type]
-            )
     hit_classes = list(spec.hit_classes)
     total = source.n_frames if frames is None else len(frames)
     records: list[dict[str, Any]] = []
@@ -311,7 +314,7 @@ def _frame_figures(
     records: list[dict[str, Any]],
     maps: NDArray[np.float32],
     explainer: GradCamExplainer,
-    finder: Peakfinder8Finder | None,
+    finder: PeakFinding | None,
     settings: ExplainSettings,
     *,
     remaining: int,
@@ -338,7 +341,7 @@ def _frame_figures(
             cam=maps[i] if hires else both.cam[i],
             cam_label="HiResCAM" if hires else "Grad-CAM",
             guided=None if both.guided is None else both.guided[i],
-            peaks=None if finder is None else finder.find_peaks_masked(batch.data[i], batch.mask[i]),
+            peaks=None if finder is None else finder(batch.data[i], batch.mask[i]),
             truth=None if truth.bragg is None else truth.bragg[i],
             title=title,
         )

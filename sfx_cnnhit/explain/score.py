@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,7 +58,8 @@ def fair_dilation_px(map_resolution_px: float) -> float:
 def default_radius_map(frame_shape: tuple[int, int]) -> NDArray[np.float32]:
     """Distance (pixels) of every pixel from the frame centre, for a frame whose beam is at its centre."""
     ss, fs = np.indices(frame_shape, dtype=np.float32)
-    return np.hypot(ss - (frame_shape[0] - 1) / 2, fs - (frame_shape[1] - 1) / 2).astype(np.float32)
+    r: NDArray[np.float32] = np.hypot(ss - (frame_shape[0] - 1) / 2, fs - (frame_shape[1] - 1) / 2).astype(np.float32)
+    return r
 
 
 @dataclass
@@ -255,10 +256,12 @@ class ExplanationScorer:
             "raw_max_median_hits": float(np.median(hit_raw)) if hit_raw else None,
             "radial_profile": None
             if self._radial_edges is None or not misses
-            else {
+            else {  # the radial arrays are set together with _radial_edges (_score_miss)
                 "edges_px": self._radial_edges.tolist(),
-                "mass_fraction": (self._radial_mass / max(self._radial_n_mass, 1)).tolist(),  # type: ignore[operator]
-                "area_fraction": (self._radial_area / len(misses)).tolist(),  # type: ignore[operator]
+                "mass_fraction": (
+                    cast("NDArray[np.float64]", self._radial_mass) / max(self._radial_n_mass, 1)
+                ).tolist(),
+                "area_fraction": (cast("NDArray[np.float64]", self._radial_area) / len(misses)).tolist(),
             },
         }
         groups: dict[Any, list[_FrameScore]] = defaultdict(list)
@@ -293,7 +296,7 @@ def score_explanations(
     """
     bragg_mask = np.asarray(bragg_mask, dtype=bool)
     if is_hit is None:
-        is_hit = bragg_mask.reshape(bragg_mask.shape[0], -1).any(axis=1)
+        is_hit = cast("NDArray[np.bool_]", bragg_mask.reshape(bragg_mask.shape[0], -1).any(axis=1))
     scorer = ExplanationScorer(dilation_px, radius_map=radius_map, class_names=class_names)
     scorer.add(maps, bragg_mask, is_hit, mask=mask, labels=labels, raw_max=raw_max)
     return scorer.result()

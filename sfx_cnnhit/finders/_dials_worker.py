@@ -29,6 +29,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from dxtbx import flumpy
@@ -44,7 +45,7 @@ TRUSTED_RANGE = (-1.0e29, 1.0e300)
 PIXEL_MM, DISTANCE_MM, WAVELENGTH_A = 0.1, 100.0, 1.0
 
 
-def phil_params(params: dict):
+def phil_params(params: dict[str, Any]) -> Any:
     """``dials.find_spots`` parameters from our DIALS-named dict (resolution limits left out)."""
     from dials.command_line.find_spots import phil_scope
     from libtbx.phil import parse
@@ -72,17 +73,17 @@ def phil_params(params: dict):
 class _Frame:
     """One frame as dxtbx's ``MemReader`` wants it: ``get_raw_data()`` gives one flex array per panel."""
 
-    def __init__(self, data: np.ndarray, mask: np.ndarray, panels: list) -> None:
+    def __init__(self, data: np.ndarray, mask: np.ndarray, panels: list[list[int]]) -> None:
         self._data = data
         self._mask = mask
         self._panels = panels
 
-    def get_raw_data(self):
+    def get_raw_data(self) -> tuple[Any, ...]:
         image = np.where(self._mask, self._data, MASKED_VALUE).astype(np.float64)
         return tuple(flumpy.from_numpy(np.ascontiguousarray(image[s0:s1, f0:f1])) for s0, s1, f0, f1 in self._panels)
 
 
-def build_detector(panels: list):
+def build_detector(panels: list[list[int]]) -> Any:
     """Flat pixel-array panels laid out as in the slab (placeholder distance and pixel size)."""
     from dxtbx.model import Detector
 
@@ -98,7 +99,7 @@ def build_detector(panels: list):
     return detector
 
 
-def experiment_list(frames: np.ndarray, masks: np.ndarray, panels: list):
+def experiment_list(frames: np.ndarray, masks: np.ndarray, panels: list[list[int]]) -> Any:
     """The frames as one in-memory image set of stills, in an experiment list."""
     from dxtbx.imageset import ImageSet, ImageSetData, MemReader
     from dxtbx.model import BeamFactory, Experiment, ExperimentList
@@ -113,7 +114,7 @@ def experiment_list(frames: np.ndarray, masks: np.ndarray, panels: list):
     return ExperimentList([Experiment(imageset=imageset, beam=beam, detector=detector)])
 
 
-def spot_table(experiments, params: dict):
+def spot_table(experiments: Any, params: dict[str, Any]) -> Any:
     """DIALS's reflection table of strong spots with these parameters."""
     from dials.algorithms.spot_finding.factory import SpotFinderFactory
 
@@ -121,7 +122,7 @@ def spot_table(experiments, params: dict):
     return finder.find_spots(experiments)
 
 
-def spot_counts(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[str, np.ndarray]:
+def spot_counts(frames: np.ndarray, masks: np.ndarray, request: dict[str, Any]) -> dict[str, np.ndarray]:
     """Spots per frame for every parameter set of ``request["grid"]``: ``counts`` ``(n_sets, n)``."""
     experiments = experiment_list(frames, masks, request["panels"])
     n = frames.shape[0]
@@ -135,7 +136,7 @@ def spot_counts(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[st
     return {"counts": counts, "seconds": np.array(time.perf_counter() - start)}
 
 
-def find_spots(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[str, np.ndarray]:
+def find_spots(frames: np.ndarray, masks: np.ndarray, request: dict[str, Any]) -> dict[str, np.ndarray]:
     from dials.algorithms.shoebox import MaskCode
 
     panels = request["panels"]
@@ -161,7 +162,7 @@ def find_spots(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[str
     }
 
 
-def strong_masks(frames: np.ndarray, masks: np.ndarray, request: dict) -> dict[str, np.ndarray]:
+def strong_masks(frames: np.ndarray, masks: np.ndarray, request: dict[str, Any]) -> dict[str, np.ndarray]:
     """DIALS's threshold strategy (what its ``dispersion``/``dispersion_extended`` extensions call)."""
     from dials.algorithms.spot_finding import threshold
 
@@ -196,7 +197,8 @@ def main(workdir: Path) -> None:
     frames = np.load(workdir / "frames.npy")
     masks = np.load(workdir / "masks.npy")
     run = {"spots": find_spots, "strong": strong_masks, "counts": spot_counts}[request["mode"]]
-    np.savez(workdir / "result.npz", **run(frames, masks, request))
+    result: dict[str, Any] = run(frames, masks, request)
+    np.savez(workdir / "result.npz", **result)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ batch entry point that ``reduce`` and ``compare`` use, so they treat every metho
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -97,19 +97,20 @@ class PeakCountingHitFinder(ABC):
         return Classification(scores=counts.astype(np.float64), hits=self.hit_rule.is_hit(counts), peaks=peaks)
 
 
+#: The entry-point group of hit finders: ``name = "module:factory"`` (the factory is usually the class).
+ENTRY_POINT_GROUP = "sfx_cnnhit.finders"
+
 _REGISTRY: dict[str, Callable[..., HitFinder]] = {}
 
-# Modules that register the built-in finders, imported on first use (some pull in numba or torch).
-_BUILTIN_MODULES = {
-    "peakfinder8": "sfx_cnnhit.finders.peakfinder8",
-    "dispersion": "sfx_cnnhit.finders.dispersion",
-    "dials": "sfx_cnnhit.finders.dials",
-    "cnn": "sfx_cnnhit.finders.cnn",
-}
+
+def _entry_points() -> dict[str, EntryPoint]:
+    """The installed finders (ours are declared in pyproject.toml; other packages add their own)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def register_finder(name: str) -> Callable[[Callable[..., HitFinder]], Callable[..., HitFinder]]:
-    """Class decorator: make a finder constructible by name through :func:`create_finder`."""
+    """Decorator: make a factory constructible by name through :func:`create_finder` in this process
+    (for scripts and tests; an installed finder declares an entry point instead)."""
 
     def decorate(factory: Callable[..., HitFinder]) -> Callable[..., HitFinder]:
         if name in _REGISTRY:
@@ -121,16 +122,27 @@ def register_finder(name: str) -> Callable[[Callable[..., HitFinder]], Callable[
 
 
 def available_finders() -> list[str]:
-    """Names of the built-in and registered hit finders."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
+    """Names of the installed (entry points) and registered hit finders."""
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+
+def finder_factory(name: str) -> Callable[..., HitFinder]:
+    """The factory of the hit finder ``name`` (an entry point is loaded, importing its module, on first use).
+
+    Raises:
+        ConfigError: no finder of that name, or its entry point cannot be loaded.
+    """
+    if name not in _REGISTRY:
+        point = _entry_points().get(name)
+        if point is None:
+            raise ConfigError(f"unknown hit finder {name!r}; known: {', '.join(available_finders())}")
+        try:
+            _REGISTRY[name] = point.load()
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"hit finder {name!r} ({point.value}) cannot be loaded: {exc}") from None
+    return _REGISTRY[name]
 
 
 def create_finder(name: str, **kwargs: object) -> HitFinder:
-    """Build a registered hit finder by name."""
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown hit finder {name!r}; known: {', '.join(available_finders())}") from None
-    return factory(**kwargs)
+    """Build the hit finder ``name`` with its factory's keyword arguments."""
+    return finder_factory(name)(**kwargs)

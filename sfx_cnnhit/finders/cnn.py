@@ -13,14 +13,13 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.finders.base import register_finder
 from sfx_cnnhit.finders.config import params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.hotpixels import HotPixelTracker
@@ -39,7 +38,7 @@ def native_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16
     or AMX (elsewhere bfloat16 is emulated and slower than float32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return cast(bool, torch.cuda.is_bf16_supported())  # unannotated in torch
     if device.type == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return False
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
     from sfx_cnnhit.explain.gradcam import GradCamExplainer
 
 
-@register_finder("cnn")
 class CnnHitFinder:
     """CNN veto + peakfinder8 on hits, behind the :class:`~sfx_cnnhit.finders.base.HitFinder` interface.
 
@@ -125,7 +123,7 @@ class CnnHitFinder:
         self.panel_layout = panel_layout
         self.batch_size = int(batch_size)
         self._hit_classes = list(self.spec.hit_classes)
-        self._explainers: dict[str, Any] = {}
+        self._explainers: dict[str, GradCamExplainer] = {}
         self._centred: dict[tuple[int, int], Peakfinder8Finder] = {}
         self.hot_pixels = HotPixelTracker() if hot_pixel_map else None
         self.last_score: float | None = None
@@ -172,7 +170,8 @@ class CnnHitFinder:
             raw, x = self._input_buffers(len(batch))
             with self._stage("preprocess"):
                 if self.device.type == "cuda":  # upload the raw frames; preprocess on the GPU
-                    batch, m = (None if a is None else torch.as_tensor(a).to(self.device) for a in (batch, m))
+                    # batch is never None here; mypy cannot tell from the shared generator.
+                    batch, m = (None if a is None else torch.as_tensor(a).to(self.device) for a in (batch, m))  # type: ignore[assignment]
                 preprocess(batch, m, self.spec.preprocess, self.panel_layout, out=raw)
                 if x.data_ptr() != raw.data_ptr():
                     x.copy_(raw)
@@ -226,7 +225,8 @@ class CnnHitFinder:
             static = masks is None or np.ndim(masks) == 2  # one (ss, fs) mask for every frame
             with self._stage("peakfinder8"):
                 for i in np.flatnonzero(hits):
-                    peaks[i] = pf8.find_peaks_masked(frames[i], masks if static else masks[i])
+                    mask_i = masks if static else cast("NDArray[np.bool_]", masks)[i]  # not static: a stack
+                    peaks[i] = pf8.find_peaks_masked(frames[i], mask_i)
         return Classification(scores=scores, hits=hits, peaks=peaks, flags=flags)
 
     def explainer(self, method: Literal["gradcam", "guided", "hirescam"] = "gradcam") -> GradCamExplainer:

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -473,6 +473,7 @@ def _crystfel_pairs(options: Mapping[str, Any] | Sequence[str], source: str) -> 
         items = []
         tokens = list(options)
         i = 0
+        value: str | bool
         while i < len(tokens):
             token = tokens[i]
             if not token.startswith("-"):
@@ -572,7 +573,7 @@ def load_bad_pixel_map(filename: str | Path, hdf5_path: str) -> NDArray[np.bool_
         raise InputError(f"{filename}: cannot read bad-pixel map ({exc})") from None
     if data.ndim != 2:
         raise InputError(f"{filename}:{hdf5_path}: bad-pixel map must be 2-D, got shape {data.shape}")
-    return data != 0
+    return cast("NDArray[np.bool_]", data != 0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError, InputError, NotAvailableError
-from sfx_cnnhit.finders.base import HitRule, register_finder
+from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.dispersion import DialsFinderBase, DialsParams
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import Classification, PeakList
@@ -78,7 +78,6 @@ def require_dials() -> str:
     return python
 
 
-@register_finder("dials")
 class DialsSpotFinder(DialsFinderBase):
     """Spot counting with real DIALS (``dispersion`` / ``dispersion_extended``), batched per subprocess.
 
@@ -155,7 +154,8 @@ class DialsSpotFinder(DialsFinderBase):
         """
         frames = np.asarray(frames)
         if frames.ndim == 2:
-            return self.strong_pixels(frames[None], None if masks is None else np.asarray(masks)[None])[0]
+            batch = self.strong_pixels(frames[None], None if masks is None else np.asarray(masks)[None])
+            return cast("NDArray[np.bool_]", batch[0])
         return np.concatenate(
             [
                 self._run("strong", frames[chunk], None if masks is None else masks[chunk])["strong"]

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, register_finder
+from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import PEAK_FIELDS, PeakList
 
@@ -237,7 +237,7 @@ def strong_pixels(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_bg = np.where(m_bg >= 2, x_bg / m_bg, 0.0)
         above_bg = v >= mean_bg + params.sigma_strong * np.sqrt(gain * mean_bg)
-    return mask & (x_bg >= 0) & core & (v > params.global_threshold) & above_bg
+    return cast("NDArray[np.bool_]", mask & (x_bg >= 0) & core & (v > params.global_threshold) & above_bg)
 
 
 def spot_snr(intensity: NDArray[np.floating], gain: float | None) -> NDArray[np.float32]:
@@ -283,7 +283,7 @@ def spots_from_strong(
     return {
         "fs": cen_fs[keep],
         "ss": cen_ss[keep],
-        "intensity": total[keep],
+        "intensity": cast("NDArray[np.float64]", total[keep]),  # bincount with weights: float64
         "num_pixels": npix[keep].astype(np.float64),
         "max_pixel_intensity": value[first][keep],
     }
@@ -358,15 +358,14 @@ class DialsFinderBase(PeakCountingHitFinder):
                 good &= ~(d <= self.params.d_min)
             if self.params.d_max is not None:
                 good &= ~(d >= self.params.d_max)
-        return good
+        return cast("NDArray[np.bool_]", good)
 
     def peak_list(self, spots: dict[str, NDArray[np.float64]]) -> PeakList:
         """A :class:`PeakList` from spot arrays (``snr`` from :func:`spot_snr`)."""
-        return PeakList(**{k: spots[k] for k in PEAK_FIELDS if k != "snr"},
-                        snr=spot_snr(spots["intensity"], self.params.gain))
+        fields: dict[str, Any] = {k: spots[k] for k in PEAK_FIELDS if k != "snr"}  # PeakList makes them float32
+        return PeakList(**fields, snr=spot_snr(spots["intensity"], self.params.gain))
 
 
-@register_finder("dispersion")
 class DispersionSpotFinder(DialsFinderBase):
     """Built-in DIALS ``dispersion``/``dispersion_extended`` spot finder (no DIALS needed).
 

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.finders import _pf8_core as core
-from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, register_finder
+from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder
 from sfx_cnnhit.finders.config import Peakfinder8Params, load_bad_pixel_map, params_from_om_group
 from sfx_cnnhit.types import PeakList
 
@@ -162,7 +162,6 @@ def _prepared_key(params: Peakfinder8Params) -> tuple[Any, ...]:
             params.number_of_pixel_per_bin_in_radial_statistics)
 
 
-@register_finder("peakfinder8")
 class Peakfinder8Finder(PeakCountingHitFinder):
     """peakfinder8 as a :class:`~sfx_cnnhit.finders.base.HitFinder` (score = number of peaks).
 

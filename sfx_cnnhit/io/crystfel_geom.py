@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sfx_cnnhit import __version__
 from sfx_cnnhit.errors import ConfigError
@@ -282,10 +282,10 @@ def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
         photon_energy_ev=photon_energy,
         bad_regions=tuple(regions),
         bad_regions_xy=tuple(regions_xy),
-        mask_path=mask.get("data"),
-        mask_file=mask.get("file"),
-        mask_good=mask.get("goodbits"),
-        mask_bad=mask.get("badbits"),
+        mask_path=cast("str | None", mask.get("data")),
+        mask_file=cast("str | None", mask.get("file")),
+        mask_good=cast("int | None", mask.get("goodbits")),
+        mask_bad=cast("int | None", mask.get("badbits")),
         data_path=built[0].data or "/data/data",
         detector_shift_x=_as_written(toplevel["detector_shift_x"].value) if "detector_shift_x" in toplevel else None,
         detector_shift_y=_as_written(toplevel["detector_shift_y"].value) if "detector_shift_y" in toplevel else None,
@@ -439,7 +439,8 @@ def _dims(source: str, values: dict[str, _Line]) -> tuple[str, ...]:
 
 def _slabify(source: str, panels: list[Panel]) -> list[Panel]:
     """Map panels that select a module through a fixed index dimension onto the stacked-module slab."""
-    fixed = [[i for i, d in enumerate(p.dim_structure) if d.isdigit()] for p in panels]
+    # _build_panel always sets dim_structure.
+    fixed = [[i for i, d in enumerate(cast("tuple[str, ...]", p.dim_structure)) if d.isdigit()] for p in panels]
     if not any(fixed):
         return panels
     if any(len(f) != 1 for f in fixed) or len({tuple(f) for f in fixed}) != 1:
@@ -448,6 +449,7 @@ def _slabify(source: str, panels: list[Panel]) -> list[Panel]:
     module_height = max(p.max_ss for p in panels) + 1
     out = []
     for p in panels:
+        assert p.dim_structure is not None  # _build_panel always sets it
         module = int(p.dim_structure[axis])
         dims = tuple(d for i, d in enumerate(p.dim_structure) if i != axis)
         out.append(
@@ -524,7 +526,8 @@ def _bad_regions(
         if panel_name is not None and panel_name not in by_name:
             raise _fail(source, values["panel"], f"bad region {name}: no such panel {panel_name!r}")
         if is_xy:
-            regions_xy.append(BadRegionXY(name, *(_parse_float(source, values[k]) for k in xy_keys), panel_name))
+            min_x, max_x, min_y, max_y = (_parse_float(source, values[k]) for k in xy_keys)
+            regions_xy.append(BadRegionXY(name, min_x, max_x, min_y, max_y, panel_name))
             continue
         if panel_name is None:
             if len(panels) != 1:
@@ -598,6 +601,7 @@ def format_geometry(
         lines += ["dim0 = ss", "dim1 = fs"]
     if peak_list is not None:
         lines += [f"peak_list = {peak_list}", "peak_list_type = cxi"]
+    mpath: str | None
     if mask_path is not None:  # a mask in Cheetah's convention, such as the one CXIWriter stores
         mpath, mfile, good, badbits = mask_path, mask_file, 0, 0xFFFF
     else:
@@ -641,9 +645,9 @@ def format_geometry(
         if r.panel is not None:
             lines.append(f"{r.name}/panel = {r.panel}")
         lines.append("")
-    for r in geometry.bad_regions_xy:
-        lines += [f"{r.name}/{k} = {_fmt(getattr(r, k))}" for k in ("min_x", "max_x", "min_y", "max_y")]
-        if r.panel is not None:
-            lines.append(f"{r.name}/panel = {r.panel}")
+    for rxy in geometry.bad_regions_xy:
+        lines += [f"{rxy.name}/{k} = {_fmt(getattr(rxy, k))}" for k in ("min_x", "max_x", "min_y", "max_y")]
+        if rxy.panel is not None:
+            lines.append(f"{rxy.name}/panel = {rxy.panel}")
         lines.append("")
     return "\n".join(lines)

@@ -772,15 +772,15 @@ def read_peak_lists(
         arrays = {}
         for name, attr in PEAK_DATASETS.items():
             if f"{group}/{name}" in f:
-                arrays[attr] = guarded_read(path, f"{group}/{name}", lambda n=name: f[f"{group}/{n}"][start:stop])
+                # mypy cannot infer a lambda with default arguments (python/mypy#15459).
+                arrays[attr] = guarded_read(path, f"{group}/{name}", lambda n=name: f[f"{group}/{n}"][start:stop])  # type: ignore[misc]
         if "fs" not in arrays or "ss" not in arrays:
             raise InputError(f"{path}: {group} has nPeaks but no peakXPosRaw/peakYPosRaw")
     out = []
     for i, k in enumerate(np.asarray(counts, np.int64)):
         k = int(min(k, arrays["fs"].shape[1]))
-        out.append(
-            PeakList(
-                **{attr: arrays[attr][i, :k] if attr in arrays else np.zeros(k) for attr in PEAK_DATASETS.values()}
-            )
-        )
+        fields: dict[str, Any] = {
+            attr: arrays[attr][i, :k] if attr in arrays else np.zeros(k) for attr in PEAK_DATASETS.values()
+        }
+        out.append(PeakList(**fields))
     return out

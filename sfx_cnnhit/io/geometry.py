@@ -276,14 +276,14 @@ class DetectorGeometry:
                 panel[:, :edge] = panel[:, -edge:] = False
         for r in self.bad_regions:
             good[r.min_ss : r.max_ss + 1, r.min_fs : r.max_fs + 1] = False
-        for r in self.bad_regions_xy:
+        for rxy in self.bad_regions_xy:
             for p in self.panels:
-                if r.panel is not None and r.panel != p.name:
+                if rxy.panel is not None and rxy.panel != p.name:
                     continue
                 ss, fs = np.mgrid[0 : p.height, 0 : p.width].astype(np.float64)
                 x = p.corner_x + fs * p.fs_vec[0] + ss * p.ss_vec[0]
                 y = p.corner_y + fs * p.fs_vec[1] + ss * p.ss_vec[1]
-                inside = (x > r.min_x) & (x < r.max_x) & (y > r.min_y) & (y < r.max_y)
+                inside = (x > rxy.min_x) & (x < rxy.max_x) & (y > rxy.min_y) & (y < rxy.max_y)
                 good[p.slab_slices()] &= ~inside
         return good
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 import h5py
@@ -12,6 +13,7 @@ import numpy as np
 
 from sfx_cnnhit.errors import InputError
 
+hdf5plugin: ModuleType | None
 try:  # registers bitshuffle, LZ4, zstd, Blosc ... with HDF5
     import hdf5plugin
 except ImportError:  # pragma: no cover - exercised in a subprocess test

@@ -26,6 +26,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -157,7 +158,7 @@ class HotPixelTracker:
     def update(self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None) -> None:
         """Show the tracker ``(n, ss, fs)`` frames; ``masks`` (True = good) ``(n, ss, fs)``, ``(ss, fs)`` or None."""
         for i, frame in enumerate(frames):
-            if len(self._peaks) < self._peaks.maxlen or self._seen % self.every == 0:
+            if len(self._peaks) < cast(int, self._peaks.maxlen) or self._seen % self.every == 0:  # deque(maxlen=int)
                 good = np.ones(frame.shape, bool) if masks is None else (masks if np.ndim(masks) == 2 else masks[i])
                 self._remember(frame, good)
             self._seen += 1

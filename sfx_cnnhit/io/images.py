@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,10 +93,11 @@ def header_metadata(header: dict[str, Any]) -> tuple[dict[str, tuple[str, float]
             meta["clen_m"] = ("CBF header Detector_distance", v * (1e-3 if unit == "mm" else 1.0))
         elif key == "Count_cutoff":
             saturation = v
-    for key, label, convert in (
+    conversions: tuple[tuple[str, str, Callable[[float], float]], ...] = (
         ("WAVELENGTH", "photon_energy_ev", lambda v: HC_EV_M / (v * 1e-10)),  # Å
         ("DISTANCE", "clen_m", lambda v: v * 1e-3),  # mm
-    ):
+    )
+    for key, label, convert in conversions:
         try:
             value = float(header[key])
         except (KeyError, ValueError):

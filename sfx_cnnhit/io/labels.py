@@ -39,7 +39,10 @@ UNKNOWN = -1
 class FrameLabels(Protocol):
     """Where labels come from; :func:`load_labels` builds one."""
 
-    description: str
+    @property
+    def description(self) -> str:
+        """What the labels are, for the report (read-only in the implementations)."""
+        ...
 
     def for_batch(self, batch: FrameBatch) -> tuple[list[str], NDArray[np.int8]]:
         """The labels of a batch as written in the source (``""`` if none) and as hit (1) / miss (0) / -1."""

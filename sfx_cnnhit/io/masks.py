@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,7 +46,7 @@ PLAUSIBLE_GOOD_FRACTION = 0.5
 
 
 def mask_from_values(
-    values: NDArray[np.generic], *, goodbits: int | None = None, badbits: int | None = None
+    values: NDArray[Any], *, goodbits: int | None = None, badbits: int | None = None
 ) -> NDArray[np.bool_]:
     """Convert stored mask values to bool, True = good (see the module docstring for the conventions)."""
     values = np.asarray(values)
@@ -59,9 +59,9 @@ def mask_from_values(
     if values.dtype.kind not in "iu":
         raise ValueError(f"a mask must hold integers, not {values.dtype}")
     if goodbits is None and badbits is None:
-        return values == 0
+        return cast("NDArray[np.bool_]", values == 0)
     good, bad = int(goodbits or 0), int(badbits or 0)
-    return ((values & good) == good) & ((values & bad) == 0)
+    return cast("NDArray[np.bool_]", ((values & good) == good) & ((values & bad) == 0))
 
 
 def describe_convention(goodbits: int | None, badbits: int | None) -> str:
@@ -169,7 +169,7 @@ def load_mask_file(path: str | os.PathLike[str], dataset: str | None = None) -> 
         raise InputError(f"{path}: no such mask file")
     if p.suffix == ".npy":
         try:
-            return np.load(p, allow_pickle=False)
+            return cast("NDArray[np.generic]", np.load(p, allow_pickle=False))
         except (OSError, ValueError) as err:
             raise InputError(f"{path}: not a readable .npy mask ({err})") from None
     import h5py
@@ -277,7 +277,7 @@ class BadPixelRules:
         return good
 
     def describe(self) -> dict[str, object]:
-        sat = self.saturation
+        sat: object = self.saturation
         if isinstance(sat, np.ndarray):
             sat = "per-panel max_adu map"
         return {"floor": self.floor, "saturation": sat, "flags": [f"{k} {v}" for _, _, k, v in self.flags]}

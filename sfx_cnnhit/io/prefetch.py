@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+def prefetched(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
     """Iterate ``items`` while a reader thread keeps up to ``depth`` of the next ones ready.
 
     Reading (HDF5 decompression, dtype conversion, masking) then overlaps with the caller's work;

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -452,7 +452,8 @@ class _Reader:
                 dset = self.file[path]
                 if dset.shape != inp.raw_shape:
                     raise InputError(f"{inp.path}:{path}: frame shape {dset.shape} differs from {inp.raw_shape}")
-                guarded_read(inp.path, path, lambda d=dset, j=j: d.read_direct(out[j]))
+                # mypy cannot infer a lambda with default arguments (python/mypy#15459).
+                guarded_read(inp.path, path, lambda d=dset, j=j: d.read_direct(out[j]))  # type: ignore[misc]
             return out
         dset = self.file[inp.data_path]
         view = out.reshape((file_idx.size, *inp.raw_shape))
@@ -464,13 +465,14 @@ class _Reader:
         staging = None if dset.dtype == np.float32 else np.empty((min(per, file_idx.size), *inp.raw_shape), dset.dtype)
         for a, b, dest in _runs(file_idx):
             what = f"{inp.data_path} frames {a}..{b - 1}"
+            # mypy cannot infer a lambda with default arguments (python/mypy#15459).
             if staging is None:
-                guarded_read(inp.path, what, lambda a=a, b=b, dest=dest: dset.read_direct(view, np.s_[a:b], dest))
+                guarded_read(inp.path, what, lambda a=a, b=b, dest=dest: dset.read_direct(view, np.s_[a:b], dest))  # type: ignore[misc]
                 continue
             for s0 in range(a, b, staging.shape[0]):
                 k = min(b, s0 + staging.shape[0]) - s0
                 guarded_read(
-                    inp.path, what, lambda s0=s0, k=k: dset.read_direct(staging, np.s_[s0 : s0 + k], np.s_[:k])
+                    inp.path, what, lambda s0=s0, k=k: dset.read_direct(staging, np.s_[s0 : s0 + k], np.s_[:k])  # type: ignore[misc]
                 )
                 view[dest.start + s0 - a : dest.start + s0 - a + k] = staging[:k]
         return out
@@ -489,7 +491,8 @@ class _Reader:
         values = np.empty((file_idx.size, *dset.shape[1:]), dset.dtype)
         for a, b, dest in _runs(file_idx):
             what = f"mask {mask.dataset} frames {a}..{b - 1}"
-            guarded_read(mask.file, what, lambda a=a, b=b, dest=dest: dset.read_direct(values, np.s_[a:b], dest))
+            # mypy cannot infer a lambda with default arguments (python/mypy#15459).
+            guarded_read(mask.file, what, lambda a=a, b=b, dest=dest: dset.read_direct(values, np.s_[a:b], dest))  # type: ignore[misc]
         good = mask_from_values(values, goodbits=mask.goodbits, badbits=mask.badbits)
         return good.reshape((file_idx.size, *self.inp.frame_shape))
 
@@ -518,9 +521,9 @@ class _Reader:
 def _take(dset: h5py.Dataset, file_idx: NDArray[np.int64]) -> np.ndarray:
     """``dset[file_idx]`` along the first axis for any order and repeats (h5py wants increasing indices)."""
     if file_idx.size and np.all(np.diff(file_idx) == 1):
-        return dset[int(file_idx[0]) : int(file_idx[-1]) + 1]
+        return cast(np.ndarray, dset[int(file_idx[0]) : int(file_idx[-1]) + 1])
     unique, inverse = np.unique(file_idx, return_inverse=True)
-    return dset[unique][inverse]
+    return cast(np.ndarray, dset[unique][inverse])
 
 
 def _runs(file_idx: NDArray[np.int64]) -> Iterator[tuple[int, int, slice]]:

@@ -14,7 +14,7 @@ Two cheap corrections, both fitted on the validation frames only (never the test
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ def fit_logit_offsets(log_probs: ArrayLike, labels: ArrayLike, *, l2: float = 1e
 
     opt.step(loss)
     offsets = b.detach().numpy()
-    return offsets - offsets.mean()
+    return cast("NDArray[np.float64]", offsets - offsets.mean())
 
 
 def best_accuracy_threshold(p_hit: ArrayLike, is_hit: ArrayLike) -> float:

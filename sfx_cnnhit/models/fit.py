@@ -6,10 +6,11 @@ import math
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from sfx_cnnhit.errors import ConfigError, OutputError
@@ -201,6 +202,7 @@ def validate_and_calibrate(model: nn.Module, spec: ModelSpec, val: Any, *, calib
     """Checkpoint metrics from the validation batches ``val``: the P(hit) of the true hits (for
     ``--target-hit-recall``) and, with ``calibrate``, the calibration (applied to ``model`` in place;
     see :mod:`sfx_cnnhit.models.calibration`)."""
+    probs: NDArray[np.floating]  # float32 predictions, float64 once calibrated
     probs, y = predict_batches(model, spec, val, layout=None)
     metrics: dict[str, Any] = {}
     if calibrate:
@@ -237,7 +239,8 @@ def calibrate_checkpoint(
     if spot_net:  # the count head is refitted from scratch, which also undoes an earlier calibration
         from sfx_cnnhit.models.spot_training import fit_count_head, frame_features
 
-        metrics["count_head"] = fit_count_head(net, *frame_features(net, ckpt.spec, val))
+        spot = cast(SpotNet, net)  # spot_net: isinstance(net, SpotNet)
+        metrics["count_head"] = fit_count_head(spot, *frame_features(spot, ckpt.spec, val))
     metrics.update(validate_and_calibrate(net, ckpt.spec, val))
     metrics[CALIBRATION]["val_files"] = data_recipe(val_files)
     save_checkpoint(output, net, ckpt.spec, recipe=ckpt.recipe, metrics=metrics)

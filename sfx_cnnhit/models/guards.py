@@ -22,7 +22,7 @@ check costs a small fraction of the veto; a frame found constant there is confir
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -79,5 +79,7 @@ def frame_flags(
         frames = frames[None]
     static = masks is None or np.ndim(masks) == 2
     return [
-        _flag(frames[i], masks if static else masks[i], adu_per_photon, stride) for i in range(frames.shape[0])
+        # not static: masks is a stack, not None
+        _flag(frames[i], masks if static else cast("NDArray[np.bool_]", masks)[i], adu_per_photon, stride)
+        for i in range(frames.shape[0])
     ]

@@ -27,6 +27,7 @@ for context (receptive field 222 input pixels). ``hitnet_lite`` has one 3x3 conv
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import torch
 from torch import nn
@@ -58,7 +59,8 @@ class ResidualBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(x + self.conv2(self.conv1(x)))
+        out: torch.Tensor = self.relu(x + self.conv2(self.conv1(x)))
+        return out
 
 
 class AvgMaxPool(nn.Module):
@@ -98,15 +100,18 @@ class HitNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         # Zero-init the last BN of each residual branch: every block starts as the identity.
         for block in self.blocks:
-            nn.init.zeros_(block.conv2[1].weight)
+            bn = cast(nn.BatchNorm2d, cast(ResidualBlock, block).conv2[1])  # blocks holds ResidualBlocks
+            nn.init.zeros_(bn.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, 1, H, W) -> (n, c, H/2^d, W/2^d)`` (d = len(channels)), the Grad-CAM target's output."""
-        return self.blocks(self.down(x))
+        features: torch.Tensor = self.blocks(self.down(x))
+        return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(n, num_classes)``."""
-        return self.head(self.pool(self.forward_features(x)))
+        logits: torch.Tensor = self.head(self.pool(self.forward_features(x)))
+        return logits
 
 
 def fuse_conv_bn_(model: nn.Module) -> nn.Module:

@@ -31,7 +31,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -251,7 +251,7 @@ class InputPlan:
             every panel (and parts cropped away by a forced bin factor) are 0.
         """
         as_numpy = isinstance(heatmap, np.ndarray)
-        hm = torch.from_numpy(np.ascontiguousarray(heatmap)) if as_numpy else heatmap
+        hm = torch.from_numpy(np.ascontiguousarray(heatmap)) if as_numpy else cast(torch.Tensor, heatmap)
         if hm.ndim < 2:
             raise InputError(f"heat map must have at least 2 dimensions, got shape {tuple(hm.shape)}")
         lead, S, k = hm.shape[:-2], self.input_size, self.bin_factor

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
+from typing import cast
 
 from torch import nn
 
@@ -18,7 +19,7 @@ from torch import nn
 def _torchvision_models() -> ModuleType:
     from torchvision import models
 
-    return models
+    return cast(ModuleType, models)  # torchvision has no type hints
 
 
 def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
@@ -26,10 +27,11 @@ def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
     return nn.Conv2d(
         1,
         conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
+        # A Conv2d's kernel_size, stride, padding and dilation are pairs (typed as tuple[int, ...]).
+        cast("tuple[int, int]", conv.kernel_size),
+        cast("tuple[int, int]", conv.stride),
+        cast("str | tuple[int, int]", conv.padding),
+        cast("tuple[int, int]", conv.dilation),
         conv.groups,
         bias=conv.bias is not None,
     )
@@ -39,13 +41,13 @@ def alexnet(num_classes: int = 2, dropout: float = 0.5) -> nn.Module:
     """torchvision AlexNet with a 1-channel first convolution; Grad-CAM target ``features.10``."""
     model = _torchvision_models().alexnet(weights=None, num_classes=num_classes, dropout=dropout)
     model.features[0] = _one_channel(model.features[0])
-    return model
+    return cast(nn.Module, model)  # torchvision has no type hints
 
 
 def _resnet(name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int = 2) -> nn.Module:
         model: nn.Module = getattr(_torchvision_models(), name)(weights=None, num_classes=num_classes)
-        model.conv1 = _one_channel(model.conv1)
+        model.conv1 = _one_channel(cast(nn.Conv2d, model.conv1))
         return model
 
     build.__name__ = name

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,12 +35,12 @@ from sfx_cnnhit.models.fit import data_recipe, validate_and_calibrate
 from sfx_cnnhit.models.preprocess import input_map, preprocess
 from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
-from sfx_cnnhit.models.training import AUGMENTATIONS, Batch, augment, batch_input, progress_bar
+from sfx_cnnhit.models.training import AUGMENTATIONS, AugmentConfig, Batch, augment, batch_input, progress_bar
 from sfx_cnnhit.models.zoo import ModelSpec, create_model
 
 #: Raw-frame augmentation of the spot head: ``spot_safe`` without flips and rotations (the crops
 #: are flipped and rotated instead, together with their targets).
-SPOT_AUGMENT = replace(AUGMENTATIONS["spot_safe"], p_flip=0.0, p_rot90=0.0)
+SPOT_AUGMENT = replace(cast(AugmentConfig, AUGMENTATIONS["spot_safe"]), p_flip=0.0, p_rot90=0.0)  # never None
 
 
 @dataclass

@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
+from typing import cast
 
 import torch
 from torch import nn
@@ -125,7 +126,9 @@ class SpotNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         # Start with spots rare (P = 0.05) and "3 spots = 50 % hit" for hit/miss.
-        nn.init.constant_(self.spots.logit.bias, -math.log(19.0))
+        logit = cast(nn.Conv2d, self.spots.logit)
+        assert logit.bias is not None  # nn.Conv2d(..., bias=True)
+        nn.init.constant_(logit.bias, -math.log(19.0))
         with torch.no_grad():
             self.head.weight.zero_()
             self.head.weight[:, 0] = torch.linspace(-2.0, 2.0, num_classes)
@@ -133,7 +136,8 @@ class SpotNet(nn.Module):
 
     def spot_logits(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, 1, S, S) -> (n, 1, S/stride, S/stride)`` spot logits."""
-        return self.spots(x)
+        logits: torch.Tensor = self.spots(x)
+        return logits
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, 1, S, S) -> (n, f)``: ``log(1 + nSpots)`` (and the diffuse contrast)."""
@@ -142,4 +146,5 @@ class SpotNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(n, num_classes)``."""
-        return self.head(self.features(x))
+        logits: torch.Tensor = self.head(self.features(x))
+        return logits

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -228,7 +228,8 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"training: unknown settings {sorted(unknown)}")
         if augment is not None:
-            augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
+            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+            augment = AugmentConfig(**fields)
         return cls(**values, augment=augment)
 
 
@@ -505,7 +506,8 @@ def train(
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     recipe = {**(recipe or {}), "train_config": config.to_dict()}
     torch.manual_seed(config.seed)
-    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    # torch's stubs lack Module.to(device, memory_format=...), which it accepts at run time.
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -524,7 +526,7 @@ def train(
         for epoch in range(start, config.epochs):
             batches = _batches(train_data, epoch)
             sized = batches if hasattr(batches, "__len__") else train_data
-            total = math.ceil(len(sized) / config.mix_batches) if hasattr(sized, "__len__") else None
+            total = math.ceil(len(cast(Sized, sized)) / config.mix_batches) if hasattr(sized, "__len__") else None
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=total, info="")
             t0, loss_sum, n_seen = time.perf_counter(), 0.0, 0
             model.train()

@@ -45,19 +45,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError, NotAvailableError
 
+if TYPE_CHECKING:
+    from sfx_cnnhit.models.tasks import Task
+
 REFERENCE = "om_peakfinder8"
 SQUARE_DETECTOR = "square512"
 #: peakfinder8 settings for the simulated detectors (1 ADU per photon): CrystFEL's, 100 ADU floor.
-PEAKFINDER8_SETTINGS = {"adc_threshold": 100.0, "minimum_snr": 5.0}
+PEAKFINDER8_SETTINGS: dict[str, Any] = {"adc_threshold": 100.0, "minimum_snr": 5.0}
 #: Architecture that stands in for the default model until its weights exist.
-STANDIN_ARCHITECTURE = ("hitnet", "fiveclass")
+STANDIN_ARCHITECTURE: tuple[str, Task] = ("hitnet", "fiveclass")
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,8 @@ def current_rss_mb() -> float:
     """Resident memory of this process now (MB)."""
     import psutil
 
-    return psutil.Process().memory_info().rss / 2**20
+    rss: int = psutil.Process().memory_info().rss
+    return rss / 2**20
 
 
 def _cpu_model() -> str:
@@ -361,7 +365,8 @@ def _run_worker(task: dict[str, Any], workdir: Path, timeout_s: float) -> dict[s
     if proc.returncode or not result_path.exists():
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return {"error": f"exit code {proc.returncode}: {lines[-1] if lines else 'no output'}"}
-    return json.loads(result_path.read_text())
+    result: dict[str, Any] = json.loads(result_path.read_text())
+    return result
 
 
 def _skip_reason(method: str, detector: str, available: dict[str, bool]) -> str | None:
@@ -603,7 +608,7 @@ class _OmPeakfinder8(_Peakfinder8):
 
         p, lay = self.finder.params, self.finder.layout
         radius = np.array(self.finder.radius_map, np.float32)  # OM needs a writable array
-        self.call = lambda frame, mask8: peakfinder_8(
+        self.call: Callable[[NDArray[np.float32], NDArray[np.int8]], Any] = lambda frame, mask8: peakfinder_8(
             p.max_num_peaks, frame, mask8, radius, 0, None, None, 0, lay.asic_nx, lay.asic_ny, lay.nasics_x,
             lay.nasics_y, p.adc_threshold, p.minimum_snr, p.min_pixel_count, p.max_pixel_count, p.local_bg_radius,
         )
@@ -640,7 +645,8 @@ class _SeedNet(_Case):
         torch.manual_seed(0)
         model, self.spec = create_model(task["method"], task="fiveclass")
         self.device = resolve_device(task["device"])
-        self.model = fuse_conv_bn_(model.eval()).to(self.device, memory_format=torch.channels_last)
+        # torch's stubs lack Module.to(device, memory_format=...), which it accepts at run time.
+        self.model = fuse_conv_bn_(model.eval()).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def step(self, data: NDArray[np.float32], mask: NDArray[np.bool_]) -> None:
         import torch
@@ -673,6 +679,7 @@ def _reduce(task: dict[str, Any]) -> dict[str, Any]:
     from sfx_cnnhit.finders.config import Peakfinder8Params
     from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
     from sfx_cnnhit.io.geometry import DetectorGeometry
+    from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
     from sfx_cnnhit.io.sources import open_frames
     from sfx_cnnhit.models.preprocess import panel_layout_for
     from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
@@ -692,7 +699,8 @@ def _reduce(task: dict[str, Any]) -> dict[str, Any]:
     out = Path(task["workdir"])
 
     def run(name: str) -> Any:
-        return cnn_reduce(open_frames([task["files"][name]], geometry=geometry), out / name, model=task["model"],
+        source = open_frames([task["files"][name]], geometry=geometry, hot_pixels=DEFAULT_HOT_PIXELS)  # as reduce
+        return cnn_reduce(source, out / name, model=task["model"],
                           threshold=threshold, explain="gradcam", peakfinder=pf8, device=task["device"],
                           batch_size=task["batch_size"], precision=task["precision"], overwrite=True)
 

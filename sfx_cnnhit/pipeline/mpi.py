@@ -35,6 +35,7 @@ from typing import Any
 
 from sfx_cnnhit.errors import NotAvailableError, OutputError, SfxCnnHitError
 from sfx_cnnhit.io.atomic import write_text_atomic
+from sfx_cnnhit.io.crystfel_recipe import RECIPE_NAME
 from sfx_cnnhit.pipeline.reduce import (
     CSV_COLUMNS,
     CSV_NAME,
@@ -44,7 +45,6 @@ from sfx_cnnhit.pipeline.reduce import (
     ReduceSummary,
     output_paths,
 )
-from sfx_cnnhit.plugins.crystfel import RECIPE_NAME
 
 #: Environment variables in which MPI launchers announce the number of processes (Open MPI, MPICH /
 #: Intel MPI / Slurm's PMI-2, MVAPICH).
@@ -90,7 +90,7 @@ def threads_per_rank(comm: Any) -> int:
 
     on_node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        local = on_node.Get_size()
+        local: int = on_node.Get_size()
     finally:
         on_node.Free()
     return max(1, len(os.sched_getaffinity(0)) // local)

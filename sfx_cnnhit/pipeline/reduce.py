@@ -10,7 +10,7 @@ peakfinder8`` with peakfinder8). It writes into one output folder:
 ``<map>.geom``      the same panels with ``data =`` the heat-map dataset (one per explainer)
 ``hits.lst``        ``hits.cxi //N`` events for ``indexamajig -i``
 ``summary.json``    frames read, hits, hit rate, reduction factor, frames/s, settings, unjudged frames, hot pixels
-``index_hits.sh``   the ``indexamajig`` command that indexes the hits (:mod:`sfx_cnnhit.plugins.crystfel`)
+``index_hits.sh``   the ``indexamajig`` command that indexes the hits (:mod:`sfx_cnnhit.io.crystfel_recipe`)
 ==================  ====================================================================
 
 Every output is written as ``*.inprogress`` and renamed when the run completes. The CXI file and
@@ -38,10 +38,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,11 +55,11 @@ from sfx_cnnhit.io.atomic import (
     make_output_folder,
     write_text_atomic,
 )
+from sfx_cnnhit.io.crystfel_recipe import RECIPE_NAME, write_recipe
 from sfx_cnnhit.io.cxi import CXIWriter, write_lst
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.prefetch import prefetched
 from sfx_cnnhit.io.sources import FrameSource
-from sfx_cnnhit.plugins.crystfel import RECIPE_NAME, write_recipe
 from sfx_cnnhit.types import FrameBatch
 
 CXI_NAME = "hits.cxi"
@@ -196,7 +196,10 @@ def batch_frames(batch_size: int, frame_shape: tuple[int, ...]) -> int:
 def _timed(items: Iterable[Any], seconds: dict[str, float], stage: str) -> Iterator[Any]:
     """``items``, adding the time each one takes to produce to ``seconds[stage]``; closes ``items``."""
     it = iter(items)
-    with contextlib.closing(it) if hasattr(it, "close") else contextlib.nullcontext():
+    # Typed as a generator for contextlib.closing: only its close() is used.
+    with (
+        contextlib.closing(cast("Generator[Any, None, None]", it)) if hasattr(it, "close") else contextlib.nullcontext()
+    ):
         while True:
             t0 = time.perf_counter()
             try:

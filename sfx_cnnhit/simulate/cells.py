@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,12 +29,12 @@ def form_factor(element: str, s: NDArray[np.float64]) -> NDArray[np.float64]:
     """Atomic scattering factor (electrons) at ``s = sin(theta)/lambda`` (Å⁻¹)."""
     a, b, c = _CROMER_MANN[element]
     s2 = np.asarray(s, np.float64) ** 2
-    return sum(ai * np.exp(-bi * s2) for ai, bi in zip(a, b, strict=True)) + c
+    return cast("NDArray[np.float64]", sum(ai * np.exp(-bi * s2) for ai, bi in zip(a, b, strict=True)) + c)
 
 
 def protein_mean_f2(s: NDArray[np.float64]) -> NDArray[np.float64]:
     """Mean squared atomic scattering factor of protein atoms (electrons²) at ``s`` (Å⁻¹)."""
-    return sum(frac * form_factor(el, s) ** 2 for el, frac in PROTEIN_COMPOSITION.items())
+    return cast("NDArray[np.float64]", sum(frac * form_factor(el, s) ** 2 for el, frac in PROTEIN_COMPOSITION.items()))
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class UnitCell:
 
     def reciprocal_basis(self) -> NDArray[np.float64]:
         """Reciprocal basis ``B``, columns ``a*, b*, c*`` (Å⁻¹): ``g = B @ (h, k, l)``, ``|g| = 1/d``."""
-        return np.linalg.inv(self.real_basis()).T
+        return cast("NDArray[np.float64]", np.linalg.inv(self.real_basis()).T)
 
     def scaled(self, factors: tuple[float, float, float]) -> UnitCell:
         """The same cell with its edges multiplied by ``factors``."""
@@ -112,11 +113,11 @@ def allowed_by_centring(centring: str, hkl: NDArray[np.int64]) -> NDArray[np.boo
     if centring == "P":
         return np.ones(h.shape, bool)
     if centring == "C":
-        return (h + k) % 2 == 0
+        return cast("NDArray[np.bool_]", (h + k) % 2 == 0)
     if centring == "I":
-        return (h + k + l) % 2 == 0
+        return cast("NDArray[np.bool_]", (h + k + l) % 2 == 0)
     if centring == "F":
-        return ((h + k) % 2 == 0) & ((k + l) % 2 == 0)
+        return cast("NDArray[np.bool_]", ((h + k) % 2 == 0) & ((k + l) % 2 == 0))
     raise ValueError(f"unsupported centring {centring!r}")
 
 

@@ -154,6 +154,7 @@ def _cspad(size: int | None, pixel_size_m: float, clen_m: float) -> tuple[list[P
             slot = s % 2
             offset_long = (pitch - long_len) / 2.0
             offset_short = 15.0 + slot * (asic_h + 20.0)
+            step: tuple[float, float]
             if along_x:
                 lo = (hole + sx + offset_long, hole + sy + offset_short)
                 fs_dir, ss_dir, step = (1.0, 0.0), (0.0, 1.0), (asic_w + asic_gap, 0.0)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from numpy.typing import DTypeLike
 
 from sfx_cnnhit.errors import OutputError
 from sfx_cnnhit.io.cxi import CXIWriter
@@ -34,7 +35,7 @@ TRUTH = "/truth"
 _STR = h5py.string_dtype("utf-8")
 
 
-def _truth_datasets(frame_shape: tuple[int, int]) -> dict[str, tuple[tuple[int, ...], object]]:
+def _truth_datasets(frame_shape: tuple[int, int]) -> dict[str, tuple[tuple[int, ...], DTypeLike]]:
     return {
         f"{TRUTH}/label": ((), np.int64),
         f"{TRUTH}/hit": ((), np.bool_),

@@ -68,7 +68,7 @@ class LabFrame:
         res = np.ones(self.shape, np.float64)
         for p in geom.panels:
             res[p.slab_slices()] = p.res
-        self.nominal_clen = float(geom.panels[0].clen)  # type: ignore[arg-type]
+        self.nominal_clen = float(geom.panels[0].clen)
         x = np.where(self.covered, x_px / res, 0.0)
         y = np.where(self.covered, y_px / res, 0.0)
         self.x = x.astype(F32)
@@ -93,7 +93,7 @@ class LabFrame:
         self.p_res = np.array([p.res for p in panels], np.float64)
         self.p_corner = np.array(
             [(p.corner_x / p.res, p.corner_y / p.res, p.coffset + float(p.clen) - self.nominal_clen) for p in panels]
-        )  # type: ignore[arg-type]
+        )
         self.p_fs = np.array([p.fs_vec for p in panels]) / self.p_res[:, None]
         self.p_ss = np.array([p.ss_vec for p in panels]) / self.p_res[:, None]
         normal = np.cross(self.p_fs, self.p_ss)

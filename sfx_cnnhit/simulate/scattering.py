@@ -8,6 +8,7 @@ the Thomson cross-section ``r_e²`` per steradian) per molecule.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,7 +40,7 @@ def water_profile(q: NDArray[np.floating]) -> NDArray[np.floating]:
     out = _WATER_BASE * np.exp(-((q / _WATER_BASE_Q) ** 2))
     for q0, width, height in _WATER_PEAKS:
         out = out + height * np.exp(-0.5 * ((q - q0) / width) ** 2)
-    return out
+    return cast("NDArray[np.floating]", out)
 
 
 def air_profile(q: NDArray[np.floating]) -> NDArray[np.floating]:
@@ -49,11 +50,11 @@ def air_profile(q: NDArray[np.floating]) -> NDArray[np.floating]:
     approximated by ``2 (Z - f_N²/Z)``; it falls roughly as 1/q over the detector.
     """
     q = np.asarray(q, np.float64)
-    f = form_factor("N", q / (4.0 * math.pi))
+    f = form_factor("N", cast("NDArray[np.float64]", q / (4.0 * math.pi)))  # q is float64 here
     qr = np.maximum(q * _N2_BOND, 1e-6)
     coherent = 2.0 * f * f * (1.0 + np.sin(qr) / qr)
     incoherent = 2.0 * (7.0 - f * f / 7.0)
-    return coherent + incoherent
+    return cast("NDArray[np.floating]", coherent + incoherent)
 
 
 def polarisation_factor(

@@ -23,7 +23,7 @@ import multiprocessing
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -85,7 +85,7 @@ def class_fractions_for(
     frac = np.asarray(class_fractions, np.float64)
     if frac.shape != (len(CLASS_NAMES),) or np.any(frac < 0) or not np.isfinite(frac).all() or frac.sum() <= 0:
         raise ConfigError(f"class fractions must be {len(CLASS_NAMES)} non-negative numbers ({', '.join(CLASS_NAMES)})")
-    return frac / frac.sum()
+    return cast("NDArray[np.float64]", frac / frac.sum())
 
 
 def label_of(n_spots: int, thresholds: tuple[int, int, int]) -> int:
@@ -490,7 +490,8 @@ class Simulator:
         """
         cc, classes = self.config.crystal, self.config.classes
         edges = (*classes.thresholds, None)
-        lo_count, hi_count = edges[params.label - HIT_MIN_LABEL], edges[params.label - HIT_MIN_LABEL + 1]
+        # A hit label's lower edge is one of the thresholds (only the last upper edge is None).
+        lo_count, hi_count = cast(int, edges[params.label - HIT_MIN_LABEL]), edges[params.label - HIT_MIN_LABEL + 1]
         log_lo, log_hi = (3.0 * math.log(v) for v in cc.crystal_size_um)
         accepted = best = None
         best_mass = -1.0

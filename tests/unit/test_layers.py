@@ -1,0 +1,63 @@
+"""The layers of docs/architecture.md, checked on the source: every import (module level or inside a
+function) between the package's folders, and no cycle among them."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+#: folder of the repository -> the name its modules have once installed
+FOLDERS = {**{p.name: p for p in (REPO / "sfx_cnnhit").iterdir() if (p / "__init__.py").exists()},
+           "plugins": REPO / "plugins", "comparisons": REPO / "comparisons"}
+
+
+def _imports() -> dict[str, dict[str, set[str]]]:
+    """folder -> imported folder -> the files importing it (top-level modules such as errors.py and
+    types.py, imported by every layer, are left out)."""
+    graph: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for folder, path in FOLDERS.items():
+        for source in path.rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text(), str(source))):
+                names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else [
+                    alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+                for name in names:
+                    parts = name.split(".")
+                    if parts[0] == "sfx_cnnhit" and len(parts) >= 2 and parts[1] in FOLDERS and parts[1] != folder:
+                        graph[folder][parts[1]].add(str(source.relative_to(REPO)))
+    return graph
+
+
+def test_no_import_cycle_between_folders():
+    graph = _imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(folder: str, path: list[str]) -> None:
+        state[folder] = 1
+        for target in graph[folder]:
+            assert state.get(target) != 1, f"import cycle: {' -> '.join([*path, folder, target])}"
+            if target not in state:
+                visit(target, [*path, folder])
+        state[folder] = 2
+
+    for folder in list(FOLDERS):
+        if folder not in state:
+            visit(folder, [])
+
+
+def test_each_layer_imports_only_what_lies_below_it():
+    graph = _imports()
+    forbidden = {
+        "io": set(FOLDERS) - {"io"},
+        "simulate": set(FOLDERS) - {"io", "simulate"},
+        "models": {"finders", "explain", "pipeline", "cli", "plugins", "comparisons"},
+        "explain": {"finders", "pipeline", "cli", "plugins", "comparisons"},
+        "finders": {"pipeline", "cli", "plugins", "comparisons"},
+        "pipeline": {"cli", "plugins"},
+    }
+    for folder, banned in forbidden.items():
+        found = {target: sorted(files) for target, files in graph[folder].items() if target in banned}
+        assert not found, f"{folder}/ imports {found}"
+    importers = sorted(f for f in FOLDERS if "plugins" in graph[f] and f != "cli")
+    assert not importers, f"plugins/ must stay a leaf; imported by {importers}"
