@@ -107,7 +107,7 @@ class Grid:
         cells: JSON-able settings of every candidate.
         score: scores a batch with every cell (see :data:`BatchScorer`).
         counts: scores are peak counts (integer cuts >= 1), else probabilities.
-        fixed_cut: the cut the user fixed (``--min-peaks``, ``--cnn-threshold``); None: chosen.
+        fixed_cut: the cut the user fixed (``--min-peaks``, ``--hit-threshold``); None: chosen.
         what: what the cut is called (``min_peaks``, ``threshold``).
     """
 

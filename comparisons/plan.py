@@ -1,7 +1,7 @@
 """Which settings each method runs with in a comparison: given, gain-aware defaults, or tuned.
 
 - **Given**: an OM/Cheetah configuration, explicit peakfinder8 options, a DIALS preset or
-  ``--dials-param`` values, ``--cnn-threshold``; used as they are.
+  ``--dials-param`` values, ``--hit-threshold``; used as they are.
 - **Gain-aware defaults** (nothing given): thresholds in photons, converted with the detector's ADU
   per photon (:func:`detector_gain`), on frames with their pedestal estimate subtracted
   (:func:`sfx_cnnhit.finders.config.photon_defaults`, :func:`~.grids.dials_photon_defaults`); the

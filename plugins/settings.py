@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfx_cnnhit.errors import ConfigError
+from sfx_cnnhit.finders.base import probability_threshold
 from sfx_cnnhit.finders.config import _to_bool, _to_float, _to_int
 from sfx_cnnhit.models.preprocess import PanelLayout
 
@@ -44,8 +45,8 @@ class CnnHitSettings:
     hot_pixel_map: bool = True
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"CNN threshold must be a probability in [0, 1], got {self.threshold}")
+        if self.threshold is not None:
+            probability_threshold(self.threshold)
         if self.explain not in EXPLAIN_METHODS:
             raise ConfigError(f"CNN explain must be one of {', '.join(EXPLAIN_METHODS)}, got {self.explain!r}")
         if self.batch_size < 1:

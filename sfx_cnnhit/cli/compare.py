@@ -15,6 +15,7 @@ from sfx_cnnhit.cli.common import console, frame_progress, handle_errors
 from sfx_cnnhit.cli.inputs import (
     BatchSize,
     Device,
+    HitThreshold,
     InputOptions,
     Inputs,
     MinPeaks,
@@ -30,9 +31,6 @@ UseDispersion = Annotated[bool, typer.Option("--dispersion", help="Built-in DIAL
 UsePeakfinder8 = Annotated[bool, typer.Option("--peakfinder8", help="peakfinder8 (CrystFEL-style options below).")]
 UseCnn = Annotated[bool, typer.Option("--cnn", help="The CNN hit finder.")]
 Model = Annotated[str, typer.Option("--model", help="CNN model name or checkpoint file.")]
-CnnThreshold = Annotated[
-    float | None, typer.Option("--cnn-threshold", help="CNN: hit if P(hit) >= this (default: the model's own).")
-]
 Labels = Annotated[
     str | None,
     typer.Option("--labels", help="True labels: a dataset in each input (/truth/hit) or a CSV (event_id,label)."),
@@ -115,7 +113,7 @@ def register(app: typer.Typer) -> None:
         peakfinder8: UsePeakfinder8 = False,
         cnn: UseCnn = False,
         model: Model = "default",
-        cnn_threshold: CnnThreshold = None,
+        hit_threshold: HitThreshold = None,
         device: Device = "auto",
         labels: Labels = None,
         dials_preset: DialsPreset = None,
@@ -137,7 +135,7 @@ def register(app: typer.Typer) -> None:
 
         Without a method flag, every available method runs (real DIALS only where installed).
         --threshold and the other peakfinder8 options use CrystFEL's names; the CNN's P(hit)
-        threshold is --cnn-threshold. Settings not given are gain-aware defaults (thresholds in
+        threshold is --hit-threshold. Settings not given are gain-aware defaults (thresholds in
         photons); with --tune, every method is tuned on those labelled frames first.
         """
         from sfx_cnnhit.comparisons import (
@@ -193,7 +191,7 @@ def register(app: typer.Typer) -> None:
             dials_rule=rule,
             dials_given=dials_given,
             dials_min_spots=rule.min_peaks if dials_preset or dials_min_spots is not None else None,
-            cnn=CnnChoice(model=model, threshold=cnn_threshold, device=device) if cnn or everything else None,
+            cnn=CnnChoice(model=model, threshold=hit_threshold, device=device) if cnn or everything else None,
             cnn_peakfinder=pf8,
             pedestal=pedestal,
             adu_per_photon=gain,

@@ -65,6 +65,14 @@ Strict = Annotated[
         "and the CSV, and exit with status 3.",
     ),
 ]
+#: The CNN's hit threshold, one name in every command (``--cnn-threshold``, compare's old name, still works).
+HitThreshold = Annotated[
+    float | None,
+    typer.Option(
+        "--hit-threshold", "--cnn-threshold", min=0.0, max=1.0,
+        help="CNN: P(hit) at or above which a frame is a hit (default: the model's calibrated threshold).",
+    ),
+]
 CommitEvery = Annotated[
     float,
     typer.Option(

@@ -15,6 +15,7 @@ from sfx_cnnhit.cli.inputs import (
     BatchSize,
     CommitEvery,
     Device,
+    HitThreshold,
     InputOptions,
     Inputs,
     OutDir,
@@ -31,10 +32,6 @@ from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, ReduceSummary
 
 ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Checkpoint file or shipped model name (default: shipped).")
-]
-HitThreshold = Annotated[
-    float | None,
-    typer.Option("--hit-threshold", help="P(hit) at or above which a frame is a hit (default: the model's own)."),
 ]
 TargetRecall = Annotated[
     float | None,

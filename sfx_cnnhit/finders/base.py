@@ -19,6 +19,17 @@ from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.types import Classification, PeakList
 
 
+def probability_threshold(value: float, what: str = "CNN hit threshold") -> float:
+    """``value`` as a float if it is a probability in [0, 1].
+
+    Raises:
+        ConfigError: otherwise (the message names ``what``).
+    """
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{what} must be a probability in [0, 1], got {value}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class HitRule:
     """Peak-count hit rule.

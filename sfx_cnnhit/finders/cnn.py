@@ -20,6 +20,7 @@ import torch
 from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError
+from sfx_cnnhit.finders.base import probability_threshold
 from sfx_cnnhit.finders.config import params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.hotpixels import HotPixelTracker
@@ -101,8 +102,7 @@ class CnnHitFinder:
         ckpt = load_checkpoint(path)
         if threshold is None:
             threshold = decision_threshold(ckpt.metrics)
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"CNN hit finder: threshold must be a probability in [0, 1], got {threshold}")
+        threshold = probability_threshold(threshold)
         if peakfinder is None and radius_pixel_map is not None:
             params = params_from_om_group(crystallography_parameters or {}) if crystallography_parameters else None
             peakfinder = Peakfinder8Finder(params, radius_map=radius_pixel_map, layout=layout_info)
@@ -142,8 +142,7 @@ class CnnHitFinder:
 
     def with_threshold(self, threshold: float) -> CnnHitFinder:
         """The same finder (sharing the loaded model) deciding at another threshold."""
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"CNN hit finder: threshold must be a probability in [0, 1], got {threshold}")
+        threshold = probability_threshold(threshold)
         other = copy.copy(self)
         other.threshold = float(threshold)
         other.stage_seconds = {}
