@@ -74,6 +74,8 @@ class CnnHitFinder:
 
     Attributes:
         hot_pixels: the hot-pixel tracker (None without ``hot_pixel_map``).
+        model_path, checkpoint_metrics: the checkpoint file and its recorded metrics (calibration,
+            validation scores).
         model: the float32 model (Grad-CAM runs on it); ``forward_model``: the model the veto runs,
             in ``precision`` (the same object for float32).
         last_score: hit probability of the frame of the last :meth:`find_peaks` call.
@@ -120,6 +122,8 @@ class CnnHitFinder:
         self.forward_model = self.model if precision == "float32" else copy.deepcopy(self.model).to(self._dtype)
         self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.model_source = str(model) if model is not None else "default"
+        self.model_path = path
+        self.checkpoint_metrics = ckpt.metrics
         self.panel_layout = panel_layout
         self.batch_size = int(batch_size)
         self._hit_classes = list(self.spec.hit_classes)

@@ -13,23 +13,19 @@ from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder, Precision
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.sources import FrameSource
-from sfx_cnnhit.models.checkpoint import load_checkpoint, resolve_model_path
 from sfx_cnnhit.models.metrics import threshold_for_recall
 from sfx_cnnhit.models.preprocess import panel_layout_for
 from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, HeatMapExplainer, ReduceSummary, reduce_run
 
 
-def resolve_threshold(
-    model: str | os.PathLike[str] | None, threshold: float | None, target_hit_recall: float | None
-) -> float | None:
-    """The decision threshold: given, or chosen on the model's stored validation scores for a hit
-    recall; None for neither (the finder then uses the model's calibrated threshold)."""
-    if threshold is not None and target_hit_recall is not None:
-        raise ConfigError("give either a hit threshold or a target hit recall, not both")
+def for_target_recall(finder: CnnHitFinder, target_hit_recall: float | None) -> CnnHitFinder:
+    """``finder``, deciding at the threshold its model's stored validation scores give for
+    ``target_hit_recall`` (None: unchanged)."""
     if target_hit_recall is None:
-        return threshold
-    path = resolve_model_path(model)
-    return threshold_for_recall(load_checkpoint(path).metrics, target_hit_recall, source=str(path))
+        return finder
+    return finder.with_threshold(
+        threshold_for_recall(finder.checkpoint_metrics, target_hit_recall, source=str(finder.model_path))
+    )
 
 
 Explain = Literal["gradcam", "guided", "hirescam", "none"]
@@ -84,9 +80,11 @@ def cnn_reduce(
     the reader thread ``prefetch``, the MPI share ``rank`` of ``n_ranks``, ``skip_bad_frames`` and
     ``commit_seconds``);
     the CNN runs on ``threads`` torch threads (see :func:`compute_threads`)."""
+    if threshold is not None and target_hit_recall is not None:
+        raise ConfigError("give either a hit threshold or a target hit recall, not both")
     finder = CnnHitFinder(
         model=model,
-        threshold=resolve_threshold(model, threshold, target_hit_recall),
+        threshold=threshold,
         device=device,
         peakfinder=peakfinder,
         panel_layout=panel_layout_for(source.geometry),
@@ -94,8 +92,9 @@ def cnn_reduce(
         precision=precision,
         hot_pixel_map=False,  # the source masks hot pixels with its run-level map (or was told not to)
     )
+    finder = for_target_recall(finder, target_hit_recall)
     settings = {
-        "model": str(resolve_model_path(model)),
+        "model": str(finder.model_path),
         "threshold": finder.threshold,
         "explain": explain,
         "precision": finder.precision,
