@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
@@ -27,8 +26,8 @@ from sfx_cnnhit.cli.inputs import (
 )
 from sfx_cnnhit.cli.summary import print_summary
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
-from sfx_cnnhit.pipeline.mpi import run_ranks, world
-from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, ReduceSummary
+from sfx_cnnhit.pipeline.mpi import run_reduction
+from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS
 
 ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Checkpoint file or shipped model name (default: shipped).")
@@ -112,21 +111,9 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             commit_seconds=commit_every,
         )
-        comm = world()
-        if comm is None:
-            with frame_progress("reduce") as update:
-                summary = run(output, progress=update)
-        else:
-
-            def run_rank(folder: Path, rank: int, n_ranks: int) -> ReduceSummary:
-                if rank:
-                    return run(folder, rank=rank, n_ranks=n_ranks)
-                with frame_progress(f"reduce, rank 0 of {n_ranks}") as update:
-                    return run(folder, rank=rank, n_ranks=n_ranks, progress=update)
-
-            summary = run_ranks(run_rank, output, comm=comm, overwrite=overwrite)
-            if comm.Get_rank():
-                return
+        summary = run_reduction(run, output, overwrite=overwrite, progress=frame_progress, description="reduce")
+        if summary is None:  # an MPI rank other than 0
+            return
         print_summary(summary, console)
         if summary.failed_frames:
             raise typer.Exit(FAILED_FRAMES_EXIT)

@@ -1,4 +1,4 @@
-"""MPI scale-out of a reduction: ``mpirun -n K sfx-cnnhit reduce INPUT... -o OUTDIR``.
+"""MPI scale-out of a reduction: ``mpirun -n K sfx-cnnhit reduce|peakfinder8 INPUT... -o OUTDIR``.
 
 Rank ``r`` of ``K`` reduces the global frames ``r, r + K, r + 2K, ...`` (every input, in the order
 given) into ``OUTDIR/rank_<r:03d>/``: a complete reduction of its own (``hits.cxi``,
@@ -30,6 +30,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ from sfx_cnnhit.pipeline.reduce import (
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 
 RunRank = Callable[[Path, int, int], ReduceSummary]
+#: ``progress(description)``: a context giving the ``update(frames done, total)`` callback of a progress bar
+Progress = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
 
 
 def launch_size() -> int:
@@ -155,6 +158,33 @@ def run_ranks(
     merged = merge_ranks(outdir, reports, wall_s=time.perf_counter() - t0) if rank == 0 else summary
     comm.Barrier()  # the merged outputs exist when any rank returns
     return merged
+
+
+def run_reduction(
+    run: Callable[..., ReduceSummary], outdir: str | os.PathLike[str], *, overwrite: bool, progress: Progress,
+    description: str,
+) -> ReduceSummary | None:
+    """Run ``run(outdir, progress=..., rank=..., n_ranks=...)`` (a partial of
+    :func:`~sfx_cnnhit.pipeline.reduce.reduce_run` or of a function calling it) in this process, or,
+    launched by ``mpirun`` with several processes, on every rank with a share of the frames
+    (:func:`run_ranks`). Only this process, or rank 0, shows a progress bar.
+
+    Returns:
+        the summary (the merged one on rank 0), None on the other ranks.
+    """
+    comm = world()
+    if comm is None:
+        with progress(description) as update:
+            return run(outdir, progress=update)
+
+    def run_rank(folder: Path, rank: int, n_ranks: int) -> ReduceSummary:
+        if rank:
+            return run(folder, rank=rank, n_ranks=n_ranks)
+        with progress(f"{description}, rank 0 of {n_ranks}") as update:
+            return run(folder, rank=rank, n_ranks=n_ranks, progress=update)
+
+    summary = run_ranks(run_rank, outdir, comm=comm, overwrite=overwrite)
+    return None if comm.Get_rank() else summary
 
 
 def _read_rows(path: Path) -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""MPI scale-out of `reduce`: rank shares, the merged index, and a real 3-rank `mpirun` run."""
+"""MPI scale-out of `reduce` and `peakfinder8`: rank shares, the merged index, and a real 3-rank `mpirun` run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -154,16 +155,13 @@ def _mpirun_command(n: int) -> list[str]:
     return [*command, sys.executable, "-c", "from sfx_cnnhit.cli.app import main; main()"]
 
 
-@pytest.mark.mpi
-@pytest.mark.slow
-def test_mpirun_three_ranks_finds_the_same_hits_as_one_process(run_file, model_and_threshold, tmp_path):
+def _mpirun_finds_the_same_hits_as_one_process(command: list[str], tmp_path: Path) -> None:
+    """``command`` (``reduce ...`` or ``peakfinder8 ...``) under ``mpirun -n 3`` and in one process: the
+    same hits, peaks and totals; the frames shared 5 / 5 / 4."""
     if shutil.which("mpirun") is None:
         pytest.skip("mpirun is not installed")
     pytest.importorskip("mpi4py")
-    model, threshold = model_and_threshold
-    args = [str(run_file), "--model", str(model), "--hit-threshold", str(threshold), "--explain", "none",
-            "--device", "cpu", "--batch-size", "2", *PF8]
-    single = CliRunner().invoke(app, ["reduce", *args, "-o", str(tmp_path / "single")])
+    single = CliRunner().invoke(app, [*command, "-o", str(tmp_path / "single")])
     assert single.exit_code == 0, single.output
     env = {
         **os.environ,
@@ -172,7 +170,7 @@ def test_mpirun_three_ranks_finds_the_same_hits_as_one_process(run_file, model_a
         "OMP_NUM_THREADS": "1",
     }
     job = subprocess.run(
-        [*_mpirun_command(3), "reduce", *args, "-o", str(tmp_path / "job")],
+        [*_mpirun_command(3), *command, "-o", str(tmp_path / "job")],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
@@ -191,3 +189,19 @@ def test_mpirun_three_ranks_finds_the_same_hits_as_one_process(run_file, model_a
     summary = json.loads((job_dir / "summary.json").read_text())
     assert summary["frames_read"] == N_FRAMES and summary["hits"] == len(hits)
     assert [r["frames_read"] for r in summary["settings"]["ranks"]] == [5, 5, 4]
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_mpirun_three_ranks_finds_the_same_hits_as_one_process(run_file, model_and_threshold, tmp_path):
+    model, threshold = model_and_threshold
+    _mpirun_finds_the_same_hits_as_one_process(
+        ["reduce", str(run_file), "--model", str(model), "--hit-threshold", str(threshold), "--explain", "none",
+         "--device", "cpu", "--batch-size", "2", *PF8], tmp_path)
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_mpirun_shares_peakfinder8_too(run_file, tmp_path):
+    _mpirun_finds_the_same_hits_as_one_process(
+        ["peakfinder8", str(run_file), "--batch-size", "2", "--min-peaks", "5", *PF8], tmp_path)
