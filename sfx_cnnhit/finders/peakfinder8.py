@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.finders import _pf8_core as core
 from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder
-from sfx_cnnhit.finders.config import Peakfinder8Params, load_bad_pixel_map, params_from_om_group
+from sfx_cnnhit.finders.config import Peakfinder8Params, load_bad_pixel_map
 from sfx_cnnhit.types import PeakList
 
 if TYPE_CHECKING:
@@ -331,120 +331,3 @@ class Peakfinder8Finder(PeakCountingHitFinder):
             snr=table[:, core.COL_SNR],
         )
 
-
-class Peakfinder8PeakDetection:
-    """Drop-in for OM's ``om.algorithms.crystallography.Peakfinder8PeakDetection``.
-
-    Same keyword arguments, ``find_peaks(data=...)`` and setters/getters; returns a
-    :class:`~sfx_cnnhit.types.PeakList`, which also reads like OM's dict (``peaks["fs"]``).
-
-    Args:
-        radius_pixel_map: ``(ss, fs)`` distance of each pixel from the beam, in pixels.
-        layout_info: ``{"asic_nx", "asic_ny", "nasics_x", "nasics_y"}``.
-        crystallography_parameters: OM's ``peakfinder8_peak_detection`` group as a dict.
-    """
-
-    def __init__(
-        self,
-        *,
-        radius_pixel_map: NDArray[np.floating],
-        layout_info: Mapping[str, int],
-        crystallography_parameters: Mapping[str, Any],
-    ) -> None:
-        self._params = params_from_om_group(crystallography_parameters, source="crystallography_parameters")
-        self._radius = np.asarray(radius_pixel_map, dtype=np.float32)
-        self._layout = DetectorLayout.from_layout_info(layout_info)
-        self._bad_pixel_map: NDArray[Any] | None = None
-        if self._params.bad_pixel_map_filename is not None:
-            self._bad_pixel_map = load_bad_pixel_map(
-                self._params.bad_pixel_map_filename, str(self._params.bad_pixel_map_hdf5_path)
-            ).astype(np.int8)
-        self._finder: Peakfinder8Finder | None = None
-
-    @property
-    def params(self) -> Peakfinder8Params:
-        return self._params
-
-    @property
-    def finder(self) -> Peakfinder8Finder:
-        """The current configuration as a :class:`Peakfinder8Finder` (built on first use)."""
-        if self._finder is None:
-            self._finder = Peakfinder8Finder(self._params, radius_map=self._radius, layout=self._layout,
-                                             bad_pixel_map=self._bad_pixel_map)
-        return self._finder
-
-    def find_peaks(self, data: NDArray[np.floating]) -> PeakList:
-        """Peaks on one ``(ss, fs)`` frame (``find_peaks(data=frame)``, as in OM)."""
-        return self.finder.find_peaks(data)
-
-    def _set(self, **changes: Any) -> None:
-        self._params = replace(self._params, **changes)
-        if self._finder is not None:
-            self._finder = self._finder.with_params(self._params)
-
-    def _reset(self) -> None:
-        self._finder = None
-
-    def get_adc_thresh(self) -> float:
-        return self._params.adc_threshold
-
-    def set_adc_thresh(self, *, adc_thresh: float) -> None:
-        self._set(adc_threshold=float(adc_thresh))
-
-    def get_minimum_snr(self) -> float:
-        return self._params.minimum_snr
-
-    def set_minimum_snr(self, *, minimum_snr: float) -> None:
-        self._set(minimum_snr=float(minimum_snr))
-
-    def get_min_pixel_count(self) -> int:
-        return self._params.min_pixel_count
-
-    def set_min_pixel_count(self, *, min_pixel_count: int) -> None:
-        self._set(min_pixel_count=min_pixel_count)
-
-    def get_max_pixel_count(self) -> int:
-        return self._params.max_pixel_count
-
-    def set_max_pixel_count(self, *, max_pixel_count: int) -> None:
-        self._set(max_pixel_count=max_pixel_count)
-
-    def get_local_bg_radius(self) -> int:
-        return self._params.local_bg_radius
-
-    def set_local_bg_radius(self, *, local_bg_radius: int) -> None:
-        self._set(local_bg_radius=local_bg_radius)
-
-    def get_min_res(self) -> float:
-        return self._params.min_res
-
-    def set_min_res(self, *, min_res: float) -> None:
-        self._set(min_res=min_res)
-
-    def get_max_res(self) -> float | None:
-        return self._params.max_res
-
-    def set_max_res(self, max_res: float | None) -> None:
-        self._set(max_res=max_res)
-
-    def get_bad_pixel_map(self) -> NDArray[Any] | None:
-        return self._bad_pixel_map
-
-    def set_bad_pixel_map(self, bad_pixel_map: NDArray[Any] | None) -> None:
-        """Set the bad-pixel map (1 = use, 0 = ignore) or None; unlike OM it takes effect at once."""
-        self._bad_pixel_map = bad_pixel_map
-        self._reset()
-
-    def get_radius_pixel_map(self) -> NDArray[np.float32]:
-        return self._radius
-
-    def set_radius_pixel_map(self, radius_pixel_map: NDArray[np.floating]) -> None:
-        self._radius = np.asarray(radius_pixel_map, dtype=np.float32)
-        self._reset()
-
-    def get_layout_info(self) -> dict[str, int]:
-        return self._layout.as_layout_info()
-
-    def set_layout_info(self, layout_info: Mapping[str, int]) -> None:
-        self._layout = DetectorLayout.from_layout_info(layout_info)
-        self._reset()

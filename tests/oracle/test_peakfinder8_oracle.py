@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from sfx_cnnhit.finders.config import Peakfinder8Params
-from sfx_cnnhit.finders.peakfinder8 import DetectorLayout, Peakfinder8Finder, Peakfinder8PeakDetection
+from sfx_cnnhit.finders.peakfinder8 import DetectorLayout, Peakfinder8Finder
+from sfx_cnnhit.plugins.om import Peakfinder8PeakDetection
 from tests.synthetic import make_frame
 
 pytestmark = pytest.mark.oracle

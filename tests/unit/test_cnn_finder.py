@@ -8,10 +8,11 @@ import pytest
 
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder
-from sfx_cnnhit.finders.peakfinder8 import Peakfinder8PeakDetection, radius_map_from_beam_center
+from sfx_cnnhit.finders.peakfinder8 import radius_map_from_beam_center
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
+from sfx_cnnhit.plugins.om import Peakfinder8PeakDetection
 from tests.synthetic import make_frame
 
 SHAPE = (64, 96)

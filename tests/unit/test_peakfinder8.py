@@ -8,13 +8,9 @@ import pytest
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.finders.base import HitFinder, HitRule, create_finder
 from sfx_cnnhit.finders.config import Peakfinder8Params
-from sfx_cnnhit.finders.peakfinder8 import (
-    DetectorLayout,
-    Peakfinder8Finder,
-    Peakfinder8PeakDetection,
-    radius_map_from_beam_center,
-)
+from sfx_cnnhit.finders.peakfinder8 import DetectorLayout, Peakfinder8Finder, radius_map_from_beam_center
 from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.plugins.om import Peakfinder8PeakDetection
 from tests.synthetic import make_frame
 
 PARAMS = Peakfinder8Params(adc_threshold=50.0, minimum_snr=5.0, min_pixel_count=1, max_pixel_count=100,

@@ -17,13 +17,13 @@ import pytest
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import Peakfinder8Params
-from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder, Peakfinder8PeakDetection, radius_map_from_beam_center
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder, radius_map_from_beam_center
 from sfx_cnnhit.io.crystfel_recipe import RECIPE_NAME, indexamajig_command, write_recipe
 from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.pipeline.reduce import reduce_run
 from sfx_cnnhit.plugins.cheetah import cnn_finder_from_cheetah_ini, read_cheetah_cnn
-from sfx_cnnhit.plugins.om import CnnPeakFinding
+from sfx_cnnhit.plugins.om import CnnPeakFinding, Peakfinder8PeakDetection
 from sfx_cnnhit.plugins.om_monitor import check_no_shadowing_layer
 from sfx_cnnhit.plugins.settings import CnnHitSettings
 from tests.synthetic import make_frame
