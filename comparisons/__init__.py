@@ -13,7 +13,8 @@ and its decisions are compared with labels and with the other methods::
     result = run_comparison(source, methods, labels=load_labels("/truth/hit"))
     write_comparison(result, "compare_out", source=source)
 
-Modules: labels come from :mod:`sfx_cnnhit.io.labels`; :mod:`.runner` (running and timing), :mod:`.methods`
+Modules: labels come from :mod:`sfx_cnnhit.io.labels`; :mod:`.job` (the whole ``sfx-cnnhit compare``
+job: ``CompareRequest`` -> ``run_compare``), :mod:`.runner` (running and timing), :mod:`.methods`
 (building the methods), :mod:`.plan` (given, gain-aware default or tuned settings), :mod:`.contest` and
 :mod:`.grids` (tuning on validation frames), :mod:`.pedestal` (pedestal estimate), :mod:`.metrics`
 (figures), :mod:`.curves` (ROC/PR), :mod:`.gallery` (disagreement gallery), :mod:`.report` (CSV, JSON

@@ -87,6 +87,17 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """``["gain=0.5", "kernel_size=3,3"]`` -> ``{"gain": "0.5", "kernel_size": "3,3"}`` (``--dials-param``)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--dials-param {item!r}: expected NAME=VALUE, e.g. gain=0.31")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def parse_dials_overrides(overrides: Mapping[str, str] | None) -> dict[str, Any]:
     """``--dials-param`` values (text) as DIALS parameter values (checked against a :class:`DialsParams`).
 

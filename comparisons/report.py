@@ -271,7 +271,43 @@ def markdown_report(
     lines += [f"Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by sfx-cnnhit {summary['versions']['sfx_cnnhit']}."]
     if context.command:
         lines += ["", f"Command: `{context.command}`"]
-    lines += ["", "## What was run", ""]
+    lines += _what_was_run_lines(summary, context)
+    lines += _origin_lines(methods, labelled=summary["n_labelled"] > 0)
+    if summary["n_labelled"]:
+        lines += _label_lines(summary)
+    if curves_file:
+        lines += ["", "## ROC and precision-recall curves", "",
+                  f"![ROC and precision-recall curves of every method]({curves_file})", "",
+                  "Each method's score (peak count, spot count or P(hit)) swept over all its values on these frames; "
+                  "the dots are the decisions it made with its settings.", ""]
+        lines += _table(["method", "ROC AUC", "average precision"],
+                        [[k, _fmt(v.get("roc_auc")), _fmt(v.get("average_precision"))] for k, v in methods.items()])
+    lines += _speed_lines(summary)
+    if len(names) > 1:
+        agree = summary["agreement"]
+        lines += ["", "## Agreement between methods", ""]
+        lines += ["Fraction of frames with the same decision (Cohen's kappa in brackets):", ""]
+        lines += _table(
+            ["", *names],
+            [[a, *(f"{_fmt(agree['fraction'][i][j])} ({_fmt(agree['kappa'][i][j], '.2f')})" for j in range(len(names)))]
+             for i, a in enumerate(names)],
+        )
+
+    lines += ["", "## Frames where the methods disagree", ""]
+    if gallery_file:
+        lines += [f"![frames where the methods disagree]({gallery_file})", ""]
+        lines += [f"- `{g['event_id']}`: {g['reason']}" for g in summary["gallery"]]
+    else:
+        lines += ["No frame where the methods disagree (or, with one method, where it contradicts the label)."]
+    lines += ["", "## Notes", "", *(f"- {note}" for note in _notes(summary, context)), ""]
+    return "\n".join(lines)
+
+
+def _what_was_run_lines(summary: dict[str, Any], context: RunContext) -> list[str]:
+    """The report's "What was run" section: inputs, labels, versions, and each method with its parameters."""
+    methods: dict[str, Any] = summary["methods"]
+    n = summary["n_frames"]
+    lines = ["", "## What was run", ""]
     available = context.n_frames_available
     frames = f"{n} frames" + (f" (the first {n} of {available})" if available and available > n else "")
     lines += [f"- Inputs ({frames}): " + ", ".join(f"`{p}`" for p in summary["inputs"])]
@@ -289,81 +325,68 @@ def markdown_report(
     for name, entry in methods.items():
         lines += ["", f"<details><summary>parameters of {name}</summary>", "", "```json",
                   json.dumps(entry["settings"], indent=2), "```", "", "</details>"]
-    lines += _origin_lines(methods, labelled=summary["n_labelled"] > 0)
+    return lines
 
-    if summary["n_labelled"]:
-        lines += ["", "## Against the labels", ""]
-        lines += ["Percent of each true class, in the form of Table 5 of Nawaz et al. (2023):", ""]
-        header = ["true \\ predicted"] + [f"{k}: {c}" for k in names for c in TABLE5_ROWS]
-        counts = (summary["n_true_hits"], summary["n_true_misses"])
-        rows = [
-            [f"{label} ({count})"] + [_fmt(methods[k]["table5"][r][c], ".1f") for k in names for c in range(2)]
-            for r, (label, count) in enumerate(zip(TABLE5_ROWS, counts, strict=True))
-        ]
-        lines += _table(header, rows)
-        lines += [""]
+
+def _label_lines(summary: dict[str, Any]) -> list[str]:
+    """The report's "Against the labels" section: Table 5's form, the hit metrics, hits called per label."""
+    methods: dict[str, Any] = summary["methods"]
+    names = list(methods)
+    lines = ["", "## Against the labels", ""]
+    lines += ["Percent of each true class, in the form of Table 5 of Nawaz et al. (2023):", ""]
+    header = ["true \\ predicted"] + [f"{k}: {c}" for k in names for c in TABLE5_ROWS]
+    counts = (summary["n_true_hits"], summary["n_true_misses"])
+    rows = [
+        [f"{label} ({count})"] + [_fmt(methods[k]["table5"][r][c], ".1f") for k in names for c in range(2)]
+        for r, (label, count) in enumerate(zip(TABLE5_ROWS, counts, strict=True))
+    ]
+    lines += _table(header, rows)
+    lines += [""]
+    lines += _table(
+        ["method", "accuracy", "precision", "recall", "miss rejection", "kappa", "TP", "FP", "FN", "TN"],
+        [[k, *(_fmt(v[key]) for key in ("accuracy", "precision", "recall", "miss_rejection", "kappa")),
+          *(str(v[key]) for key in ("tp", "fp", "fn", "tn"))] for k, v in methods.items()],
+    )
+
+    by_label = summary["hits_by_label"]
+    if by_label:
+        lines += ["", "Percent of frames called a hit, per label:", ""]
         lines += _table(
-            ["method", "accuracy", "precision", "recall", "miss rejection", "kappa", "TP", "FP", "FN", "TN"],
-            [[k, *(_fmt(v[key]) for key in ("accuracy", "precision", "recall", "miss_rejection", "kappa")),
-              *(str(v[key]) for key in ("tp", "fp", "fn", "tn"))] for k, v in methods.items()],
+            ["label", "frames", "true class", *names],
+            [[f"`{value}`", str(v["n_frames"]), "hit" if v["true_hit"] else "miss",
+              *(_fmt(100 * v["called_hit"][k], ".1f") for k in names)] for value, v in by_label.items()],
         )
+    return lines
 
-        by_label = summary["hits_by_label"]
-        if by_label:
-            lines += ["", "Percent of frames called a hit, per label:", ""]
-            lines += _table(
-                ["label", "frames", "true class", *names],
-                [[f"`{value}`", str(v["n_frames"]), "hit" if v["true_hit"] else "miss",
-                  *(_fmt(100 * v["called_hit"][k], ".1f") for k in names)] for value, v in by_label.items()],
-            )
 
-    if curves_file:
-        lines += ["", "## ROC and precision-recall curves", "",
-                  f"![ROC and precision-recall curves of every method]({curves_file})", "",
-                  "Each method's score (peak count, spot count or P(hit)) swept over all its values on these frames; "
-                  "the dots are the decisions it made with its settings.", ""]
-        lines += _table(["method", "ROC AUC", "average precision"],
-                        [[k, _fmt(v.get("roc_auc")), _fmt(v.get("average_precision"))] for k, v in methods.items()])
-
-    lines += ["", "## Speed", ""]
+def _speed_lines(summary: dict[str, Any]) -> list[str]:
+    """The report's "Speed" section: frames/s, seconds and hits called per method, and the reading time."""
+    lines = ["", "## Speed", ""]
     speed_rows = []
-    for k, v in methods.items():
+    for k, v in summary["methods"].items():
         inside = _fmt(v.get("frames_per_second_inside"), ".1f") if "frames_per_second_inside" in v else ""
         speed_rows.append([k, _fmt(v["frames_per_second"], ".1f"), _fmt(v["seconds"], ".2f"), inside,
                            f"{v['n_hits_called']} ({_fmt(100 * v['hit_rate_called'], '.1f')} %)"])
     lines += _table(["method", "frames/s", "seconds", "frames/s inside the backend", "hits called"], speed_rows)
     lines += ["", f"Reading the frames took {summary['read_seconds']:.2f} s."]
+    return lines
 
-    if len(names) > 1:
-        agree = summary["agreement"]
-        lines += ["", "## Agreement between methods", ""]
-        lines += ["Fraction of frames with the same decision (Cohen's kappa in brackets):", ""]
-        lines += _table(
-            ["", *names],
-            [[a, *(f"{_fmt(agree['fraction'][i][j])} ({_fmt(agree['kappa'][i][j], '.2f')})" for j in range(len(names)))]
-             for i, a in enumerate(names)],
-        )
 
-    lines += ["", "## Frames where the methods disagree", ""]
-    if gallery_file:
-        lines += [f"![frames where the methods disagree]({gallery_file})", ""]
-        lines += [f"- `{g['event_id']}`: {g['reason']}" for g in summary["gallery"]]
-    else:
-        lines += ["No frame where the methods disagree (or, with one method, where it contradicts the label)."]
-
+def _notes(summary: dict[str, Any], context: RunContext) -> list[str]:
+    """The report's notes: the run's warnings, each method's notes and time inside DIALS, the labels' notes,
+    then :data:`GENERAL_NOTES`."""
     notes = list(context.warnings)
-    for k, v in methods.items():
+    for k, v in summary["methods"].items():
         notes += [f"{k}: {note}" for note in v["notes"]]
         if "seconds_inside" in v:
             notes.append(
                 f"{k}: {v['seconds']:.2f} s in total, of which {v['seconds_inside']:.2f} s inside DIALS "
                 f"({_fmt(v['frames_per_second_inside'], '.1f')} frames/s); the rest is process start and hand-over"
             )
-    if labels is not None:
-        notes += labels["notes"]
+    if summary["labels"] is not None:
+        notes += summary["labels"]["notes"]
     notes += GENERAL_NOTES
-    lines += ["", "## Notes", "", *(f"- {note}" for note in notes), ""]
-    return "\n".join(lines)
+    return notes
 
 
 def output_paths(outdir: str | os.PathLike[str]) -> dict[str, Path]:

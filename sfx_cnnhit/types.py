@@ -8,6 +8,8 @@ Conventions: frames are float32 arrays of shape ``(ss, fs)`` in the detector's r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -15,6 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 PEAK_FIELDS = ("fs", "ss", "intensity", "num_pixels", "max_pixel_intensity", "snr")
+#: ``progress(description)``: a context giving the ``update(frames done, total)`` callback of a progress
+#: bar (the command line's ``frame_progress``)
+ProgressFactory = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from sfx_cnnhit.cli.inputs import (
     Peakfinder8Options,
     with_option_groups,
 )
-from sfx_cnnhit.errors import ConfigError
 
 UseDials = Annotated[bool, typer.Option("--dials", help="Real DIALS spot finding (built-in fallback if absent).")]
 UseDispersion = Annotated[bool, typer.Option("--dispersion", help="Built-in DIALS-style spot finding.")]
@@ -65,17 +64,6 @@ Pedestal = Annotated[
                  "'none' (default: estimate for defaults and tuning, none for given settings)."),
 ]
 Gallery = Annotated[int, typer.Option("--gallery", min=0, help="Most frames in the disagreement gallery (0: none).")]
-
-
-def parse_assignments(items: list[str] | None) -> dict[str, str]:
-    """``["gain=0.5", "kernel_size=3,3"]`` -> ``{"gain": "0.5", "kernel_size": "3,3"}``."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"--dials-param {item!r}: expected NAME=VALUE, e.g. gain=0.31")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:
@@ -138,99 +126,18 @@ def register(app: typer.Typer) -> None:
         threshold is --hit-threshold. Settings not given are gain-aware defaults (thresholds in
         photons); with --tune, every method is tuned on those labelled frames first.
         """
-        from sfx_cnnhit.comparisons import (
-            CnnChoice,
-            RunContext,
-            build_methods,
-            load_labels,
-            run_comparison,
-            write_comparison,
-        )
-        from sfx_cnnhit.comparisons.contest import Criterion
-        from sfx_cnnhit.comparisons.grids import DIALS_GRID, PEAKFINDER8_GRID, dials_photon_defaults
-        from sfx_cnnhit.comparisons.methods import dials_settings, parse_dials_overrides
-        from sfx_cnnhit.comparisons.pedestal import PEDESTAL_MODES
-        from sfx_cnnhit.comparisons.plan import (
-            Contestants,
-            detector_gain,
-            overlap_warning,
-            tuned_choice,
-            untuned_choice,
-        )
-        from sfx_cnnhit.comparisons.report import STATE_DIR, check_outdir
-        from sfx_cnnhit.finders.config import photon_defaults
+        from sfx_cnnhit.comparisons.job import CompareRequest, run_compare
 
-        if pedestal is not None and pedestal not in PEDESTAL_MODES:
-            raise ConfigError(f"--pedestal {pedestal!r}: expected one of {', '.join(PEDESTAL_MODES)}")
-        if tune and not labels:
-            raise ConfigError("--tune needs --labels (the tuning frames must be labelled)")
-        criterion = Criterion(target_recall)
-        check_outdir(output, overwrite=overwrite)
-        source = read.open(inputs)
-        everything = not (dials or dispersion or peakfinder8 or cnn)
-        gain, gain_source = detector_gain(adu_per_photon, source.geometry, pf8_options.config)
-        pf8 = None  # the peakfinder8 method, and the localiser of the CNN's hits
-        if peakfinder8 or cnn or everything:
-            pf8 = pf8_options.finder(source, min_peaks, defaults=photon_defaults(gain))
-        pf8_given = pf8_options.overrides()
-        if pf8 is not None and pf8_options.config is not None:
-            pf8_given = {k: getattr(pf8.params, k) for k in PEAKFINDER8_GRID if k != "pedestal"}
-        dials_overrides = parse_assignments(dials_param)
-        params, rule = dials_settings(dials_preset, dials_min_spots, dials_overrides,
-                                      base=dials_photon_defaults(gain))
-        dials_given = parse_dials_overrides(dials_overrides)
-        if dials_preset:  # a preset fixes every parameter it states
-            dials_given = {**{k: getattr(params, k) for k in DIALS_GRID if k != "pedestal"}, **dials_given}
-        contestants = Contestants(
-            dials=dials or everything,
-            dispersion=dispersion or everything,
-            peakfinder8=pf8 if peakfinder8 or everything else None,
-            peakfinder8_given=pf8_given,
-            min_peaks=min_peaks,
-            dials_params=params,
-            dials_rule=rule,
-            dials_given=dials_given,
-            dials_min_spots=rule.min_peaks if dials_preset or dials_min_spots is not None else None,
-            cnn=CnnChoice(model=model, threshold=hit_threshold, device=device) if cnn or everything else None,
-            cnn_peakfinder=pf8,
-            pedestal=pedestal,
-            adu_per_photon=gain,
-            gain_source=gain_source,
-            optional=everything,
-        )
-        truth = load_labels(labels) if labels else None
-        tuning, tuning_warnings = None, []
-        if tune:
-            assert truth is not None
-            with frame_progress("tune") as update:
-                choice, tuning, tuning_warnings = tuned_choice(
-                    contestants, read.open(tune), truth, criterion, given=tune, outdir=output, restart=overwrite,
-                    batch_size=batch_size, progress=update,
-                )
-        else:
-            choice = untuned_choice(contestants)
-        methods, warnings = build_methods(choice, geometry=source.geometry)
-        warnings = tuning_warnings + warnings
-        for warning in warnings:
-            _warn(warning)
-        with frame_progress("compare") as update:
-            result = run_comparison(
-                source, methods, labels=truth, batch_size=batch_size, max_frames=max_frames, progress=update,
-                state_dir=Path(output) / STATE_DIR, restart=overwrite,
-            )
-        overlap = tuning and overlap_warning(tuning, result.source_files, result.source_index)
-        if overlap:
-            _warn(overlap)
-            warnings.append(overlap)
         command = shlex.join(["sfx-cnnhit", *sys.argv[1:]]) if Path(sys.argv[0]).name == "sfx-cnnhit" else ""
-        context = RunContext(command=command, warnings=warnings, n_frames_available=source.n_frames)
-        paths, summary = write_comparison(
-            result,
-            output,
-            source=source,
-            gallery=gallery,
-            context=context,
-            overwrite=overwrite,
+        request = CompareRequest(
+            inputs=inputs, output=output, dials=dials, dispersion=dispersion, peakfinder8=peakfinder8, cnn=cnn,
+            model=model, hit_threshold=hit_threshold, device=device, labels=labels, dials_preset=dials_preset,
+            dials_min_spots=dials_min_spots, dials_param=dials_param, min_peaks=min_peaks, max_frames=max_frames,
+            tune=tune, target_recall=target_recall, adu_per_photon=adu_per_photon, pedestal=pedestal,
+            gallery=gallery, batch_size=batch_size, overwrite=overwrite, command=command,
+        )
+        paths, summary = run_compare(
+            request, open_inputs=read.open, pf8_options=pf8_options, progress=frame_progress, warn=_warn,
             status=lambda text: console.print(text, markup=False, highlight=False),
         )
         _print_summary(summary, paths)

@@ -107,52 +107,64 @@ def detector_config(spec: str, base: SimulationConfig | None = None) -> Simulati
     )
 
 
+Output = Annotated[Path, typer.Argument(help="Output reduced-CXI file (ground truth under /truth).")]
+NFrames = Annotated[int, typer.Option("--n-frames", "-n", min=1, help="Number of frames.")]
+Seed = Annotated[int, typer.Option("--seed", "-s", min=0, help="Base random seed.")]
+Detector = Annotated[
+    str | None, typer.Option("--detector", "-d", help=f"Layout: {', '.join(DETECTORS)} (default square512).")
+]
+Size = Annotated[
+    int | None,
+    typer.Option("--size", help="Square side (square512, rayonix) or nearest Pilatus/Eiger model width."),
+]
+HitRate = Annotated[
+    float | None, typer.Option("--hit-rate", help="Share of hits (weak+good+strong); misses split evenly.")
+]
+ClassFractions = Annotated[
+    str | None, typer.Option("--class-fractions", help="Five shares, e.g. 0.2,0.2,0.2,0.2,0.2 (default).")
+]
+Split = Annotated[str, typer.Option("--split", help="train, val or test: splits never share random streams.")]
+PhotonEnergy = Annotated[
+    str | None, typer.Option("--photon-energy", help="Photon energy in eV, or a range 'low,high'.")
+]
+Clen = Annotated[str | None, typer.Option("--clen", help="Detector distance in m, or a range 'low,high'.")]
+Cell = Annotated[list[str] | None, typer.Option("--cell", help=f"Unit cell(s), repeatable: {', '.join(CELLS)}.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="JSON/YAML file with simulation settings (sections of SimulationConfig), or the name of a "
+        "shipped one: randomised (the wide domain-randomised training distribution).",
+    ),
+]
+Workers = Annotated[
+    int, typer.Option("--workers", "-j", min=1, help="Simulator processes (results do not depend on it).")
+]
+Chunk = Annotated[int, typer.Option("--chunk", min=1, help="Frames simulated and written per step.")]
+Compression = Annotated[str, typer.Option("--compression", help="gzip, bitshuffle-lz4, zstd or none.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted OUTPUT.inprogress.")]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     @handle_errors
     def simulate(
-        output: Annotated[Path, typer.Argument(help="Output reduced-CXI file (ground truth under /truth).")],
-        n_frames: Annotated[int, typer.Option("--n-frames", "-n", min=1, help="Number of frames.")],
-        seed: Annotated[int, typer.Option("--seed", "-s", min=0, help="Base random seed.")],
-        detector: Annotated[
-            str | None, typer.Option("--detector", "-d", help=f"Layout: {', '.join(DETECTORS)} (default square512).")
-        ] = None,
-        size: Annotated[
-            int | None,
-            typer.Option("--size", help="Square side (square512, rayonix) or nearest Pilatus/Eiger model width."),
-        ] = None,
-        hit_rate: Annotated[
-            float | None, typer.Option("--hit-rate", help="Share of hits (weak+good+strong); misses split evenly.")
-        ] = None,
-        class_fractions: Annotated[
-            str | None, typer.Option("--class-fractions", help="Five shares, e.g. 0.2,0.2,0.2,0.2,0.2 (default).")
-        ] = None,
-        split: Annotated[
-            str, typer.Option("--split", help="train, val or test: splits never share random streams.")
-        ] = "train",
-        photon_energy: Annotated[
-            str | None, typer.Option("--photon-energy", help="Photon energy in eV, or a range 'low,high'.")
-        ] = None,
-        clen: Annotated[
-            str | None, typer.Option("--clen", help="Detector distance in m, or a range 'low,high'.")
-        ] = None,
-        cell: Annotated[
-            list[str] | None, typer.Option("--cell", help=f"Unit cell(s), repeatable: {', '.join(CELLS)}.")
-        ] = None,
-        config: Annotated[
-            Path | None,
-            typer.Option(
-                "--config",
-                help="JSON/YAML file with simulation settings (sections of SimulationConfig), or the name of a "
-                "shipped one: randomised (the wide domain-randomised training distribution).",
-            ),
-        ] = None,
-        workers: Annotated[
-            int, typer.Option("--workers", "-j", min=1, help="Simulator processes (results do not depend on it).")
-        ] = 1,
-        chunk: Annotated[int, typer.Option("--chunk", min=1, help="Frames simulated and written per step.")] = 64,
-        compression: Annotated[str, typer.Option("--compression", help="gzip, bitshuffle-lz4, zstd or none.")] = "gzip",
-        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted OUTPUT.inprogress.")] = False,
+        output: Output,
+        n_frames: NFrames,
+        seed: Seed,
+        detector: Detector = None,
+        size: Size = None,
+        hit_rate: HitRate = None,
+        class_fractions: ClassFractions = None,
+        split: Split = "train",
+        photon_energy: PhotonEnergy = None,
+        clen: Clen = None,
+        cell: Cell = None,
+        config: ConfigFile = None,
+        workers: Workers = 1,
+        chunk: Chunk = 64,
+        compression: Compression = "gzip",
+        resume: Resume = False,
     ) -> None:
         """Simulate serial-crystallography frames (DiffraNet's five classes) with ground truth."""
         cells = [c.strip() for item in cell or () for c in item.split(",") if c.strip()]

@@ -8,7 +8,7 @@ h5py from each frame's own input file at its ``source_index``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -31,13 +31,16 @@ from sfx_cnnhit.explain.gradcam import GradCamExplainer, Method
 from sfx_cnnhit.explain.histograms import activation_histograms
 from sfx_cnnhit.explain.inversion import inversion_layers, invert_representation
 from sfx_cnnhit.explain.score import ExplanationScorer, fair_dilation_px
+from sfx_cnnhit.io.atomic import check_output_path, make_output_folder
 from sfx_cnnhit.io.hdf5 import open_hdf5
 from sfx_cnnhit.io.sources import FrameSource
+from sfx_cnnhit.models.checkpoint import load_model
 from sfx_cnnhit.models.preprocess import PanelLayout, panel_layout_for, preprocess
 from sfx_cnnhit.models.tasks import HIT_CLASS_NAMES
+from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.models.zoo import ModelSpec
 from sfx_cnnhit.simulate.output import TRUTH
-from sfx_cnnhit.types import FrameBatch, PeakList
+from sfx_cnnhit.types import FrameBatch, PeakList, ProgressFactory
 
 #: Ground-truth datasets of simulated files (``sfx-cnnhit simulate``).
 TRUTH_BRAGG_MASK = f"{TRUTH}/bragg_mask"
@@ -115,6 +118,30 @@ def _batches(source: FrameSource, frames: Sequence[int] | None, batch_size: int)
         return
     for start, stop in _runs(frames):
         yield from source.batches(batch_size, start=start, stop=stop)
+
+
+def parse_frames(text: str | None) -> list[int] | None:
+    """``"0,3,7"`` or ``"10-19,40"`` -> sorted frame indices (``--frames``)."""
+    if text is None:
+        return None
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"--frames must be indices or ranges such as 0,3,7 or 10-19, got {text!r}") from None
+    return sorted(out)
+
+
+def parse_target(text: str) -> str | int:
+    """``"hit"`` or a class index (``--target``)."""
+    if text == "hit":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--target must be 'hit' or a class index, got {text!r}") from None
 
 
 def select_frames(source: FrameSource, frames: Sequence[int] | None, n_frames: int | None) -> list[int] | None:
@@ -246,7 +273,6 @@ def explain_source(
     figure_explainer: GradCamExplainer | None = None
     if settings.figures_dir is not None:
         figure_explainer = GradCamExplainer(model, spec, method="guided", target=settings.target, layout=layout)
-    hit_classes = list(spec.hit_classes)
     total = source.n_frames if frames is None else len(frames)
     records: list[dict[str, Any]] = []
     figure_paths: list[str] = []
@@ -258,22 +284,8 @@ def explain_source(
         assert probs is not None
         truth = read_truth(batch, settings, need_bragg=settings.score)
         if settings.score:
-            if scorer is None:
-                scorer = ExplanationScorer(dilation, radius_map=radius_map, class_names=truth.class_names)
-            is_hit = _is_hit(truth)
-            assert truth.bragg is not None and is_hit is not None
-            scorer.add(maps, truth.bragg, is_hit, mask=batch.mask, labels=truth.labels, raw_max=raw_max)
-        for i in range(len(batch)):
-            record = {
-                "index": int(batch.global_index[i]),
-                "event_id": batch.event_ids[i],
-                "p_hit": float(probs[i, hit_classes].sum()),
-                "predicted": spec.class_names[int(np.argmax(probs[i]))],
-                "raw_max": float(raw_max[i]),
-            }
-            if truth.labels is not None:
-                record["truth"] = _class_name(truth, i)
-            records.append(record)
+            scorer = _score(scorer, dilation, radius_map, batch, truth, maps, raw_max)
+        records += _frame_records(batch, truth, probs, raw_max, spec)
         if figure_explainer is not None:
             figure_paths += _frame_figures(
                 batch, truth, records[-len(batch) :], maps, figure_explainer, finder, settings,
@@ -282,7 +294,108 @@ def explain_source(
         done += len(batch)
         if progress is not None:
             progress(done, total)
-    report: dict[str, Any] = {
+    report = _report_head(spec, settings, explainer, frame_shape, dilation, model_source, records)
+    if scorer is not None:
+        report["score"] = scorer.result()
+    if settings.histogram_layer is not None:
+        report["histograms"] = _histograms(source, frames, model, spec, settings, layout, figure_paths)
+    if settings.invert and inversion_inputs:
+        figure_paths.append(_inversions(model, spec, inversion_inputs, settings))
+    report["figures"] = figure_paths
+    return report
+
+
+def run_explain(
+    source: FrameSource,
+    *,
+    model: str | None,
+    device: str,
+    frames: str | None,
+    n_frames: int | None,
+    target: str,
+    json_out: Path | None,
+    options: Mapping[str, Any],
+    progress: ProgressFactory,
+    peak_finder: Callable[[FrameSource], PeakFinding],
+) -> tuple[dict[str, Any], ModelSpec]:
+    """What ``sfx-cnnhit explain`` does with the opened frames: choose them, load the model, explain them
+    (:func:`explain_source`); returns the report and the model's spec.
+
+    Args:
+        source: the frames.
+        model: checkpoint file or shipped model name (None: the shipped default); device: where it runs.
+        frames: frame indices as text (:func:`parse_frames`), or None; n_frames: or the first N frames.
+        target: ``hit`` or a class index, as text (:func:`parse_target`).
+        json_out: where the caller will write the report: refused now if it would replace an input.
+        options: the other :class:`ExplainSettings` fields; their ``figures_dir`` is created.
+        progress: the progress bar of the explanation (``"explain"``).
+        peak_finder: makes the peak finding whose peaks the figures circle, for ``source``.
+    """
+    if json_out is not None:  # refused before the work, not after it
+        check_output_path(json_out, protect=source.input_paths)
+    chosen = select_frames(source, parse_frames(frames), n_frames)
+    net, spec = load_model(model, device=resolve_device(device))
+    if options.get("figures_dir") is not None:
+        make_output_folder(options["figures_dir"])
+    settings = ExplainSettings(**options, target=parse_target(target))  # type: ignore[arg-type]
+    with progress("explain") as update:
+        report = explain_source(
+            source, net, spec, frames=chosen, settings=settings, model_source=model or "default", progress=update,
+            peak_finder=peak_finder(source),
+        )
+    return report, spec
+
+
+def _score(
+    scorer: ExplanationScorer | None,
+    dilation: float,
+    radius_map: NDArray[np.float32] | None,
+    batch: FrameBatch,
+    truth: _Truth,
+    maps: NDArray[np.float32],
+    raw_max: NDArray[np.float32],
+) -> ExplanationScorer:
+    """Add a batch's ``(k, ss, fs)`` maps to ``scorer`` (None: made now, with the first batch's class names)."""
+    if scorer is None:
+        scorer = ExplanationScorer(dilation, radius_map=radius_map, class_names=truth.class_names)
+    is_hit = _is_hit(truth)
+    assert truth.bragg is not None and is_hit is not None
+    scorer.add(maps, truth.bragg, is_hit, mask=batch.mask, labels=truth.labels, raw_max=raw_max)
+    return scorer
+
+
+def _frame_records(
+    batch: FrameBatch, truth: _Truth, probs: NDArray[np.float32], raw_max: NDArray[np.float32], spec: ModelSpec
+) -> list[dict[str, Any]]:
+    """One report entry per frame of a batch: index, event id, P(hit), predicted class, raw map maximum and,
+    with labels, the truth class (``probs``: the ``(k, K)`` class probabilities)."""
+    hit_classes = list(spec.hit_classes)
+    records = []
+    for i in range(len(batch)):
+        record = {
+            "index": int(batch.global_index[i]),
+            "event_id": batch.event_ids[i],
+            "p_hit": float(probs[i, hit_classes].sum()),
+            "predicted": spec.class_names[int(np.argmax(probs[i]))],
+            "raw_max": float(raw_max[i]),
+        }
+        if truth.labels is not None:
+            record["truth"] = _class_name(truth, i)
+        records.append(record)
+    return records
+
+
+def _report_head(
+    spec: ModelSpec,
+    settings: ExplainSettings,
+    explainer: GradCamExplainer,
+    frame_shape: tuple[int, ...],
+    dilation: float,
+    model_source: str,
+    records: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The report's model, maps and frames (score, histograms and figures are added after)."""
+    return {
         "model": {
             "source": model_source,
             "name": spec.name,
@@ -298,14 +411,6 @@ def explain_source(
         "n_frames": len(records),
         "frames": records,
     }
-    if scorer is not None:
-        report["score"] = scorer.result()
-    if settings.histogram_layer is not None:
-        report["histograms"] = _histograms(source, frames, model, spec, settings, layout, figure_paths)
-    if settings.invert and inversion_inputs:
-        figure_paths.append(_inversions(model, spec, inversion_inputs, settings))
-    report["figures"] = figure_paths
-    return report
 
 
 def _frame_figures(

@@ -67,14 +67,27 @@ class _PanelDraft:
     flags: dict[str, list[str]] = field(default_factory=dict)
 
 
+@dataclass
+class _GeometryDraft:
+    """The lines of a geometry file, sorted by what they set (see :func:`_read_lines`)."""
+
+    defaults: dict[str, _Line] = field(default_factory=dict)  # top-level panel values so far
+    default_flags: dict[str, list[str]] = field(default_factory=dict)
+    panels: dict[str, _PanelDraft] = field(default_factory=dict)
+    bad: dict[str, dict[str, _Line]] = field(default_factory=dict)  # bad region -> its keys
+    toplevel: dict[str, _Line] = field(default_factory=dict)  # _TOPLEVEL_ONLY keys
+    unused_default: _Line | None = None  # a top-level panel value after the last panel
+
+
 def _fail(source: str, line: _Line | int, message: str) -> ConfigError:
     number = line.number if isinstance(line, _Line) else line
     return ConfigError(f"{source} line {number}: {message}")
 
 
-def _warn(source: str, line: _Line, message: str) -> None:
-    """Warn about ``line`` of ``source`` (stack level: the caller of ``DetectorGeometry.from_text``)."""
-    warnings.warn(f"{source} line {line.number}: {message}", stacklevel=4)
+def _warn(source: str, line: _Line, message: str, *, depth: int = 0) -> None:
+    """Warn about ``line`` of ``source`` (stack level: the caller of ``DetectorGeometry.from_text`` when
+    called from :func:`parse_geometry`; ``depth``: calls between it and :func:`parse_geometry`)."""
+    warnings.warn(f"{source} line {line.number}: {message}", stacklevel=4 + depth)
 
 
 def parse_vector(text: str) -> tuple[float, float, float]:
@@ -207,13 +220,48 @@ def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
     """
     from sfx_cnnhit.io.geometry import DetectorGeometry
 
-    defaults: dict[str, _Line] = {}
-    default_flags: dict[str, list[str]] = {}
-    panels: dict[str, _PanelDraft] = {}
-    bad: dict[str, dict[str, _Line]] = {}
-    toplevel: dict[str, _Line] = {}
-    unused_default: _Line | None = None
+    draft = _read_lines(text, source)
+    if not draft.panels:
+        raise ConfigError(f"{source}: no panels defined (expected lines such as 'p0/min_fs = 0')")
+    if draft.unused_default is not None:
+        _warn(
+            source,
+            draft.unused_default,
+            f"'{draft.unused_default.key}' comes after the last panel and has no effect "
+            "(top-level values apply to panels first mentioned after them)",
+        )
 
+    mask = _common_mask(source, draft.panels)
+    toplevel = draft.toplevel
+    photon_energy = _photon_energy(source, toplevel)
+    built = [_build_panel(source, panel, photon_energy) for panel in draft.panels.values()]
+    built = _slabify(source, built)
+    data_paths = {p.data for p in built}
+    if len(data_paths) > 1:
+        raise ConfigError(
+            f"{source}: panels read from different datasets {sorted(map(str, data_paths))}; "
+            "only one data block (slab) is supported"
+        )
+    regions, regions_xy = _bad_regions(source, draft.bad, built)
+    return DetectorGeometry(
+        panels=tuple(built),
+        photon_energy_ev=photon_energy,
+        bad_regions=tuple(regions),
+        bad_regions_xy=tuple(regions_xy),
+        mask_path=cast("str | None", mask.get("data")),
+        mask_file=cast("str | None", mask.get("file")),
+        mask_good=cast("int | None", mask.get("goodbits")),
+        mask_bad=cast("int | None", mask.get("badbits")),
+        data_path=built[0].data or "/data/data",
+        detector_shift_x=_as_written(toplevel["detector_shift_x"].value) if "detector_shift_x" in toplevel else None,
+        detector_shift_y=_as_written(toplevel["detector_shift_y"].value) if "detector_shift_y" in toplevel else None,
+    )
+
+
+def _read_lines(text: str, source: str) -> _GeometryDraft:
+    """Sort the lines of ``text`` into panel values, top-level defaults, top-level-only values and bad
+    regions, checking each value where it is read; ignored keys are skipped, unknown ones warned about."""
+    draft = _GeometryDraft()
     for number, raw in enumerate(text.splitlines(), start=1):
         content = raw.split(";", 1)[0].strip()
         if not content:
@@ -230,66 +278,32 @@ def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
             owner, field_name = key.split("/", 1)
             line.key = field_name
             if owner.startswith("bad"):
-                bad.setdefault(owner, {})[field_name] = line
+                draft.bad.setdefault(owner, {})[field_name] = line
                 continue
             if owner.startswith(("group", "rigid_group")):
                 raise _fail(source, line, f"panel names must not start with 'group' or 'rigid_group' ({owner!r})")
             if field_name in _IGNORED_PANEL:
                 continue
             if not _is_panel_key(field_name):
-                _warn(source, line, f"unknown panel key {key!r} ignored")
+                _warn(source, line, f"unknown panel key {key!r} ignored", depth=1)
                 continue
-            draft = panels.get(owner)
-            if draft is None:
-                draft = panels[owner] = _PanelDraft(
-                    owner, number, dict(defaults), {k: list(v) for k, v in default_flags.items()}
+            panel = draft.panels.get(owner)
+            if panel is None:
+                panel = draft.panels[owner] = _PanelDraft(
+                    owner, number, dict(draft.defaults), {k: list(v) for k, v in draft.default_flags.items()}
                 )
-                unused_default = None
-            _set_panel_value(source, draft.values, draft.flags, line)
+                draft.unused_default = None
+            _set_panel_value(source, panel.values, panel.flags, line)
         elif key.startswith(("rigid_group", "group_")) or key in _IGNORED_TOPLEVEL or key in _IGNORED_PANEL:
             continue
         elif key in _TOPLEVEL_ONLY:
-            toplevel[key] = line
+            draft.toplevel[key] = line
         elif _is_panel_key(key):
-            _set_panel_value(source, defaults, default_flags, line)
-            unused_default = line
+            _set_panel_value(source, draft.defaults, draft.default_flags, line)
+            draft.unused_default = line
         else:
-            _warn(source, line, f"unknown geometry key {key!r} ignored")
-
-    if not panels:
-        raise ConfigError(f"{source}: no panels defined (expected lines such as 'p0/min_fs = 0')")
-    if unused_default is not None:
-        _warn(
-            source,
-            unused_default,
-            f"'{unused_default.key}' comes after the last panel and has no effect "
-            "(top-level values apply to panels first mentioned after them)",
-        )
-
-    mask = _common_mask(source, panels)
-    photon_energy = _photon_energy(source, toplevel)
-    built = [_build_panel(source, draft, photon_energy) for draft in panels.values()]
-    built = _slabify(source, built)
-    data_paths = {p.data for p in built}
-    if len(data_paths) > 1:
-        raise ConfigError(
-            f"{source}: panels read from different datasets {sorted(map(str, data_paths))}; "
-            "only one data block (slab) is supported"
-        )
-    regions, regions_xy = _bad_regions(source, bad, built)
-    return DetectorGeometry(
-        panels=tuple(built),
-        photon_energy_ev=photon_energy,
-        bad_regions=tuple(regions),
-        bad_regions_xy=tuple(regions_xy),
-        mask_path=cast("str | None", mask.get("data")),
-        mask_file=cast("str | None", mask.get("file")),
-        mask_good=cast("int | None", mask.get("goodbits")),
-        mask_bad=cast("int | None", mask.get("badbits")),
-        data_path=built[0].data or "/data/data",
-        detector_shift_x=_as_written(toplevel["detector_shift_x"].value) if "detector_shift_x" in toplevel else None,
-        detector_shift_y=_as_written(toplevel["detector_shift_y"].value) if "detector_shift_y" in toplevel else None,
-    )
+            _warn(source, line, f"unknown geometry key {key!r} ignored", depth=1)
+    return draft
 
 
 def _set_panel_value(source: str, values: dict[str, _Line], flags: dict[str, list[str]], line: _Line) -> None:
@@ -575,9 +589,40 @@ def format_geometry(
             ``mask0_goodbits = 0x0``, ``mask0_badbits = 0xffff``. Default: the geometry's own mask
             with its ``mask_good``/``mask_bad`` (Cheetah's convention if both are None).
     """
+    lines = [f"; CrystFEL geometry written by sfx-cnnhit {__version__}", ""]
+    lines += _beam_lines(geometry, photon_energy, clen)
+    lines.append("")
+    lines.append(f"data = {data_path or geometry.data_path}")
+    if stacked:
+        lines += ["dim0 = %", "dim1 = ss", "dim2 = fs"]
+    else:
+        lines += ["dim0 = ss", "dim1 = fs"]
+    if peak_list is not None:
+        lines += [f"peak_list = {peak_list}", "peak_list_type = cxi"]
+    lines += _mask_lines(geometry, mask_path, mask_file)
+    lines.append("")
+    for p in geometry.panels:
+        lines += [f"{p.name}/{key} = {value}" for key, value in _panel_rows(p)]
+        lines.append("")
+    for r in geometry.bad_regions:
+        lines += [f"{r.name}/{k} = {getattr(r, k)}" for k in ("min_fs", "max_fs", "min_ss", "max_ss")]
+        if r.panel is not None:
+            lines.append(f"{r.name}/panel = {r.panel}")
+        lines.append("")
+    for rxy in geometry.bad_regions_xy:
+        lines += [f"{rxy.name}/{k} = {_fmt(getattr(rxy, k))}" for k in ("min_x", "max_x", "min_y", "max_y")]
+        if rxy.panel is not None:
+            lines.append(f"{rxy.name}/panel = {rxy.panel}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _beam_lines(geometry: DetectorGeometry, photon_energy: float | str | None, clen: float | str | None) -> list[str]:
+    """The top-level photon energy, clen (the panels' one), detector shifts and, when a panel has no gain,
+    a placeholder ``adu_per_photon`` (see :func:`format_geometry` for the arguments)."""
     panels = geometry.panels
     energy = photon_energy if photon_energy is not None else geometry.photon_energy_ev
-    lines = [f"; CrystFEL geometry written by sfx-cnnhit {__version__}", ""]
+    lines = []
     if energy is None:
         lines.append("; photon_energy = <unknown: set it (eV) before running CrystFEL>")
     else:
@@ -593,14 +638,12 @@ def format_geometry(
             lines.append(f"{key} = {shift}")
     if any(p.adu_per_photon is None and p.adu_per_ev is None for p in panels):
         lines.append("adu_per_photon = 1  ; not known to sfx-cnnhit: set the real value")
-    lines.append("")
-    lines.append(f"data = {data_path or geometry.data_path}")
-    if stacked:
-        lines += ["dim0 = %", "dim1 = ss", "dim2 = fs"]
-    else:
-        lines += ["dim0 = ss", "dim1 = fs"]
-    if peak_list is not None:
-        lines += [f"peak_list = {peak_list}", "peak_list_type = cxi"]
+    return lines
+
+
+def _mask_lines(geometry: DetectorGeometry, mask_path: str | None, mask_file: str | None) -> list[str]:
+    """The ``mask0_*`` lines: ``mask_path``/``mask_file`` in Cheetah's convention, else the geometry's own
+    mask with its bits (none: no lines)."""
     mpath: str | None
     if mask_path is not None:  # a mask in Cheetah's convention, such as the one CXIWriter stores
         mpath, mfile, good, badbits = mask_path, mask_file, 0, 0xFFFF
@@ -608,46 +651,38 @@ def format_geometry(
         mpath, mfile = geometry.mask_path, geometry.mask_file
         cheetah = geometry.mask_good is None and geometry.mask_bad is None
         good, badbits = (0, 0xFFFF) if cheetah else (geometry.mask_good or 0, geometry.mask_bad or 0)
+    lines = []
     if mpath is not None:
         lines.append(f"mask0_data = {mpath}")
         if mfile is not None:
             lines.append(f"mask0_file = {mfile}")
         lines += [f"mask0_goodbits = {good:#x}", f"mask0_badbits = {badbits:#x}"]
-    lines.append("")
-    for p in panels:
-        rows = [
-            ("min_fs", str(p.min_fs)),
-            ("max_fs", str(p.max_fs)),
-            ("min_ss", str(p.min_ss)),
-            ("max_ss", str(p.max_ss)),
-            ("corner_x", _fmt(p.corner_x)),
-            ("corner_y", _fmt(p.corner_y)),
-            ("fs", format_vector(p.fs_vec)),
-            ("ss", format_vector(p.ss_vec)),
-            ("res", _fmt(p.res)),
-            ("coffset", _fmt(p.coffset)),
-        ]
-        if p.adu_per_ev is not None:
-            rows.append(("adu_per_eV", _fmt(p.adu_per_ev)))
-        elif p.adu_per_photon is not None:
-            rows.append(("adu_per_photon", _fmt(p.adu_per_photon)))
-        if p.max_adu is not None:
-            rows.append(("max_adu", _fmt(p.max_adu)))
-        for key, value in p.extra.items():
-            if key in FLAG_KEYS:
-                rows += [(key, v) for v in value.split()]
-            else:
-                rows.append((key, value))
-        lines += [f"{p.name}/{key} = {value}" for key, value in rows]
-        lines.append("")
-    for r in geometry.bad_regions:
-        lines += [f"{r.name}/{k} = {getattr(r, k)}" for k in ("min_fs", "max_fs", "min_ss", "max_ss")]
-        if r.panel is not None:
-            lines.append(f"{r.name}/panel = {r.panel}")
-        lines.append("")
-    for rxy in geometry.bad_regions_xy:
-        lines += [f"{rxy.name}/{k} = {_fmt(getattr(rxy, k))}" for k in ("min_x", "max_x", "min_y", "max_y")]
-        if rxy.panel is not None:
-            lines.append(f"{rxy.name}/panel = {rxy.panel}")
-        lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def _panel_rows(p: Panel) -> list[tuple[str, str]]:
+    """A panel's ``(key, value)`` lines: extent, corner, directions, resolution, gain, ``max_adu``, extras."""
+    rows = [
+        ("min_fs", str(p.min_fs)),
+        ("max_fs", str(p.max_fs)),
+        ("min_ss", str(p.min_ss)),
+        ("max_ss", str(p.max_ss)),
+        ("corner_x", _fmt(p.corner_x)),
+        ("corner_y", _fmt(p.corner_y)),
+        ("fs", format_vector(p.fs_vec)),
+        ("ss", format_vector(p.ss_vec)),
+        ("res", _fmt(p.res)),
+        ("coffset", _fmt(p.coffset)),
+    ]
+    if p.adu_per_ev is not None:
+        rows.append(("adu_per_eV", _fmt(p.adu_per_ev)))
+    elif p.adu_per_photon is not None:
+        rows.append(("adu_per_photon", _fmt(p.adu_per_photon)))
+    if p.max_adu is not None:
+        rows.append(("max_adu", _fmt(p.max_adu)))
+    for key, value in p.extra.items():
+        if key in FLAG_KEYS:
+            rows += [(key, v) for v in value.split()]
+        else:
+            rows.append((key, value))
+    return rows

@@ -862,6 +862,26 @@ def open_frames(
         raise InputError("no input files given")
     guessed = mask_convention == "auto" and mask_goodbits is None and mask_badbits is None
     mask_goodbits, mask_badbits = convention_bits(mask_convention, mask_goodbits, mask_badbits)
+    opened = _open_inputs(_input_specs(inputs), data_path, geometry)
+    _check_frame_shapes(opened)
+    geometry = _run_geometry(opened[0], geometry)
+    rules, statics = _pixel_rules(
+        opened,
+        geometry,
+        mask_path=mask_path,
+        mask_file=str(mask_file) if mask_file is not None else None,
+        goodbits=mask_goodbits,
+        badbits=mask_badbits,
+        guessed=guessed,
+        floor=floor,
+        saturation=saturation,
+    )
+    return FrameSource(opened, geometry=geometry, rules=rules, static_good=statics, hot_pixels=hot_pixels)
+
+
+def _input_specs(inputs: Sequence[str | os.PathLike[str]]) -> list[tuple[str, list[str] | None, str | None]]:
+    """The files to open, ``.lst`` lists expanded: ``(file, the events listed for it or None for all, the list
+    naming it or None)``; a list's consecutive events of one file form one entry."""
     specs: list[tuple[str, list[str] | None, str | None]] = []  # (file, events or None, listed in)
     for item in inputs:
         item = str(item)
@@ -876,7 +896,14 @@ def open_frames(
                     specs.append((file, [event] if event else None, item))
         else:
             specs.append((item, None, None))
+    return specs
 
+
+def _open_inputs(
+    specs: list[tuple[str, list[str] | None, str | None]], data_path: str | None, geometry: DetectorGeometry | None
+) -> list[_Input]:
+    """Inspect each file of :func:`_input_specs` (HDF5 or image; only the first image is read whole, the
+    others' headers only) and restrict it to its listed events."""
     opened: list[_Input] = []
     image_seen = False
     for file, events, listed_in in specs:
@@ -899,7 +926,12 @@ def open_frames(
         if events is not None:
             _select(inp, events, listed_in or file)
         opened.append(inp)
+    return opened
 
+
+def _check_frame_shapes(opened: list[_Input]) -> None:
+    """Give header-only images the first input's frame shape and dtype; refuse frames under
+    :data:`MIN_FRAME_PX` a side or of another shape than the first input's."""
     first = opened[0]
     for inp in opened:
         if inp.kind == "image" and inp.raw_shape == (0, 0):  # header only: same shape as the first image
@@ -912,6 +944,11 @@ def open_frames(
             raise InputError(
                 f"{inp.path}: frames of shape {inp.frame_shape} differ from {first.path}'s {first.frame_shape}"
             )
+
+
+def _run_geometry(first: _Input, geometry: DetectorGeometry | None) -> DetectorGeometry | None:
+    """``geometry`` with a gain given in ADU per eV resolved at the ``first`` input's photon energy, checked
+    to fit its frames (None stays None)."""
     if geometry is not None and any(p.adu_per_photon is None and p.adu_per_ev is not None for p in geometry.panels):
         energy = _first_photon_energy(first)
         if energy is not None:
@@ -922,8 +959,24 @@ def open_frames(
             raise InputError(
                 f"{first.path}: frames of shape {first.frame_shape} are smaller than the geometry's slab {slab}"
             )
-    geom_good = geometry.good_pixel_mask(first.frame_shape) if geometry is not None else None
-    mask_file_s = str(mask_file) if mask_file is not None else None
+    return geometry
+
+
+def _pixel_rules(
+    opened: list[_Input],
+    geometry: DetectorGeometry | None,
+    *,
+    mask_path: str | None,
+    mask_file: str | None,
+    goodbits: int | None,
+    badbits: int | None,
+    guessed: bool,
+    floor: float | None,
+    saturation: float | None,
+) -> tuple[list[BadPixelRules], list[NDArray[np.bool_]]]:
+    """Set each input's stored mask (:func:`_mask_source`); per input its bad-pixel rules and its static
+    ``(ss, fs)`` good-pixel mask (the geometry's and the stored static mask, True = good)."""
+    geom_good = geometry.good_pixel_mask(opened[0].frame_shape) if geometry is not None else None
     # Inputs sharing a mask and dtype share their arrays: a list of 10^4 images holds one of each.
     rules: list[BadPixelRules] = []
     statics: list[NDArray[np.bool_]] = []
@@ -934,9 +987,9 @@ def open_frames(
         inp.mask = _mask_source(
             inp,
             mask_path=mask_path,
-            mask_file=mask_file_s,
-            goodbits=mask_goodbits,
-            badbits=mask_badbits,
+            mask_file=mask_file,
+            goodbits=goodbits,
+            badbits=badbits,
             guessed=guessed,
             geometry=geometry,
             loaded=loaded,
@@ -957,4 +1010,4 @@ def open_frames(
                 header_saturation=inp.header_saturation,
             )
         rules.append(rules_cache[rkey])
-    return FrameSource(opened, geometry=geometry, rules=rules, static_good=statics, hot_pixels=hot_pixels)
+    return rules, statics

@@ -28,7 +28,7 @@ from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames, round_robin
 from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
 from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
-from sfx_cnnhit.models.training import PRESETS, BatchSource, TrainResult, predict_batches, train
+from sfx_cnnhit.models.training import PRESETS, BatchSource, TrainConfig, TrainResult, predict_batches, train
 from sfx_cnnhit.models.zoo import ModelSpec, create_model
 
 
@@ -103,44 +103,19 @@ def fit(
         preprocess: :class:`~sfx_cnnhit.models.preprocess.PreprocessConfig` fields that replace the
             architecture's defaults (e.g. ``{"background": "global"}``).
     """
-    output = Path(output)
-    if output.exists():
-        raise OutputError(f"{output}: exists; choose another name (checkpoints are never overwritten)")
+    output = _new_checkpoint_path(output)
     if not train_files and not simulate_per_epoch:
         raise ConfigError("no training data: give labelled files and/or a number of frames to simulate per epoch")
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
-    # None leaves the preset's value, except for augment, where None means no augmentation.
-    config = replace(PRESETS[preset], **{k: v for k, v in (overrides or {}).items() if v is not None or k == "augment"})
+    config = _train_config(preset, overrides)
     torch.manual_seed(config.seed)  # the initial weights too: the same command trains the same model
     model, spec = create_model(arch, task=task, preprocess=preprocess)
     if init is not None:
-        start = load_checkpoint(resolve_model_path(init))
-        if start.spec.name != spec.name:
-            raise ConfigError(f"{init}: a {start.spec.name} model cannot start a {arch} run")
-        model.load_state_dict(transfer_state(start.state_dict, start.spec, model, spec))
+        _start_from(model, spec, init, arch)
     workdir = Path(workdir) if workdir is not None else output.with_name(output.name + ".work")
     detector = _geometry(geometry)
-    sources: list[BatchSource] = []
-    source_batch = math.ceil(config.batch_size / config.mix_batches)
-    if train_files:
-        sources.append(
-            LabelledFrames(
-                train_files, labels, class_names=spec.class_names, batch_size=source_batch,
-                seed=config.seed, max_frames=max_frames, geometry=detector,
-            )
-        )
-    if simulate_per_epoch:
-        sources.append(
-            SimulatedFrames(simulate_per_epoch, class_names=spec.class_names, seed=config.seed,
-                            batch_size=source_batch, configs=simulate_configs, workers=workers)
-        )
-    train_data = sources[0] if len(sources) == 1 else _Interleaved(sources)
-    val = (
-        LabelledFrames(val_files, labels, class_names=spec.class_names, batch_size=config.batch_size, shuffle=False,
-                       geometry=detector)
-        if val_files
-        else None
+    train_data, val = _data_sources(
+        spec, config, detector, train_files=train_files, labels=labels, max_frames=max_frames,
+        simulate_per_epoch=simulate_per_epoch, simulate_configs=simulate_configs, workers=workers, val_files=val_files,
     )
     recipe = {
         "train_files": data_recipe(train_files or []),
@@ -157,14 +132,84 @@ def fit(
         model, spec, train_data, val_data=val, config=config, checkpoint_dir=workdir,
         resume=last if resume and last.exists() else None, recipe=recipe, progress=progress,
     )
-    best = load_checkpoint(workdir / "best.pt")
-    final_model = model_from_checkpoint(best, source=workdir / "best.pt")
+    _save_final(output, workdir / "best.pt", spec, result, val, calibrate=calibrate)
+    return output, result
+
+
+def _save_final(
+    output: Path, best_path: Path, spec: ModelSpec, result: TrainResult, val: LabelledFrames | None, *, calibrate: bool
+) -> None:
+    """Write ``output``: the best epoch's checkpoint with the training history and, with validation
+    frames, the validation P(hit) of the true hits and (``calibrate``) the calibration."""
+    best = load_checkpoint(best_path)
+    final_model = model_from_checkpoint(best, source=best_path)
     metrics = {**best.metrics, "history": result.history, "best_epoch": result.best_epoch}
     if val is not None:
         metrics.update(validate_and_calibrate(final_model, spec, val, calibrate=calibrate))
     save_checkpoint(output, final_model, spec, recipe=best.recipe, metrics=metrics)
-    return output, result
 
+
+def _new_checkpoint_path(output: str | os.PathLike[str]) -> Path:
+    """``output`` as a path, refused if it exists (checkpoints are never overwritten)."""
+    output = Path(output)
+    if output.exists():
+        raise OutputError(f"{output}: exists; choose another name (checkpoints are never overwritten)")
+    return output
+
+
+def _train_config(preset: str, overrides: dict[str, Any] | None) -> TrainConfig:
+    """The ``preset``'s :class:`TrainConfig` with ``overrides``: None keeps the preset's value, except for
+    ``augment``, where None means no augmentation."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown training preset {preset!r}; known: {', '.join(PRESETS)}")
+    return replace(PRESETS[preset], **{k: v for k, v in (overrides or {}).items() if v is not None or k == "augment"})
+
+
+def _start_from(model: nn.Module, spec: ModelSpec, init: str | os.PathLike[str], arch: str) -> None:
+    """Load the weights of the checkpoint ``init`` (same architecture; its task may differ) into ``model``."""
+    start = load_checkpoint(resolve_model_path(init))
+    if start.spec.name != spec.name:
+        raise ConfigError(f"{init}: a {start.spec.name} model cannot start a {arch} run")
+    model.load_state_dict(transfer_state(start.state_dict, start.spec, model, spec))
+
+
+def _data_sources(
+    spec: ModelSpec,
+    config: TrainConfig,
+    detector: DetectorGeometry | None,
+    *,
+    train_files: list[str] | None,
+    labels: str,
+    max_frames: int | None,
+    simulate_per_epoch: int | None,
+    simulate_configs: list[Any] | None,
+    workers: int,
+    val_files: list[str] | None,
+) -> tuple[BatchSource, LabelledFrames | None]:
+    """The training batches: labelled files and/or frames simulated afresh every epoch (alternating), each
+    source reading ``ceil(batch_size / mix_batches)`` frames per batch; and the validation batches (in
+    order, ``batch_size`` frames each), or None without validation files."""
+    sources: list[BatchSource] = []
+    source_batch = math.ceil(config.batch_size / config.mix_batches)
+    if train_files:
+        sources.append(
+            LabelledFrames(
+                train_files, labels, class_names=spec.class_names, batch_size=source_batch,
+                seed=config.seed, max_frames=max_frames, geometry=detector,
+            )
+        )
+    if simulate_per_epoch:
+        sources.append(
+            SimulatedFrames(simulate_per_epoch, class_names=spec.class_names, seed=config.seed,
+                            batch_size=source_batch, configs=simulate_configs, workers=workers)
+        )
+    val = (
+        LabelledFrames(val_files, labels, class_names=spec.class_names, batch_size=config.batch_size, shuffle=False,
+                       geometry=detector)
+        if val_files
+        else None
+    )
+    return sources[0] if len(sources) == 1 else _Interleaved(sources), val
 
 def transfer_state(
     state: dict[str, Any], source: ModelSpec, model: nn.Module, target: ModelSpec
@@ -224,9 +269,7 @@ def calibrate_checkpoint(
     fit_count_head`), so calibrated SpotNets can be recalibrated, e.g. on a user's own labelled frames;
     other models are calibrated once. Frames are read as the commands read them (``hot_pixels``).
     """
-    output = Path(output)
-    if output.exists():
-        raise OutputError(f"{output}: exists; choose another name (checkpoints are never overwritten)")
+    output = _new_checkpoint_path(output)
     path = resolve_model_path(model)
     ckpt = load_checkpoint(path)
     net = model_from_checkpoint(ckpt, source=path)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.nn import functional
 
@@ -505,104 +505,186 @@ def train(
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     recipe = {**(recipe or {}), "train_config": config.to_dict()}
+    state = _start(model, spec, config, device, resume=resume, ckpt_dir=ckpt_dir, recipe=recipe)
+
+    with progress_bar(progress) as bar:
+        for epoch in range(state.start, config.epochs):
+            batches = _batches(train_data, epoch)
+            task = _epoch_task(bar, batches, train_data, epoch, config)
+            t0 = time.perf_counter()
+            loss_sum, n_seen = _fit_epoch(model, spec, batches, config, device, layout, state, bar, task)
+            if n_seen == 0:
+                raise InputError(f"training data yielded no frames in epoch {epoch + 1}")
+            record: dict[str, Any] = {
+                "epoch": epoch, "lr": state.scheduler.get_last_lr()[0], "train_loss": loss_sum / n_seen
+            }
+            state.scheduler.step()
+            metrics, score = _validate_epoch(model, spec, val_data, epoch, layout, device, record)
+            record["seconds"] = time.perf_counter() - t0
+            state.history.append(record)
+            info = f"loss {record['train_loss']:.4f}" + (
+                f"  val acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else ""
+            )
+            bar.update(task, info=info)
+            if score > state.best:
+                state.best, state.best_epoch, state.best_metrics = score, epoch, metrics
+            if ckpt_dir is not None:
+                _save_epoch(ckpt_dir, model, spec, recipe, epoch, metrics, state, device)
+    return TrainResult(
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_metrics=state.best_metrics,
+        checkpoint=None if ckpt_dir is None else ckpt_dir / "best.pt",
+    )
+
+
+@dataclass
+class _TrainingState:
+    """What a training run carries from epoch to epoch (and ``last.pt`` saves for a resume)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator  # the augmentations' random numbers, on the training device
+    counts: torch.Tensor  # (K,) float64 labels seen per class, for balanced class weights
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: tuple[float, float] = (-math.inf, -math.inf)  # score of the best epoch (see _validate_epoch)
+    best_epoch: int = -1
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    start: int = 0  # the first epoch to run
+
+
+def _start(
+    model: nn.Module,
+    spec: ModelSpec,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    resume: str | Path | None,
+    ckpt_dir: Path | None,
+    recipe: dict[str, Any],
+) -> _TrainingState:
+    """Seed torch, move ``model`` to ``device`` and make its optimizer, scheduler and augmentation generator,
+    restored from ``resume`` (a ``last.pt``) when given; writes ``best.pt`` again if a kill came before it."""
     torch.manual_seed(config.seed)
     # torch's stubs lack Module.to(device, memory_format=...), which it accepts at run time.
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    counts = torch.zeros(spec.num_classes, dtype=torch.float64)
-    history: list[dict[str, Any]] = []
-    best: tuple[float, float] = (-math.inf, -math.inf)
-    best_epoch, best_metrics, start = -1, {}, 0
+    state = _TrainingState(optimizer, scheduler, generator, torch.zeros(spec.num_classes, dtype=torch.float64))
     if resume is not None:
-        state = _load_training_state(resume, model, spec, optimizer, scheduler, generator)
-        counts, history, start = state["class_counts"], state["history"], state["epoch"] + 1
-        best, best_epoch, best_metrics = tuple(state["best"]), state["best_epoch"], state["best_metrics"]
-        if ckpt_dir is not None and best_epoch == state["epoch"]:  # a kill may have come before best.pt
-            _save_best(ckpt_dir, model, spec, recipe, best_epoch, best_metrics)
+        saved = _load_training_state(resume, model, spec, optimizer, scheduler, generator)
+        state.counts, state.history, state.start = saved["class_counts"], saved["history"], saved["epoch"] + 1
+        state.best, state.best_epoch = tuple(saved["best"]), saved["best_epoch"]
+        state.best_metrics = saved["best_metrics"]
+        if ckpt_dir is not None and state.best_epoch == saved["epoch"]:  # a kill may have come before best.pt
+            _save_best(ckpt_dir, model, spec, recipe, state.best_epoch, state.best_metrics)
+    return state
 
-    with progress_bar(progress) as bar:
-        for epoch in range(start, config.epochs):
-            batches = _batches(train_data, epoch)
-            sized = batches if hasattr(batches, "__len__") else train_data
-            total = math.ceil(len(cast(Sized, sized)) / config.mix_batches) if hasattr(sized, "__len__") else None
-            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=total, info="")
-            t0, loss_sum, n_seen = time.perf_counter(), 0.0, 0
-            model.train()
-            if config.freeze_batch_norm:
-                for module in model.modules():
-                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                        module.eval()
-            for group in _groups(batches, config.mix_batches):
-                inputs = [
-                    batch_input(b, spec, device, layout=layout, augment_config=config.augment, generator=generator)
-                    for b in group
-                ]
-                x, y = (torch.cat(parts) for parts in zip(*inputs, strict=True)) if len(inputs) > 1 else inputs[0]
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                counts += torch.bincount(y.cpu(), minlength=spec.num_classes).double()
-                loss = functional.cross_entropy(
-                    model(x), y, weight=_class_weights(config, counts, device), label_smoothing=config.label_smoothing
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach()) * y.numel()
-                n_seen += y.numel()
-                bar.update(task, advance=1, info=f"loss {loss_sum / n_seen:.4f}")
-            if n_seen == 0:
-                raise InputError(f"training data yielded no frames in epoch {epoch + 1}")
-            record: dict[str, Any] = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train_loss": loss_sum / n_seen}
-            scheduler.step()
-            metrics: dict[str, Any] = {}
-            if val_data is not None:
-                probs, labels = predict_batches(model, spec, _batches(val_data, epoch), layout=layout, device=device)
-                metrics = evaluation_summary(probs, labels, spec.class_names)
-                p_true = np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)
-                record.update(
-                    val_loss=float(-np.log(p_true).mean()),
-                    val_accuracy=metrics["accuracy"],
-                    val_hit_accuracy=metrics["hit_accuracy"],
-                    val_hit_recall=metrics["hit_recall"],
-                    val_miss_rejection=metrics["miss_rejection"],
-                )
-                score = (metrics["accuracy"] or 0.0, -record["val_loss"])
-            else:
-                score = (float(epoch), 0.0)
-            record["seconds"] = time.perf_counter() - t0
-            history.append(record)
-            info = f"loss {record['train_loss']:.4f}" + (
-                f"  val acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else ""
-            )
-            bar.update(task, info=info)
-            if score > best:
-                best, best_epoch, best_metrics = score, epoch, metrics
-            if ckpt_dir is not None:
-                training = {
-                    "epoch": epoch,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-                    "generator": generator.get_state(),
-                    "class_counts": counts.clone(),
-                    "history": history,
-                    "best": list(best),
-                    "best_epoch": best_epoch,
-                    "best_metrics": best_metrics,
-                }
-                save_checkpoint(ckpt_dir / "last.pt", model, spec, recipe=recipe, metrics=metrics, training=training)
-                if best_epoch == epoch:  # after last.pt, which a resumed run uses to write it again
-                    _save_best(ckpt_dir, model, spec, recipe, epoch, metrics)
-    return TrainResult(
-        history=history,
-        best_epoch=best_epoch,
-        best_metrics=best_metrics,
-        checkpoint=None if ckpt_dir is None else ckpt_dir / "best.pt",
+
+def _epoch_task(
+    bar: Progress, batches: Iterable[Batch], train_data: BatchSource, epoch: int, config: TrainConfig
+) -> TaskID:
+    """The progress-bar task of one epoch; its total is the epoch's optimisation steps when the data has a length."""
+    sized = batches if hasattr(batches, "__len__") else train_data
+    total = math.ceil(len(cast(Sized, sized)) / config.mix_batches) if hasattr(sized, "__len__") else None
+    return bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=total, info="")
+
+
+def _fit_epoch(
+    model: nn.Module,
+    spec: ModelSpec,
+    batches: Iterable[Batch],
+    config: TrainConfig,
+    device: torch.device,
+    layout: PanelLayout | None,
+    state: _TrainingState,
+    bar: Progress,
+    task: TaskID,
+) -> tuple[float, int]:
+    """One epoch of optimisation steps (``config.mix_batches`` source batches each, augmented); returns the
+    sum of the per-frame losses and the number of frames."""
+    loss_sum, n_seen = 0.0, 0
+    model.train()
+    if config.freeze_batch_norm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    for group in _groups(batches, config.mix_batches):
+        inputs = [
+            batch_input(b, spec, device, layout=layout, augment_config=config.augment, generator=state.generator)
+            for b in group
+        ]
+        x, y = (torch.cat(parts) for parts in zip(*inputs, strict=True)) if len(inputs) > 1 else inputs[0]
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        state.counts += torch.bincount(y.cpu(), minlength=spec.num_classes).double()
+        loss = functional.cross_entropy(
+            model(x), y, weight=_class_weights(config, state.counts, device), label_smoothing=config.label_smoothing
+        )
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        loss_sum += float(loss.detach()) * y.numel()
+        n_seen += y.numel()
+        bar.update(task, advance=1, info=f"loss {loss_sum / n_seen:.4f}")
+    return loss_sum, n_seen
+
+
+def _validate_epoch(
+    model: nn.Module,
+    spec: ModelSpec,
+    val_data: BatchSource | None,
+    epoch: int,
+    layout: PanelLayout | None,
+    device: torch.device,
+    record: dict[str, Any],
+) -> tuple[dict[str, Any], tuple[float, float]]:
+    """Evaluate an epoch on the validation data (its losses and rates added to ``record``): the metrics and
+    the epoch's score, (accuracy, -loss); without validation data no metrics and (epoch, 0): the last is best."""
+    if val_data is None:
+        return {}, (float(epoch), 0.0)
+    probs, labels = predict_batches(model, spec, _batches(val_data, epoch), layout=layout, device=device)
+    metrics = evaluation_summary(probs, labels, spec.class_names)
+    p_true = np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)
+    record.update(
+        val_loss=float(-np.log(p_true).mean()),
+        val_accuracy=metrics["accuracy"],
+        val_hit_accuracy=metrics["hit_accuracy"],
+        val_hit_recall=metrics["hit_recall"],
+        val_miss_rejection=metrics["miss_rejection"],
     )
+    return metrics, (metrics["accuracy"] or 0.0, -record["val_loss"])
 
+
+def _save_epoch(
+    ckpt_dir: Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    recipe: dict[str, Any],
+    epoch: int,
+    metrics: dict[str, Any],
+    state: _TrainingState,
+    device: torch.device,
+) -> None:
+    """Write ``last.pt`` (weights, metrics and the training state to resume from) and, when ``epoch`` is the
+    best so far, ``best.pt`` after it."""
+    training = {
+        "epoch": epoch,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "generator": state.generator.get_state(),
+        "class_counts": state.counts.clone(),
+        "history": state.history,
+        "best": list(state.best),
+        "best_epoch": state.best_epoch,
+        "best_metrics": state.best_metrics,
+    }
+    save_checkpoint(ckpt_dir / "last.pt", model, spec, recipe=recipe, metrics=metrics, training=training)
+    if state.best_epoch == epoch:  # after last.pt, which a resumed run uses to write it again
+        _save_best(ckpt_dir, model, spec, recipe, epoch, metrics)
 
 def _save_best(
     ckpt_dir: Path, model: nn.Module, spec: ModelSpec, recipe: dict[str, Any], epoch: int, metrics: dict[str, Any]

@@ -419,64 +419,13 @@ def run_benchmark(
     frames: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
-    order = sorted(config.methods, key=lambda name: name != REFERENCE)  # the reference first
     for detector in detectors:
         say(f"simulating {config.distinct_frames} {detector} frames")
         frame_set = make_frames(detector, config, workdir / detector)
         frames[detector] = frame_set.describe()
-        results: dict[str, dict[str, Any]] = {}
-        threshold: float | None = None
-        for method in order:
-            reason = _skip_reason(method, detector, available)
-            if reason:
-                if not METHODS[method].square_only:
-                    skipped[method] = reason
-                continue
-            m = METHODS[method]
-            say(f"{method} on {detector} frames")
-            task = {
-                "method": method,
-                "detector": detector,
-                "files": frame_set.files,
-                "model": None if model is None else model["path"],
-                "trained": bool(model and model["trained"]),
-                "threshold": threshold,
-                "batch_size": m.batch_size or config.batch_size,
-                "max_frames": config.seed_net_frames if m.seed_net else config.max_frames,
-                "seconds": config.seconds_per_method,
-                "device": config.device,
-                "precision": config.precision,
-                "threads": config.threads,
-                "workdir": str(workdir / detector / method),
-            }
-            result = _run_worker(task, workdir, config.worker_timeout_s)
-            if "error" in result:
-                failed[f"{method}@{detector}"] = result["error"]
-                continue
-            threshold = result.get("threshold", threshold)
-            results[method] = {"detector": detector, "frame_shape": list(frame_set.frame_shape), **result}
-            say(f"  {result['frames_per_second']:.1f} frames/s ({result['frames']} frames, {result['device']}), "
-                f"peak RSS {result['peak_rss_mb']:.0f} MB")
+        results = _measure_methods(frame_set, config, workdir, model, available, say, skipped, failed)
         by_detector[detector] = {"results": results, "ratio_to_om_peakfinder8": _ratios(results)}
-
-    headline: dict[str, dict[str, Any]] = {}
-    ratios: dict[str, float] = {}
-    for detector in sorted(by_detector, key=lambda d: np.prod(frames[d]["frame_shape"])):  # largest last
-        for method, result in by_detector[detector]["results"].items():
-            headline[method] = result
-            ratios.pop(method, None)
-            if method in by_detector[detector]["ratio_to_om_peakfinder8"]:
-                ratios[method] = by_detector[detector]["ratio_to_om_peakfinder8"][method]
-    notes = [
-        "frames/s = frames / wall time; per CPU-s = frames / CPU time of all the method's threads.",
-        "om_peakfinder8 and peakfinder8 use one core; the CNN uses torch's threads (see threads).",
-    ]
-    if model and model["note"]:
-        notes.append(model["note"])
-    if machine["load_average"][0] > 0.5 * (machine["usable_cores"] or 1):
-        notes.append(f"the machine was busy (load average {machine['load_average'][0]:.1f} on "
-                     f"{machine['usable_cores']} cores): wall-time figures are noisy; per-CPU-second figures "
-                     "and the ratios are steadier")
+    headline, ratios = _headline(by_detector, frames)
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {**machine, "load_average_end": list(os.getloadavg())},
@@ -488,10 +437,99 @@ def run_benchmark(
         "by_detector": by_detector,
         "skipped": skipped,
         "failed": failed,
-        "notes": notes,
+        "notes": _notes(model, machine),
         "elapsed_s": time.perf_counter() - started,
     }
 
+
+def _measure_methods(
+    frame_set: FrameSet,
+    config: BenchmarkConfig,
+    workdir: Path,
+    model: dict[str, Any] | None,
+    available: dict[str, bool],
+    say: Callable[[str], None],
+    skipped: dict[str, str],
+    failed: dict[str, str],
+) -> dict[str, dict[str, Any]]:
+    """Every method of ``config`` on one detector's frames, each in a worker process, the reference first;
+    their results by method (methods left out or failed are added to ``skipped`` and ``failed``)."""
+    detector = frame_set.detector
+    results: dict[str, dict[str, Any]] = {}
+    threshold: float | None = None  # the CNN's, set by the first CNN method, reused by the others
+    for method in sorted(config.methods, key=lambda name: name != REFERENCE):  # the reference first
+        reason = _skip_reason(method, detector, available)
+        if reason:
+            if not METHODS[method].square_only:
+                skipped[method] = reason
+            continue
+        say(f"{method} on {detector} frames")
+        task = _task(METHODS[method], frame_set, config, workdir, model, threshold)
+        result = _run_worker(task, workdir, config.worker_timeout_s)
+        if "error" in result:
+            failed[f"{method}@{detector}"] = result["error"]
+            continue
+        threshold = result.get("threshold", threshold)
+        results[method] = {"detector": detector, "frame_shape": list(frame_set.frame_shape), **result}
+        say(f"  {result['frames_per_second']:.1f} frames/s ({result['frames']} frames, {result['device']}), "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    return results
+
+
+def _task(
+    m: Method,
+    frame_set: FrameSet,
+    config: BenchmarkConfig,
+    workdir: Path,
+    model: dict[str, Any] | None,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """What a worker process measures (JSON): method ``m`` on ``frame_set``'s files, with its limits."""
+    return {
+        "method": m.name,
+        "detector": frame_set.detector,
+        "files": frame_set.files,
+        "model": None if model is None else model["path"],
+        "trained": bool(model and model["trained"]),
+        "threshold": threshold,
+        "batch_size": m.batch_size or config.batch_size,
+        "max_frames": config.seed_net_frames if m.seed_net else config.max_frames,
+        "seconds": config.seconds_per_method,
+        "device": config.device,
+        "precision": config.precision,
+        "threads": config.threads,
+        "workdir": str(workdir / frame_set.detector / m.name),
+    }
+
+
+def _headline(
+    by_detector: dict[str, dict[str, Any]], frames: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Each method's result and ratio to the reference at the largest frames it ran on."""
+    headline: dict[str, dict[str, Any]] = {}
+    ratios: dict[str, float] = {}
+    for detector in sorted(by_detector, key=lambda d: np.prod(frames[d]["frame_shape"])):  # largest last
+        for method, result in by_detector[detector]["results"].items():
+            headline[method] = result
+            ratios.pop(method, None)
+            if method in by_detector[detector]["ratio_to_om_peakfinder8"]:
+                ratios[method] = by_detector[detector]["ratio_to_om_peakfinder8"][method]
+    return headline, ratios
+
+
+def _notes(model: dict[str, Any] | None, machine: dict[str, Any]) -> list[str]:
+    """The report's notes: how to read the figures, the stand-in model, a busy machine."""
+    notes = [
+        "frames/s = frames / wall time; per CPU-s = frames / CPU time of all the method's threads.",
+        "om_peakfinder8 and peakfinder8 use one core; the CNN uses torch's threads (see threads).",
+    ]
+    if model and model["note"]:
+        notes.append(model["note"])
+    if machine["load_average"][0] > 0.5 * (machine["usable_cores"] or 1):
+        notes.append(f"the machine was busy (load average {machine['load_average'][0]:.1f} on "
+                     f"{machine['usable_cores']} cores): wall-time figures are noisy; per-CPU-second figures "
+                     "and the ratios are steadier")
+    return notes
 
 def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Every method's frames/s over the reference's, when the reference was measured."""

@@ -30,7 +30,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from sfx_cnnhit.pipeline.reduce import (
     ReduceSummary,
     output_paths,
 )
+from sfx_cnnhit.types import ProgressFactory
 
 #: Environment variables in which MPI launchers announce the number of processes (Open MPI, MPICH /
 #: Intel MPI / Slurm's PMI-2, MVAPICH).
@@ -53,7 +53,7 @@ SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 
 RunRank = Callable[[Path, int, int], ReduceSummary]
 #: ``progress(description)``: a context giving the ``update(frames done, total)`` callback of a progress bar
-Progress = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
+Progress = ProgressFactory
 
 
 def launch_size() -> int:

@@ -267,6 +267,90 @@ def _failed_rows(batch: FrameBatch) -> list[tuple[Any, ...]]:
     return [(f.event_id, f.source_file, f.source_index, "", 0, 0, f"failed: {f.reason}") for f in batch.failed]
 
 
+@dataclass
+class _Tally:
+    """A run's running totals, as committed with the CXI file (restored from its last commit on resume)."""
+
+    frames_done: int
+    hits: int
+    elapsed_s: float
+    unjudged: dict[str, int]
+    failed: list[dict[str, Any]]
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> _Tally:
+        """The totals of a commit ``state`` (:meth:`CXIWriter.state`; empty for a new run: all zero)."""
+        return cls(
+            frames_done=int(state.get("frames_done", 0)),
+            hits=int(state.get("hits", 0)),
+            elapsed_s=float(state.get("elapsed_s", 0.0)),
+            unjudged=dict(state.get("unjudged_frames", {})),
+            failed=list(state.get("failed_frames", [])),
+        )
+
+    def commit_state(self, run_settings: dict[str, Any]) -> dict[str, Any]:
+        """The state committed after the batches counted so far (copies: later batches do not change it)."""
+        return {"settings": run_settings, "frames_done": self.frames_done, "hits": self.hits,
+                "unjudged_frames": dict(self.unjudged), "failed_frames": list(self.failed)}
+
+
+@dataclass
+class _Run:
+    """An opened run: its outputs, settings, the share of frames this process reads, and its totals."""
+
+    outdir: Path
+    paths: dict[str, Path]
+    names: tuple[str, ...]  # the explainers' datasets
+    settings: dict[str, Any]
+    rank: int
+    n_ranks: int
+    n_mine: int  # frames of this rank's share
+    writer: CXIWriter
+    table: _FrameTable
+    tally: _Tally
+
+
+class _Committer:
+    """Writes each batch's hits and rows (in the writer thread) and commits them together when enough has
+    gathered (``commit_seconds``, :data:`COMMIT_BYTES`)."""
+
+    def __init__(
+        self, run: _Run, progress: Callable[[int, int], None] | None, commit_seconds: float, t0: float
+    ) -> None:
+        self._run = run
+        self._progress = progress
+        self._commit_seconds = commit_seconds
+        self._elapsed = run.tally.elapsed_s  # seconds of the earlier processes of a resumed run
+        self._t0 = t0  # perf_counter() when this process started on the batches
+        # appended, not yet committed; the first batch is committed at once (the folder then records its settings)
+        self._bytes = 0
+        self._since = -math.inf
+        self._state: dict[str, Any] | None = None
+
+    def __call__(
+        self, hits: dict[str, Any] | None, rows: list[tuple[Any, ...]], state: dict[str, Any] | None
+    ) -> None:
+        """Write one batch's hits and rows (runs in the writer thread); commit everything appended with
+        the batch's ``state`` when enough has gathered (:data:`COMMIT_SECONDS`, :data:`COMMIT_BYTES`).
+        ``hits`` and ``rows`` empty and ``state`` None: commit what is pending (the end of the run)."""
+        writer, table = self._run.writer, self._run.table
+        if hits is not None:
+            writer.append(**hits)
+            self._bytes += hits["data"].nbytes + sum(np.asarray(v).nbytes for v in hits["extras"].values())
+        table.append(rows)
+        if state is not None:
+            self._state = state
+            if self._progress:
+                self._progress(state["frames_done"], self._run.n_mine)
+        now = time.perf_counter()
+        if self._state is not None and (
+            state is None or self._bytes >= COMMIT_BYTES or now - self._since >= self._commit_seconds
+        ):
+            table.sync()
+            writer.commit({**self._state, "elapsed_s": self._elapsed + now - self._t0})
+            self._bytes, self._since, self._state = 0, now, None
+
+
 def reduce_run(
     source: FrameSource,
     finder: HitFinder,
@@ -318,13 +402,32 @@ def reduce_run(
             frame is read).
         ConfigError: if ``rank`` is not in ``0 .. n_ranks - 1``.
     """
-    if not 0 <= rank < n_ranks:
-        raise ConfigError(f"rank must lie in 0 .. n_ranks - 1, got rank {rank} of {n_ranks}")
-    outdir = make_output_folder(outdir)
-    names = tuple(e.dataset for e in explainers)
-    paths = output_paths(outdir, names)
-    for path in [*paths.values(), outdir / RECIPE_NAME]:  # refuse now an input the run would end by replacing
-        check_output_path(path, protect=source.input_paths)
+    run = _open_run(
+        source, outdir, method=method, settings=settings, explainers=explainers, overwrite=overwrite, rank=rank,
+        n_ranks=n_ranks, max_peaks=max_peaks, compression=compression,
+    )
+    if progress:
+        progress(run.tally.frames_done, run.n_mine)
+    seconds: dict[str, float] = {}
+    finder_seconds: dict[str, float] = getattr(finder, "stage_seconds", {})
+    finder_before = dict(finder_seconds)
+    run.tally.elapsed_s += _stream_batches(
+        run, source, finder, explainers, seconds, batch_size=batch_size, prefetch=prefetch,
+        skip_bad_frames=skip_bad_frames, progress=progress, commit_seconds=commit_seconds,
+    )
+    run.writer.finalize()
+    run.table.finalize()
+    _write_companions(run, source.input_paths)
+    summary = _summary(run, method, source, _stage_seconds(seconds, finder_seconds, finder_before))
+    write_text_atomic(run.paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n", protect=source.input_paths)
+    return summary
+
+
+def _run_settings(
+    source: FrameSource, method: str, settings: Mapping[str, Any] | None, rank: int, n_ranks: int
+) -> dict[str, Any]:
+    """Everything a resumed run must share with the partial one: method, inputs, hot-pixel rule, the
+    caller's ``settings`` and the partition (with more than one rank)."""
     run_settings = {
         "method": method,
         "inputs": [str(Path(p).resolve()) for p in source.input_paths],
@@ -334,21 +437,22 @@ def reduce_run(
     }
     if n_ranks > 1:
         run_settings["partition"] = {"rank": rank, "n_ranks": n_ranks}
-    n_mine = len(range(rank, source.n_frames, n_ranks))
-    if paths["summary"].exists():
-        if not overwrite:
-            raise OutputError(f"{outdir}: already holds a completed run ({SUMMARY_NAME}); choose another folder")
-        for path in paths.values():
-            path.unlink(missing_ok=True)
+    return run_settings
 
+
+def _open_writer(
+    source: FrameSource, path: Path, names: tuple[str, ...], *, max_peaks: int, compression: str
+) -> CXIWriter:
+    """The writer of ``hits.cxi`` (resuming its partial file): frames, peaks, the hit score and per explainer
+    ``names`` a ``(ss, fs)`` :data:`MAP_DTYPE` heat map and its raw maximum."""
     geometry = default_geometry(source)
     frame_shape = source.frame_shape
     extras: dict[str, tuple[tuple[int, ...], Any]] = {SCORE_DATASET: ((), np.float32)}
     for name in names:
         extras[name] = (frame_shape, MAP_DTYPE)
         extras[f"{name}_max"] = ((), np.float32)
-    writer = CXIWriter(
-        paths["cxi"],
+    return CXIWriter(
+        path,
         frame_shape=frame_shape,
         max_peaks=max_peaks,
         compression=compression,
@@ -357,6 +461,39 @@ def reduce_run(
         geometry=geometry,
         resume=True,
     )
+
+
+def _open_run(
+    source: FrameSource,
+    outdir: str | os.PathLike[str],
+    *,
+    method: str,
+    settings: Mapping[str, Any] | None,
+    explainers: tuple[HeatMapExplainer, ...],
+    overwrite: bool,
+    rank: int,
+    n_ranks: int,
+    max_peaks: int,
+    compression: str,
+) -> _Run:
+    """Check the partition and the outputs, then open ``hits.cxi`` and ``frames.csv``: new, or resumed
+    where a partial run with the same settings last committed (see :func:`reduce_run` for the errors)."""
+    if not 0 <= rank < n_ranks:
+        raise ConfigError(f"rank must lie in 0 .. n_ranks - 1, got rank {rank} of {n_ranks}")
+    outdir = make_output_folder(outdir)
+    names = tuple(e.dataset for e in explainers)
+    paths = output_paths(outdir, names)
+    for path in [*paths.values(), outdir / RECIPE_NAME]:  # refuse now an input the run would end by replacing
+        check_output_path(path, protect=source.input_paths)
+    run_settings = _run_settings(source, method, settings, rank, n_ranks)
+    n_mine = len(range(rank, source.n_frames, n_ranks))
+    if paths["summary"].exists():
+        if not overwrite:
+            raise OutputError(f"{outdir}: already holds a completed run ({SUMMARY_NAME}); choose another folder")
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+
+    writer = _open_writer(source, paths["cxi"], names, max_peaks=max_peaks, compression=compression)
     state = writer.state
     resumed = bool(state)
     if resumed and state.get("settings") != json.loads(json.dumps(run_settings)):
@@ -364,113 +501,150 @@ def reduce_run(
         raise OutputError(
             f"{outdir}: holds a partial run with other inputs or settings; use another folder or remove it"
         )
-    done = int(state.get("frames_done", 0))
-    n_hits = int(state.get("hits", 0))
-    elapsed = float(state.get("elapsed_s", 0.0))
-    unjudged: dict[str, int] = dict(state.get("unjudged_frames", {}))
-    failed: list[dict[str, Any]] = list(state.get("failed_frames", []))
+    tally = _Tally.from_state(state)
     try:
-        table = _FrameTable(paths["csv"], resume_rows=done if resumed else None)
+        table = _FrameTable(paths["csv"], resume_rows=tally.frames_done if resumed else None)
     except BaseException:
         writer.close()
         raise
-    if progress:
-        progress(done, n_mine)
-    seconds: dict[str, float] = {}
-    finder_seconds: dict[str, float] = getattr(finder, "stage_seconds", {})
-    finder_before = dict(finder_seconds)
+    return _Run(outdir, paths, names, run_settings, rank, n_ranks, n_mine, writer, table, tally)
+
+
+def _stream_batches(
+    run: _Run,
+    source: FrameSource,
+    finder: HitFinder,
+    explainers: tuple[HeatMapExplainer, ...],
+    seconds: dict[str, float],
+    *,
+    batch_size: int,
+    prefetch: int,
+    skip_bad_frames: bool,
+    progress: Callable[[int, int], None] | None,
+    commit_seconds: float,
+) -> float:
+    """Read, judge and commit this rank's frames from where ``run`` stands; returns the seconds it took.
+
+    Three threads overlap (see the module docstring). On any error the reader is stopped, the batch
+    being committed finishes, both outputs are closed (not finalized) and the error is raised.
+    """
     batches = source.batches(
-        batch_frames(batch_size, frame_shape), start=rank + done * n_ranks, stride=n_ranks, skip_bad=skip_bad_frames
+        batch_frames(batch_size, source.frame_shape), start=run.rank + run.tally.frames_done * run.n_ranks,
+        stride=run.n_ranks, skip_bad=skip_bad_frames,
     )
     stream = prefetched(_timed(batches, seconds, "read"), prefetch)
     writes = _WriteBehind(seconds)
     t0 = time.perf_counter()
-
-    # appended, not yet committed; the first batch is committed at once (the folder then records its settings)
-    pending: dict[str, Any] = {"bytes": 0, "since": -math.inf, "state": None}
-
-    def commit_batch(hits: dict[str, Any] | None, rows: list[tuple[Any, ...]], state: dict[str, Any] | None) -> None:
-        """Write one batch's hits and rows (runs in the writer thread); commit everything appended with
-        the batch's ``state`` when enough has gathered (:data:`COMMIT_SECONDS`, :data:`COMMIT_BYTES`).
-        ``hits`` and ``rows`` empty and ``state`` None: commit what is pending (the end of the run)."""
-        if hits is not None:
-            writer.append(**hits)
-            pending["bytes"] += hits["data"].nbytes + sum(np.asarray(v).nbytes for v in hits["extras"].values())
-        table.append(rows)
-        if state is not None:
-            pending["state"] = state
-            if progress:
-                progress(state["frames_done"], n_mine)
-        now = time.perf_counter()
-        if pending["state"] is not None and (
-            state is None or pending["bytes"] >= COMMIT_BYTES or now - pending["since"] >= commit_seconds
-        ):
-            table.sync()
-            writer.commit({**pending["state"], "elapsed_s": elapsed + now - t0})
-            pending.update(bytes=0, since=now, state=None)
-
+    commit = _Committer(run, progress, commit_seconds, t0)
     try:
         for batch in stream:
-            for bad in batch.failed:
-                failed.append(bad.to_dict())
-                log.warning("skipped unreadable frame %s (%s //%d): %s", bad.event_id, bad.source_file,
-                            bad.source_index, bad.reason)
-            rows: list[tuple[Any, ...]] = []
-            hits_out: dict[str, Any] | None = None
-            if len(batch):  # else every frame of this slot failed to read
-                c0 = time.perf_counter()
-                result = finder.classify(batch.data, batch.mask)
-                c1 = time.perf_counter()
-                hits = np.asarray(result.hits, bool)
-                idx = np.flatnonzero(hits)
-                peaks = result.peaks
-                n_peaks = [p.num_peaks for p in peaks] if peaks is not None else [0] * len(batch)
-                hit_extras: dict[str, Any] = {SCORE_DATASET: np.asarray(result.scores, np.float32)[idx]}
-                hit_data = batch.data[idx]
-                for explainer in explainers:
-                    maps, raw_max = explainer(hit_data, batch.mask[idx]) if idx.size else (
-                        np.zeros((0, *frame_shape), MAP_DTYPE),
-                        np.zeros(0, np.float32),
-                    )
-                    hit_extras[explainer.dataset] = np.asarray(maps, MAP_DTYPE)
-                    hit_extras[f"{explainer.dataset}_max"] = raw_max
-                seconds["classify"] = seconds.get("classify", 0.0) + c1 - c0
-                seconds["maps"] = seconds.get("maps", 0.0) + time.perf_counter() - c1
-                hits_out = {
-                    "data": hit_data,
-                    "event_ids": [batch.event_ids[i] for i in idx],
-                    "source_files": batch.source_file,
-                    "source_indices": batch.source_index[idx],
-                    "peaks": None if peaks is None else [peaks[i] for i in idx],
-                    "extras": hit_extras,
-                    "metadata": {key: np.asarray(value)[idx] for key, value in batch.metadata.items()},
-                }
-                flags = result.flags or [""] * len(batch)
-                for flag in filter(None, flags):
-                    unjudged[flag] = unjudged.get(flag, 0) + 1
-                rows = _batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks, flags)
-                n_hits += int(idx.size)
-            done += len(batch) + len(batch.failed)
-            state = {"settings": run_settings, "frames_done": done, "hits": n_hits, "unjudged_frames": dict(unjudged),
-                     "failed_frames": list(failed)}
-            writes.submit(functools.partial(commit_batch, hits_out, rows + _failed_rows(batch), state))
-        writes.submit(functools.partial(commit_batch, None, [], None))
+            hits_out, rows = _judge_batch(batch, finder, explainers, source.frame_shape, seconds, run.tally)
+            writes.submit(functools.partial(commit, hits_out, rows, run.tally.commit_state(run.settings)))
+        writes.submit(functools.partial(commit, None, [], None))
         writes.close()
     except BaseException:
         stream.close()  # stops the reader thread and closes the input files
         writes.close(raise_error=False)  # lets the batch being committed finish
-        table.close()
-        writer.close()
+        run.table.close()
+        run.writer.close()
         raise
-    elapsed += time.perf_counter() - t0
-    writer.finalize()
-    table.finalize()
-    writer.write_geometry(paths["geometry"], protect=source.input_paths)
-    for name in names:
-        writer.write_geometry(paths[f"geometry_{name}"], data_path=name, protect=source.input_paths)
-    write_lst(paths["lst"], paths["cxi"], n_hits, protect=source.input_paths)
-    paths["crystfel_recipe"] = write_recipe(outdir, paths, protect=source.input_paths)
-    summary = ReduceSummary(
+    return time.perf_counter() - t0
+
+
+def _judge_batch(
+    batch: FrameBatch,
+    finder: HitFinder,
+    explainers: tuple[HeatMapExplainer, ...],
+    frame_shape: tuple[int, ...],
+    seconds: dict[str, float],
+    tally: _Tally,
+) -> tuple[dict[str, Any] | None, list[tuple[Any, ...]]]:
+    """Classify one batch and make its hits' heat maps, counting it in ``tally``: the hits to append
+    (:meth:`CXIWriter.append` arguments; None when no frame of the batch could be read) and the CSV
+    rows of its frames, the unreadable ones last."""
+    for bad in batch.failed:
+        tally.failed.append(bad.to_dict())
+        log.warning("skipped unreadable frame %s (%s //%d): %s", bad.event_id, bad.source_file,
+                    bad.source_index, bad.reason)
+    rows: list[tuple[Any, ...]] = []
+    hits_out: dict[str, Any] | None = None
+    if len(batch):  # else every frame of this slot failed to read
+        c0 = time.perf_counter()
+        result = finder.classify(batch.data, batch.mask)
+        c1 = time.perf_counter()
+        hits = np.asarray(result.hits, bool)
+        idx = np.flatnonzero(hits)
+        peaks = result.peaks
+        n_peaks = [p.num_peaks for p in peaks] if peaks is not None else [0] * len(batch)
+        hit_extras: dict[str, Any] = {SCORE_DATASET: np.asarray(result.scores, np.float32)[idx]}
+        hit_data = batch.data[idx]
+        hit_extras.update(_heat_maps(explainers, hit_data, batch.mask, idx, frame_shape))
+        seconds["classify"] = seconds.get("classify", 0.0) + c1 - c0
+        seconds["maps"] = seconds.get("maps", 0.0) + time.perf_counter() - c1
+        hits_out = {
+            "data": hit_data,
+            "event_ids": [batch.event_ids[i] for i in idx],
+            "source_files": batch.source_file,
+            "source_indices": batch.source_index[idx],
+            "peaks": None if peaks is None else [peaks[i] for i in idx],
+            "extras": hit_extras,
+            "metadata": {key: np.asarray(value)[idx] for key, value in batch.metadata.items()},
+        }
+        flags = result.flags or [""] * len(batch)
+        for flag in filter(None, flags):
+            tally.unjudged[flag] = tally.unjudged.get(flag, 0) + 1
+        rows = _batch_rows(batch, np.asarray(result.scores, np.float64), hits, n_peaks, flags)
+        tally.hits += int(idx.size)
+    tally.frames_done += len(batch) + len(batch.failed)
+    return hits_out, rows + _failed_rows(batch)
+
+
+def _heat_maps(
+    explainers: tuple[HeatMapExplainer, ...],
+    hit_data: NDArray[np.float32],
+    mask: NDArray[np.bool_],
+    idx: NDArray[np.intp],
+    frame_shape: tuple[int, ...],
+) -> dict[str, Any]:
+    """Each explainer's maps of the hit frames ``hit_data`` (rows ``idx`` of the batch whose ``mask`` is
+    given): ``{dataset: (k, ss, fs) MAP_DTYPE, dataset_max: (k,) raw maxima}``."""
+    extras: dict[str, Any] = {}
+    for explainer in explainers:
+        maps, raw_max = explainer(hit_data, mask[idx]) if idx.size else (
+            np.zeros((0, *frame_shape), MAP_DTYPE),
+            np.zeros(0, np.float32),
+        )
+        extras[explainer.dataset] = np.asarray(maps, MAP_DTYPE)
+        extras[f"{explainer.dataset}_max"] = raw_max
+    return extras
+
+
+def _write_companions(run: _Run, protect: list[str]) -> None:
+    """The files written once ``hits.cxi`` is final: its geometry (one per heat map), the ``.lst`` of its
+    events and the ``indexamajig`` recipe (added to ``run.paths``)."""
+    writer, paths = run.writer, run.paths
+    writer.write_geometry(paths["geometry"], protect=protect)
+    for name in run.names:
+        writer.write_geometry(paths[f"geometry_{name}"], data_path=name, protect=protect)
+    write_lst(paths["lst"], paths["cxi"], run.tally.hits, protect=protect)
+    paths["crystfel_recipe"] = write_recipe(run.outdir, paths, protect=protect)
+
+
+def _stage_seconds(
+    seconds: dict[str, float], finder_seconds: dict[str, float], finder_before: dict[str, float]
+) -> dict[str, float]:
+    """Busy seconds per stage (:data:`STAGES`): this run's own plus what the finder's counters gained in it."""
+    return {
+        stage: seconds.get(stage, 0.0) + finder_seconds.get(stage, 0.0) - finder_before.get(stage, 0.0)
+        for stage in STAGES
+        if stage in seconds or stage in finder_seconds
+    }
+
+
+def _summary(run: _Run, method: str, source: FrameSource, stage_seconds: dict[str, float]) -> ReduceSummary:
+    """The summary of a completed run."""
+    done, n_hits, elapsed = run.tally.frames_done, run.tally.hits, run.tally.elapsed_s
+    return ReduceSummary(
         method=method,
         frames_read=done,
         hits=n_hits,
@@ -478,16 +652,10 @@ def reduce_run(
         data_reduction_factor=done / n_hits if n_hits else None,
         frames_per_second=done / elapsed if elapsed > 0 else 0.0,
         elapsed_s=elapsed,
-        outputs={role: str(path) for role, path in paths.items()},
-        settings=run_settings,
-        unjudged_frames=unjudged,
-        failed_frames=failed,
+        outputs={role: str(path) for role, path in run.paths.items()},
+        settings=run.settings,
+        unjudged_frames=run.tally.unjudged,
+        failed_frames=run.tally.failed,
         hot_pixel_windows=dict(sorted(source.hot_pixel_windows.items())),
-        stage_seconds={
-            stage: seconds.get(stage, 0.0) + finder_seconds.get(stage, 0.0) - finder_before.get(stage, 0.0)
-            for stage in STAGES
-            if stage in seconds or stage in finder_seconds
-        },
+        stage_seconds=stage_seconds,
     )
-    write_text_atomic(paths["summary"], json.dumps(summary.to_dict(), indent=2) + "\n", protect=source.input_paths)
-    return summary

@@ -21,10 +21,11 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
-from numpy.typing import DTypeLike
+from numpy.typing import DTypeLike, NDArray
 
 from sfx_cnnhit.errors import OutputError
 from sfx_cnnhit.io.cxi import CXIWriter
@@ -121,7 +122,37 @@ def simulate_to_file(
     if chunk < 1:
         raise OutputError(f"{path}: chunk must be at least 1")
     config = config or SimulationConfig()
-    settings = {  # as stored in the file's commit state (JSON), to recognise a resumable file
+    settings = _resume_settings(config, n_frames, seed, split, class_fractions, hit_rate)
+    with Simulator(config, seed, split, workers=workers) as sim:
+        labels = sim.labels_for(n_frames, class_fractions, hit_rate)
+        writer = _open_writer(path, sim, n_frames, compression=compression, resume=resume)
+        with writer:
+            start = writer.n_frames
+            if start and writer.state.get("settings") != settings:
+                raise OutputError(f"{writer.tmp_path}: cannot resume, it was started with other settings")
+            if progress is not None:
+                progress(start, n_frames)
+            _write_chunks(
+                writer, sim, labels, list(range(start, n_frames, chunk)), chunk=chunk, split=split, seed=seed,
+                settings=settings, progress=progress, n_frames=n_frames,
+            )
+    final = writer.path
+    _describe_truth(final, config, seed, split)
+    if geometry_file:
+        writer.write_geometry(final.with_suffix(".geom"))
+    return final
+
+
+def _resume_settings(
+    config: SimulationConfig,
+    n_frames: int,
+    seed: int,
+    split: str,
+    class_fractions: Sequence[float] | None,
+    hit_rate: float | None,
+) -> dict[str, Any]:
+    """The arguments that make a file, as stored in its commit state (JSON), to recognise a resumable file."""
+    settings = {
         "seed": int(seed),
         "split": split,
         "config": config.to_dict(),
@@ -129,44 +160,63 @@ def simulate_to_file(
         "class_fractions": None if class_fractions is None else [float(x) for x in class_fractions],
         "hit_rate": hit_rate,
     }
-    settings = json.loads(json.dumps(settings))
-    with Simulator(config, seed, split, workers=workers) as sim:
-        labels = sim.labels_for(n_frames, class_fractions, hit_rate)
-        per_instance = config.detector.instance_frames
-        mask = np.logical_and.reduce([sim.instance(i).mask for i in range(0, n_frames, per_instance)])
-        writer = CXIWriter(
-            path,
-            frame_shape=sim.frame_shape,
-            compression=compression,
-            extra_datasets=_truth_datasets(sim.frame_shape),
-            geometry=sim.geometry,
-            mask=mask,
-            resume=resume,
-        )
-        with writer:
-            start = writer.n_frames
-            if start and writer.state.get("settings") != settings:
-                raise OutputError(f"{writer.tmp_path}: cannot resume, it was started with other settings")
+    result: dict[str, Any] = json.loads(json.dumps(settings))
+    return result
+
+
+def _open_writer(
+    path: str | os.PathLike[str], sim: Simulator, n_frames: int, *, compression: str, resume: bool
+) -> CXIWriter:
+    """The file's writer (resuming ``<path>.inprogress`` with ``resume``), its stored mask the union of the
+    bad pixels of every detector instance of the ``n_frames`` frames."""
+    per_instance = sim.config.detector.instance_frames
+    mask = np.logical_and.reduce([sim.instance(i).mask for i in range(0, n_frames, per_instance)])
+    return CXIWriter(
+        path,
+        frame_shape=sim.frame_shape,
+        compression=compression,
+        extra_datasets=_truth_datasets(sim.frame_shape),
+        geometry=sim.geometry,
+        mask=mask,
+        resume=resume,
+    )
+
+
+def _write_chunks(
+    writer: CXIWriter,
+    sim: Simulator,
+    labels: NDArray[np.int64],
+    firsts: list[int],
+    *,
+    chunk: int,
+    split: str,
+    seed: int,
+    settings: dict[str, Any],
+    progress: Callable[[int, int], None] | None,
+    n_frames: int,
+) -> None:
+    """Simulate the chunks of ``chunk`` frames of ``labels`` starting at ``firsts`` and append and commit each
+    one; ``progress(frames done, n_frames)`` after each."""
+
+    def simulate(first: int) -> SimulatedBatch:
+        return sim.generate(labels[first : first + chunk], start_index=first)
+
+    # Simulate the next chunk in a thread while this one is compressed and written.
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        pending = [ahead.submit(simulate, firsts[0])] if firsts else []
+        for i, first in enumerate(firsts):
+            batch = pending.pop().result()
+            if i + 1 < len(firsts):
+                pending.append(ahead.submit(simulate, firsts[i + 1]))
+            _append(writer, batch, first, split, seed)
+            writer.commit({"settings": settings})
             if progress is not None:
-                progress(start, n_frames)
-            firsts = list(range(start, n_frames, chunk))
+                progress(first + len(batch), n_frames)
 
-            def simulate(first: int) -> SimulatedBatch:
-                return sim.generate(labels[first : first + chunk], start_index=first)
 
-            # Simulate the next chunk in a thread while this one is compressed and written.
-            with ThreadPoolExecutor(max_workers=1) as ahead:
-                pending = [ahead.submit(simulate, firsts[0])] if firsts else []
-                for i, first in enumerate(firsts):
-                    batch = pending.pop().result()
-                    if i + 1 < len(firsts):
-                        pending.append(ahead.submit(simulate, firsts[i + 1]))
-                    _append(writer, batch, first, split, seed)
-                    writer.commit({"settings": settings})
-                    if progress is not None:
-                        progress(first + len(batch), n_frames)
-    final = writer.path
-    with h5py.File(final, "r+") as f:
+def _describe_truth(path: Path, config: SimulationConfig, seed: int, split: str) -> None:
+    """Attributes of the finished file's ``/truth`` group: class names, seed, split, config, spot definition."""
+    with h5py.File(path, "r+") as f:
         truth = f[TRUTH]
         truth.attrs["class_names"] = np.array(CLASS_NAMES, dtype=_STR)
         truth.attrs["hit_min_label"] = HIT_MIN_LABEL
@@ -178,6 +228,3 @@ def simulate_to_file(
             "times the noise of signal plus background; weak/good/strong from n_spots thresholds "
             f"{list(config.classes.thresholds)}"
         )
-    if geometry_file:
-        writer.write_geometry(final.with_suffix(".geom"))
-    return final
