@@ -61,3 +61,16 @@ def test_each_layer_imports_only_what_lies_below_it():
         assert not found, f"{folder}/ imports {found}"
     importers = sorted(f for f in FOLDERS if "plugins" in graph[f] and f != "cli")
     assert not importers, f"plugins/ must stay a leaf; imported by {importers}"
+
+
+def test_no_function_is_longer_than_80_lines():
+    """Long functions are split by meaning into named helpers; the numba kernel is the one exception."""
+    exempt = {("finders", "search_peaks")}
+    long = []
+    for folder, path in FOLDERS.items():
+        for source in path.rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text(), str(source))):
+                is_def = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                if is_def and (folder, node.name) not in exempt and node.end_lineno - node.lineno >= 80:
+                    long.append(f"{source.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not long, long
