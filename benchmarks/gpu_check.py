@@ -29,8 +29,8 @@ import torch
 
 from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.io.cxi import CXIWriter
+from sfx_cnnhit.models.inference import resolve_device
 from sfx_cnnhit.models.preprocess import panel_layout_for
-from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.pipeline.end_to_end import run_end_to_end
 from sfx_cnnhit.simulate import SimulationConfig, Simulator
 

@@ -112,8 +112,8 @@ def register(app: typer.Typer) -> None:
         metrics and the validation scores that `reduce --target-hit-recall` uses.
         """
         from sfx_cnnhit.cli.simulate import detector_config, load_config
+        from sfx_cnnhit.models.augment import AUGMENTATIONS
         from sfx_cnnhit.models.fit import fit
-        from sfx_cnnhit.models.training import AUGMENTATIONS
 
         overrides: dict[str, Any] = {
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_gamma": lr_gamma, "seed": seed, "device": device,

@@ -35,9 +35,9 @@ from sfx_cnnhit.io.atomic import check_output_path, make_output_folder
 from sfx_cnnhit.io.hdf5 import open_hdf5
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.models.checkpoint import load_model
+from sfx_cnnhit.models.inference import resolve_device
 from sfx_cnnhit.models.preprocess import PanelLayout, panel_layout_for, preprocess
 from sfx_cnnhit.models.tasks import HIT_CLASS_NAMES
-from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.models.zoo import ModelSpec
 from sfx_cnnhit.simulate.output import TRUTH
 from sfx_cnnhit.types import FrameBatch, PeakList, ProgressFactory

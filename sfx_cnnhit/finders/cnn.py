@@ -26,8 +26,8 @@ from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.hotpixels import HotPixelTracker
 from sfx_cnnhit.models.checkpoint import decision_threshold, load_checkpoint, model_from_checkpoint, resolve_model_path
 from sfx_cnnhit.models.guards import VETOED_FLAGS, frame_flags
+from sfx_cnnhit.models.inference import resolve_device
 from sfx_cnnhit.models.preprocess import PanelLayout, photon_adu, preprocess
-from sfx_cnnhit.models.training import resolve_device
 from sfx_cnnhit.types import Classification, PeakList
 
 Precision = Literal["auto", "float32", "bfloat16"]

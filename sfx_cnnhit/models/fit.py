@@ -25,10 +25,11 @@ from sfx_cnnhit.models.checkpoint import (
     save_checkpoint,
 )
 from sfx_cnnhit.models.data import LabelledFrames, SimulatedFrames, round_robin
+from sfx_cnnhit.models.inference import BatchSource, predict_batches
 from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
 from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
-from sfx_cnnhit.models.training import PRESETS, BatchSource, TrainConfig, TrainResult, predict_batches, train
+from sfx_cnnhit.models.training import PRESETS, TrainConfig, TrainResult, train
 from sfx_cnnhit.models.zoo import ModelSpec, create_model
 
 

@@ -29,13 +29,15 @@ from torch.nn import functional
 from sfx_cnnhit.errors import ConfigError, InputError, OutputError
 from sfx_cnnhit.io.hdf5 import open_hdf5
 from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS, HotPixelRule
+from sfx_cnnhit.models.augment import AUGMENTATIONS, AugmentConfig, augment
 from sfx_cnnhit.models.checkpoint import save_checkpoint
 from sfx_cnnhit.models.data import HITMISS, LabelledFrames
 from sfx_cnnhit.models.fit import data_recipe, validate_and_calibrate
+from sfx_cnnhit.models.inference import Batch, batch_input
 from sfx_cnnhit.models.preprocess import input_map, preprocess
 from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
-from sfx_cnnhit.models.training import AUGMENTATIONS, AugmentConfig, Batch, augment, batch_input, progress_bar
+from sfx_cnnhit.models.training import progress_bar
 from sfx_cnnhit.models.zoo import ModelSpec, create_model
 
 #: Raw-frame augmentation of the spot head: ``spot_safe`` without flips and rotations (the crops

@@ -677,7 +677,7 @@ class _SeedNet(_Case):
         import torch
 
         from sfx_cnnhit.models.hitnet import fuse_conv_bn_
-        from sfx_cnnhit.models.training import resolve_device
+        from sfx_cnnhit.models.inference import resolve_device
         from sfx_cnnhit.models.zoo import create_model
 
         torch.manual_seed(0)
@@ -762,7 +762,7 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
     if cnn:
         import torch
 
-        from sfx_cnnhit.models.training import resolve_device
+        from sfx_cnnhit.models.inference import resolve_device
 
         if task["threads"]:
             torch.set_num_threads(task["threads"])

@@ -13,19 +13,12 @@ import torch
 from sfx_cnnhit.cli.simulate import detector_config
 from sfx_cnnhit.errors import ConfigError, InputError, NotAvailableError
 from sfx_cnnhit.models import checkpoint as ckpt_mod
+from sfx_cnnhit.models.augment import AugmentConfig, augment
 from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from sfx_cnnhit.models.data import SimulatedFrames, round_robin
+from sfx_cnnhit.models.inference import ArrayBatches, predict_batches, predict_proba
 from sfx_cnnhit.models.tasks import TASK_CLASSES
-from sfx_cnnhit.models.training import (
-    PRESETS,
-    ArrayBatches,
-    AugmentConfig,
-    TrainConfig,
-    augment,
-    predict_batches,
-    predict_proba,
-    train,
-)
+from sfx_cnnhit.models.training import PRESETS, TrainConfig, train
 from sfx_cnnhit.models.zoo import create_model
 
 
