@@ -23,13 +23,13 @@ and Markdown outputs).
 
 from sfx_cnnhit.io.labels import CsvLabels, DatasetLabels, FrameLabels, load_labels
 
-from .methods import CnnChoice, MethodChoice, build_methods, dials_settings
+from .methods import CnnHitParams, MethodChoice, build_methods, dials_settings
 from .metrics import agreement, cohen_kappa, hit_metrics
 from .report import RunContext, summarize, write_comparison
 from .runner import ComparisonResult, Method, run_comparison
 
 __all__ = [
-    "CnnChoice",
+    "CnnHitParams",
     "ComparisonResult",
     "CsvLabels",
     "DatasetLabels",

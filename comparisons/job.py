@@ -24,7 +24,7 @@ from sfx_cnnhit.types import ProgressFactory
 
 from .contest import Criterion
 from .grids import DIALS_GRID, PEAKFINDER8_GRID, dials_photon_defaults
-from .methods import CnnChoice, build_methods, dials_settings, parse_assignments, parse_dials_overrides
+from .methods import CnnHitParams, build_methods, dials_settings, parse_assignments, parse_dials_overrides
 from .pedestal import PEDESTAL_MODES
 from .plan import Contestants, detector_gain, overlap_warning, tuned_choice, untuned_choice
 from .report import STATE_DIR, RunContext, check_outdir, write_comparison
@@ -148,6 +148,11 @@ def run_compare(
     )
 
 
+def _cnn_params(r: CompareRequest) -> CnnHitParams:
+    """The CNN's settings of the request (``--model default``: the shipped default model)."""
+    return CnnHitParams(model=None if r.model == "default" else r.model, threshold=r.hit_threshold, device=r.device)
+
+
 def _contestants(r: CompareRequest, source: FrameSource, pf8_options: Peakfinder8Options) -> Contestants:
     """The methods asked for (all when none is named), with their base settings (given, or the gain-aware
     defaults) and what the user fixed of them."""
@@ -175,7 +180,7 @@ def _contestants(r: CompareRequest, source: FrameSource, pf8_options: Peakfinder
         dials_rule=rule,
         dials_given=dials_given,
         dials_min_spots=rule.min_peaks if r.dials_preset or r.dials_min_spots is not None else None,
-        cnn=CnnChoice(model=r.model, threshold=r.hit_threshold, device=r.device) if r.cnn or everything else None,
+        cnn=_cnn_params(r) if r.cnn or everything else None,
         cnn_peakfinder=pf8,
         pedestal=r.pedestal,
         adu_per_photon=gain,

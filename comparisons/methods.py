@@ -12,11 +12,12 @@ import functools
 import importlib.util
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sfx_cnnhit.errors import ConfigError, NotAvailableError
 from sfx_cnnhit.finders.base import HitFinder, HitRule, create_finder
+from sfx_cnnhit.finders.config import CnnHitParams
 from sfx_cnnhit.finders.dials import INSTALL_HINT, DialsSpotFinder, dials_available, dials_python
 from sfx_cnnhit.finders.dispersion import DEFAULT_HIT_RULE, DialsParams, DispersionSpotFinder, dials_preset
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
@@ -26,15 +27,6 @@ from .pedestal import PedestalSubtracted
 from .runner import Method
 
 CNN_MODULE = "sfx_cnnhit.finders.cnn"
-
-
-@dataclass(frozen=True)
-class CnnChoice:
-    """How to build the CNN hit finder: model name or checkpoint path, P(hit) threshold, device."""
-
-    model: str = "default"
-    threshold: float | None = None
-    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -59,7 +51,7 @@ class MethodChoice:
     dials: bool = False
     dispersion: bool = False
     peakfinder8: Peakfinder8Finder | None = None
-    cnn: CnnChoice | None = None
+    cnn: CnnHitParams | None = None
     dials_params: DialsParams = field(default_factory=DialsParams)
     dials_rule: HitRule = DEFAULT_HIT_RULE
     cnn_peakfinder: Peakfinder8Finder | None = None
@@ -239,11 +231,11 @@ def peakfinder8_method(finder: Peakfinder8Finder, pedestal_gain: float | None = 
     )
 
 
-def cnn_method(choice: CnnChoice, peakfinder: Peakfinder8Finder | None = None) -> Method:
+def cnn_method(choice: CnnHitParams, peakfinder: Peakfinder8Finder | None = None) -> Method:
     """The CNN hit finder (``sfx_cnnhit.finders.cnn``), built on demand.
 
     Args:
-        choice: model, threshold, device.
+        choice: the CNN finder's settings (model, threshold, device ...).
         peakfinder: localises the peaks of the CNN's hits (default: the CNN finder's own, peakfinder8
             with CrystFEL's defaults and the beam at the frame centre).
 
@@ -254,9 +246,8 @@ def cnn_method(choice: CnnChoice, peakfinder: Peakfinder8Finder | None = None) -
         raise NotAvailableError(
             f"the CNN hit finder ({CNN_MODULE}) is not part of this installation; run compare without --cnn"
         )
-    model = None if choice.model == "default" else choice.model
-    finder = create_finder("cnn", model=model, threshold=choice.threshold, device=choice.device, peakfinder=peakfinder,
-                           hot_pixel_map=False)  # frames are read with the run-level map
+    # the frames are read with the run-level hot-pixel map
+    finder = create_finder("cnn", peakfinder=peakfinder, **replace(choice, hot_pixel_map=False).finder_kwargs())
     import torch
 
     localiser = "peakfinder8 with CrystFEL's defaults" if peakfinder is None else "peakfinder8 (`localiser` settings)"

@@ -36,7 +36,7 @@ from sfx_cnnhit.io.sources import FrameSource
 
 from .contest import Criterion, Grid, Tuning, TuningRecord, frame_keys, tune
 from .grids import cnn_grid, dials_grid, peakfinder8_grid
-from .methods import CnnChoice, MethodChoice, cnn_method
+from .methods import CnnHitParams, MethodChoice, cnn_method
 from .metrics import nan_to_none
 
 TUNING_NAME = "tuning.json"
@@ -87,7 +87,7 @@ class Contestants:
     dials_rule: HitRule = field(default_factory=HitRule)
     dials_given: dict[str, Any] = field(default_factory=dict)
     dials_min_spots: int | None = None
-    cnn: CnnChoice | None = None
+    cnn: CnnHitParams | None = None
     cnn_peakfinder: Peakfinder8Finder | None = None
     pedestal: str | None = None
     adu_per_photon: float = 1.0

@@ -28,10 +28,10 @@ from numpy.typing import NDArray
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.cnn import CnnHitFinder
-from sfx_cnnhit.finders.config import Peakfinder8Params, from_cheetah_settings, read_cheetah_ini
+from sfx_cnnhit.finders.config import CnnHitParams, Peakfinder8Params, from_cheetah_settings, read_cheetah_ini
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.models.preprocess import PanelLayout
-from sfx_cnnhit.plugins.settings import CnnHitSettings, panel_layout_from_layout_info
+from sfx_cnnhit.plugins.settings import panel_layout_from_layout_info
 
 #: Our Cheetah ini keys (lower case, as :func:`read_cheetah_ini` gives them) -> setting.
 CHEETAH_CNN_KEYS = {
@@ -47,8 +47,8 @@ CHEETAH_CNN_KEYS = {
 CHEETAH_CNN_PREFIX = "cnn"
 
 
-def cnn_settings_from_cheetah(entries: Mapping[str, Any], *, source: str = "Cheetah parameters") -> CnnHitSettings:
-    """:class:`CnnHitSettings` from Cheetah ini entries (keys any case); unknown ``cnn*`` keys are errors."""
+def cnn_settings_from_cheetah(entries: Mapping[str, Any], *, source: str = "Cheetah parameters") -> CnnHitParams:
+    """:class:`CnnHitParams` from Cheetah ini entries (keys any case); unknown ``cnn*`` keys are errors."""
     values: dict[str, Any] = {}
     for key, value in entries.items():
         lowered = str(key).lower()
@@ -58,10 +58,10 @@ def cnn_settings_from_cheetah(entries: Mapping[str, Any], *, source: str = "Chee
             known = ("cnnModel, cnnThreshold, cnnDevice, cnnExplain, cnnBatchSize, cnnPrecision, cnnADUperPhoton, "
                      "cnnHotPixelMap")
             raise ConfigError(f"{source}: unknown CNN key {key!r} (known: {known})")
-    return CnnHitSettings.from_values(values, source=source)
+    return CnnHitParams.from_values(values, source=source)
 
 
-def read_cheetah_cnn(path: str | os.PathLike[str]) -> tuple[CnnHitSettings, Peakfinder8Params, HitRule]:
+def read_cheetah_cnn(path: str | os.PathLike[str]) -> tuple[CnnHitParams, Peakfinder8Params, HitRule]:
     """The CNN settings, the peakfinder8 parameters for hits, and Cheetah's peak-count hit rule.
 
     The hit rule (``hitfinderNpeaks <= n <= hitfinderNpeaksMax``) is returned for scripts that keep
@@ -114,4 +114,4 @@ def cnn_finder_from_cheetah_ini(
         )
     if panel_layout is None and (layout_info is not None or settings.adu_per_photon is not None):
         panel_layout = panel_layout_from_layout_info(peakfinder.layout.as_layout_info(), settings.adu_per_photon)
-    return CnnHitFinder(peakfinder=peakfinder, panel_layout=panel_layout, **settings.finder_kwargs())
+    return CnnHitFinder.from_params(settings, peakfinder=peakfinder, panel_layout=panel_layout)

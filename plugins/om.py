@@ -42,9 +42,9 @@ from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder
-from sfx_cnnhit.finders.config import Peakfinder8Params, load_bad_pixel_map, params_from_om_group
+from sfx_cnnhit.finders.config import CnnHitParams, Peakfinder8Params, load_bad_pixel_map, params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import DetectorLayout, Peakfinder8Finder
-from sfx_cnnhit.plugins.settings import CnnHitSettings, panel_layout_from_layout_info
+from sfx_cnnhit.plugins.settings import panel_layout_from_layout_info
 from sfx_cnnhit.types import PeakList
 
 CNN_GROUP = "cnn_hit_detection"
@@ -80,13 +80,13 @@ def _parameter_group(monitor_parameters: MonitorParametersLike, group: str, *, r
     return {key: value for key, value in values.items() if key != OM_GROUP_NAME_KEY}
 
 
-def settings_from_om_group(group: Mapping[str, Any]) -> CnnHitSettings:
-    """:class:`CnnHitSettings` from the ``cnn_hit_detection`` group (unknown keys are errors)."""
+def settings_from_om_group(group: Mapping[str, Any]) -> CnnHitParams:
+    """:class:`CnnHitParams` from the ``cnn_hit_detection`` group (unknown keys are errors)."""
     source = f"OM configuration, group {CNN_GROUP}"
     unknown = sorted(set(group) - set(CNN_KEYS) - {OM_GROUP_NAME_KEY})
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} (known: {', '.join(CNN_KEYS)})")
-    return CnnHitSettings.from_values({k: v for k, v in group.items() if k in CNN_KEYS}, source=source)
+    return CnnHitParams.from_values({k: v for k, v in group.items() if k in CNN_KEYS}, source=source)
 
 
 class CnnPeakFinding:
@@ -116,12 +116,12 @@ class CnnPeakFinding:
         self.settings = settings_from_om_group(_parameter_group(monitor_parameters, CNN_GROUP, required=True))
         pf8_group = _parameter_group(monitor_parameters, PEAKFINDER8_GROUP, required=False)
         layout_info = dict(geometry_information.get_layout_info())
-        self.finder = CnnHitFinder(
+        self.finder = CnnHitFinder.from_params(
+            self.settings,
             radius_pixel_map=geometry_information.get_pixel_maps()["radius"],
             layout_info=layout_info,
             crystallography_parameters=pf8_group,
             panel_layout=panel_layout_from_layout_info(layout_info, self.settings.adu_per_photon),
-            **self.settings.finder_kwargs(),
         )
         self.last_score: float | None = None
         self.last_heatmap: NDArray[np.float32] | None = None

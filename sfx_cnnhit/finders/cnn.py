@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import probability_threshold
-from sfx_cnnhit.finders.config import params_from_om_group
+from sfx_cnnhit.finders.config import CnnHitParams, params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.hotpixels import HotPixelTracker
 from sfx_cnnhit.models.checkpoint import decision_threshold, load_checkpoint, model_from_checkpoint, resolve_model_path
@@ -132,6 +132,13 @@ class CnnHitFinder:
         self.hot_pixels = HotPixelTracker() if hot_pixel_map else None
         self.last_score: float | None = None
         self.stage_seconds: dict[str, float] = {}
+
+    @classmethod
+    def from_params(cls, params: CnnHitParams, **detector: Any) -> CnnHitFinder:
+        """The finder ``params`` describe, on the detector given as :meth:`__init__` takes it (OM's
+        ``radius_pixel_map``, ``layout_info`` and ``crystallography_parameters``, or ``peakfinder``;
+        and ``panel_layout``)."""
+        return cls(**detector, **params.finder_kwargs())
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:

@@ -16,7 +16,7 @@ import pytest
 
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitRule
-from sfx_cnnhit.finders.config import Peakfinder8Params
+from sfx_cnnhit.finders.config import CnnHitParams, Peakfinder8Params
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder, radius_map_from_beam_center
 from sfx_cnnhit.io.crystfel_recipe import RECIPE_NAME, indexamajig_command, write_recipe
 from sfx_cnnhit.io.geometry import DetectorGeometry
@@ -25,7 +25,6 @@ from sfx_cnnhit.pipeline.reduce import reduce_run
 from sfx_cnnhit.plugins.cheetah import cnn_finder_from_cheetah_ini, read_cheetah_cnn
 from sfx_cnnhit.plugins.om import CnnPeakFinding, Peakfinder8PeakDetection
 from sfx_cnnhit.plugins.om_monitor import check_no_shadowing_layer
-from sfx_cnnhit.plugins.settings import CnnHitSettings
 from tests.synthetic import make_frame
 
 SHAPE = (64, 96)
@@ -110,7 +109,7 @@ def test_om_drop_in_gives_peakfinder8_peaks_at_threshold_zero(model_path, frames
 
 def test_om_settings_defaults_and_errors(model_path):
     detection = _om_detection(model_path)
-    assert detection.settings == CnnHitSettings(model=str(model_path), device="cpu")
+    assert detection.settings == CnnHitParams(model=str(model_path), device="cpu")
     # no threshold given: the model's calibrated one (this uncalibrated test model: 0.5)
     assert detection.finder.threshold == 0.5 and detection.settings.explain == "none"
     assert _om_detection(model_path, threshold=None).settings.threshold is None
@@ -245,7 +244,7 @@ def test_cheetah_ini_keys_are_case_insensitive(model_path, tmp_path):
     ini = tmp_path / "cheetah.ini"
     ini.write_text(CHEETAH_INI.format(model=model_path, threshold=0.7))
     settings, params, rule = read_cheetah_cnn(ini)
-    assert settings == CnnHitSettings(model=str(model_path), threshold=0.7, device="cpu", explain="gradcam",
+    assert settings == CnnHitParams(model=str(model_path), threshold=0.7, device="cpu", explain="gradcam",
                                       batch_size=8)
     assert (params.adc_threshold, params.minimum_snr, params.max_pixel_count) == (100.0, 5.0, 30)
     assert rule == HitRule(min_peaks=10, max_peaks=2048, inclusive=True)
@@ -255,7 +254,7 @@ def test_cheetah_ini_defaults_and_errors(tmp_path):
     ini = tmp_path / "plain.ini"
     ini.write_text("hitfinderADC=100\nhitfinderMaxPixCount=30\n")
     settings, _, _ = read_cheetah_cnn(ini)
-    assert settings == CnnHitSettings()
+    assert settings == CnnHitParams()
     # no threshold: the model's calibrated one; float32 unless asked (bfloat16 is opt-in)
     assert (settings.model, settings.threshold, settings.device, settings.explain, settings.batch_size,
             settings.precision) == (None, None, "auto", "none", 64, "float32")
