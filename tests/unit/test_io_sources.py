@@ -273,13 +273,13 @@ def test_round_trip_reduced_cxi(tmp_path: Path) -> None:
 
 
 def test_staged_conversion_over_runs_and_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sfx_cnnhit.io.sources as sources
+    from sfx_cnnhit.io.sources import reader
 
     frames = _stack(8, dtype=np.uint16)
     with h5py.File(tmp_path / "run.cxi", "w") as f:
         f["/entry_1/data_1/data"] = frames
     (tmp_path / "sel.lst").write_text("".join(f"run.cxi //{i}\n" for i in (5, 1, 2, 3, 4, 0, 7)))
     frame_bytes = SHAPE[0] * SHAPE[1] * 2
-    monkeypatch.setattr(sources, "STAGING_BYTES", 2 * frame_bytes)  # two frames per staged read
+    monkeypatch.setattr(reader, "STAGING_BYTES", 2 * frame_bytes)  # two frames per staged read
     _, data, _ = _all(open_frames([tmp_path / "sel.lst"]), chunk_size=6)
     np.testing.assert_array_equal(data, frames[[5, 1, 2, 3, 4, 0, 7]].astype(np.float32))
