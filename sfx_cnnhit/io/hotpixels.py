@@ -137,6 +137,7 @@ class HotPixelTracker:
         self._run: NDArray[np.int16] | None = None
         self._seen = 0
         self._hot: NDArray[np.bool_] | None = None
+        self._good: NDArray[np.bool_] | None = None  # ~_hot, made once per new map
 
     @property
     def hot(self) -> NDArray[np.bool_] | None:
@@ -156,20 +157,26 @@ class HotPixelTracker:
         self._run = np.where(peak, np.minimum(self._run + 1, self.streak), 0).astype(np.int16)
 
     def update(self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None) -> None:
-        """Show the tracker ``(n, ss, fs)`` frames; ``masks`` (True = good) ``(n, ss, fs)``, ``(ss, fs)`` or None."""
+        """Show the tracker ``(n, ss, fs)`` frames; ``masks`` (True = good) ``(n, ss, fs)``, ``(ss, fs)`` or None.
+        The map is remade only when a frame was sampled."""
+        sampled = False
         for i, frame in enumerate(frames):
             if len(self._peaks) < cast(int, self._peaks.maxlen) or self._seen % self.every == 0:  # deque(maxlen=int)
                 good = np.ones(frame.shape, bool) if masks is None else (masks if np.ndim(masks) == 2 else masks[i])
                 self._remember(frame, good)
+                sampled = True
             self._seen += 1
+        if not sampled:
+            return
         n = len(self._peaks)
         if self._count is None or self._run is None or n < self.streak:
-            self._hot = None
+            self._hot = self._good = None
             return
         self._hot = self._run >= self.streak
         need = self.rule.required(n)
         if need is not None:
             self._hot |= self._count >= need
+        self._good = ~self._hot
 
     def mask(
         self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
@@ -178,7 +185,7 @@ class HotPixelTracker:
         ``(ss, fs)`` when ``masks`` is None or static, else ``(n, ss, fs)``; ``masks`` itself while there
         is no map."""
         self.update(frames, masks)
-        hot = self._hot
-        if hot is None or hot.shape != frames.shape[1:]:
+        good = self._good
+        if good is None or good.shape != frames.shape[1:]:
             return masks
-        return ~hot if masks is None else np.asarray(masks, bool) & ~(hot if np.ndim(masks) == 2 else hot[None])
+        return good if masks is None else np.asarray(masks, bool) & (good if np.ndim(masks) == 2 else good[None])
