@@ -113,5 +113,5 @@ def cnn_finder_from_cheetah_ini(
             frame_shape, params, rule, beam_center=beam_center, asic_shape=asic_shape
         )
     if panel_layout is None and (layout_info is not None or settings.adu_per_photon is not None):
-        panel_layout = panel_layout_from_layout_info(peakfinder.layout.as_layout_info(), settings.adu_per_photon)
+        panel_layout = panel_layout_from_layout_info(peakfinder.layout, settings.adu_per_photon)
     return CnnHitFinder.from_params(settings, peakfinder=peakfinder, panel_layout=panel_layout)

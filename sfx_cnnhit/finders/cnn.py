@@ -109,7 +109,7 @@ class CnnHitFinder:
             params = params_from_om_group(crystallography_parameters or {}) if crystallography_parameters else None
             peakfinder = Peakfinder8Finder(params, radius_map=radius_pixel_map, layout=layout_info)
         self.peakfinder = peakfinder
-        self.threshold = float(threshold)
+        self.threshold = threshold
         self.device = resolve_device(device)
         if precision not in ("auto", *PRECISIONS):
             raise ConfigError(f"CNN hit finder: precision must be auto, float32 or bfloat16, got {precision!r}")
@@ -155,7 +155,7 @@ class CnnHitFinder:
         """The same finder (sharing the loaded model) deciding at another threshold."""
         threshold = probability_threshold(threshold)
         other = copy.copy(self)
-        other.threshold = float(threshold)
+        other.threshold = threshold
         other.stage_seconds = {}
         return other
 
