@@ -315,3 +315,28 @@ def test_hybrid_background_is_local_plus_the_smooth_background_shape() -> None:
     shape = preprocess(ring, None, hybrid) - preprocess(ring, None, cfg)
     assert float(shape.max() - shape.min()) > 5.0
     assert float((shape[0, 0, 1:] - shape[0, 0, :-1]).abs().max()) < 1.0  # smooth: no pixel-scale detail
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout", "size"),
+    [
+        ((1024, 128), PanelLayout.regular(16, 1, 64, 128), 128),  # AGIPD-like panels, k = 2
+        ((1024, 996), None, 256),  # one image, k = 4, rows of the mask not a multiple of 8 pixels
+        ((302, 1000), PanelLayout.regular(2, 2, 151, 500), 128),  # k = 5, panels off the bin grid
+    ],
+)
+def test_binning_the_whole_frame_equals_masking_each_panel_first(monkeypatch, shape, layout, size) -> None:
+    rng = np.random.default_rng(3)
+    frames = rng.normal(20.0, 4.0, (3, *shape)).astype(np.float32)
+    frames[:, 7, 9] = np.nan
+    frames[:, 40, :3] = np.inf
+    cfg = PreprocessConfig(input_size=size)
+    per_frame = rng.random(frames.shape) > 0.05
+    per_frame[2] = False
+    for mask in (None, per_frame, rng.random(shape) > 0.2, np.zeros(shape, bool)):
+        fast = preprocess(frames, mask, cfg, layout)
+        with monkeypatch.context() as patch:  # the per-panel path: mask with -inf, then bin each panel
+            patch.setattr(type(plan_input(shape, cfg, layout)), "bins_whole_frame", property(lambda self: False))
+            reference = preprocess(frames, mask, cfg, layout)
+        assert torch.equal(fast, reference)
+    assert plan_input(shape, cfg, layout).bins_whole_frame == (shape != (302, 1000))  # both paths were tested

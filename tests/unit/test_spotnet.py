@@ -25,7 +25,7 @@ from sfx_cnnhit.models.spot_training import (
     load_spot_set,
     train_spot_head,
 )
-from sfx_cnnhit.models.spotnet import SpotCount
+from sfx_cnnhit.models.spotnet import SpotCount, _window_max
 from sfx_cnnhit.models.zoo import cam_layer, create_model
 from tests.synthetic import simulate_train_val
 
@@ -56,6 +56,13 @@ def test_spot_count_counts_confident_local_maxima_only():
     assert count.shape == (2, 1)
     assert math.expm1(float(count[0, 0])) == pytest.approx(3.0, abs=1e-6)
     assert float(count[1, 0]) == 0.0
+
+
+@pytest.mark.parametrize("window", [1, 3, 5, 7])
+def test_window_max_is_max_pool(window):
+    logits = torch.randn(2, 1, 13, 10).round()  # ties included
+    reference = torch.nn.functional.max_pool2d(logits, window, 1, window // 2)
+    assert torch.equal(_window_max(logits, window), reference)
 
 
 def test_spotnet_forward_fusion_and_cam_layer():
