@@ -12,8 +12,9 @@ flag            condition (on good pixels: mask True and finite)                
 ``constant``    every good pixel has the same value (a dead or blanked frame)     miss
 ``saturated``   ``SATURATED_FRACTION`` (5 %) or more of the good pixels sit at    the model's
                 the frame's maximum, above the median (a flooded detector)
-``negative``    the median is below ``-NEGATIVE_PHOTONS`` (5) photons (pedestal   the model's
-                subtracted twice, or an integer wrap-around)
+``negative``    more than half of the good pixels (the median) lie below          the model's
+                ``-NEGATIVE_PHOTONS`` (5) photons (pedestal subtracted twice, or
+                an integer wrap-around)
 ==============  ================================================================  ===============
 
 The statistics are taken on every ``stride``-th row and column (1/16 of the pixels by default), so the
@@ -37,7 +38,7 @@ FLAG_HELP = {
     "non_finite": "more than half of the unmasked pixels are NaN or inf",
     "constant": "every good pixel has the same value",
     "saturated": "5 % or more of the good pixels sit at the frame's maximum",
-    "negative": "median below -5 photons (pedestal subtracted twice?)",
+    "negative": "most pixels below -5 photons (pedestal subtracted twice?)",
 }
 
 
@@ -59,10 +60,12 @@ def _flag(frame: NDArray[Any], mask: NDArray[np.bool_] | None, adu_per_photon: f
         if full.size and full.max() == full.min():
             return "constant"
         return ""
-    median = float(np.median(values))
-    if top > median and np.count_nonzero(values == top) >= SATURATED_FRACTION * values.size:
+    # Counts instead of a median (a partial sort, 5x the cost): the maximum lies above the median
+    # exactly when at most half of the values equal it, and the median is low when most values are.
+    at_top = np.count_nonzero(values == top)
+    if SATURATED_FRACTION * values.size <= at_top <= values.size // 2:
         return "saturated"
-    if median < -NEGATIVE_PHOTONS * adu_per_photon:
+    if np.count_nonzero(values < -NEGATIVE_PHOTONS * adu_per_photon) > values.size // 2:
         return "negative"
     return ""
 

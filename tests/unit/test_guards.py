@@ -55,6 +55,19 @@ def test_saturated_and_negative_frames() -> None:
     assert frame_flags(frames[1:], adu_per_photon=32.0) == [""]
 
 
+def test_saturated_and_negative_follow_the_median_rule() -> None:
+    """The counting rules equal "maximum above the median" and "median below -5 photons" (odd samples)."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        frame = rng.normal(rng.uniform(-8.0, 2.0), 3.0, (33, 33)).round().astype(np.float32)
+        frame[rng.random(frame.shape) < rng.uniform(0.0, 0.8)] = 50.0  # a plateau at the maximum
+        sample = frame[::4, ::4]  # the 81 pixels the flags look at
+        median = np.median(sample)
+        expected = ("saturated" if sample.max() > median and (sample == sample.max()).mean() >= 0.05
+                    else "negative" if median < -5.0 else "")
+        assert frame_flags(frame) == [expected]
+
+
 def test_finder_vetoes_frames_it_cannot_judge_and_says_why(model_path) -> None:
     finder = CnnHitFinder(model=model_path, threshold=0.0, device="cpu")  # every judged frame is a hit
     frames = _noise(4)
