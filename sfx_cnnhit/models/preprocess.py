@@ -73,7 +73,8 @@ class PreprocessConfig:
         stats_samples: at most this many binned pixels estimate the per-frame median and MAD
             (``global``; ``local`` samples every second bin of each cell in both directions).
         chunk_pixels: pixels (of one panel, or of the binned frame where it is binned whole, and of the
-            input) processed at once: bounds temporary memory, so buffers are reused instead of freshly mapped; no effect on results.
+            input) processed at once: bounds temporary memory, so buffers are reused instead of freshly
+            mapped; no effect on results.
     """
 
     input_size: int = 256
