@@ -317,11 +317,17 @@ class GradCamExplainer:
         return torch.stack(out).to(x.device)
 
     def explain(
-        self, data: NDArray[np.floating], mask: NDArray[np.bool_] | None = None, *, dtype: torch.dtype = torch.float32
+        self,
+        data: NDArray[np.floating],
+        mask: NDArray[np.bool_] | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        inputs: torch.Tensor | None = None,
     ) -> Explanation:
         """Maps of frames ``data`` ``(k, ss, fs)`` with ``mask`` (True = good; ``(k, ss, fs)``,
         ``(ss, fs)`` or None); guided maps only for method ``"guided"``. The frame-sized maps come in
-        ``dtype`` (torch converts to float16 about 9x faster than numpy, with the same rounding)."""
+        ``dtype`` (torch converts to float16 about 9x faster than numpy, with the same rounding).
+        ``inputs``: the frames already preprocessed, ``(k, 1, S, S)`` (the veto's, reused)."""
         data = np.asarray(data)
         if data.ndim != 3:
             raise InputError(f"explain: frames must be (k, ss, fs), got shape {data.shape}")
@@ -329,14 +335,19 @@ class GradCamExplainer:
         plan = self.plan((ss, fs))
         cover = _coverage(plan)
         S = self.spec.input_size
+        if inputs is not None and tuple(inputs.shape) != (k, 1, S, S):
+            raise InputError(f"explain: inputs of shape {tuple(inputs.shape)} for {k} frames of a {S}x{S} network")
         dev = model_device(self.model)
         cams: list[NDArray[np.float32]] = []
         guides: list[NDArray[np.float32]] = []
         cam_max, guide_max, probs = [], [], []
         with torch.inference_mode(False), torch.enable_grad(), eval_mode(self.model):
             for i in range(0, k, self.batch_size):
-                m = mask if mask is None or np.ndim(mask) == 2 else mask[i : i + self.batch_size]
-                x = preprocess(data[i : i + self.batch_size], m, self.spec.preprocess, self.layout).to(dev)
+                if inputs is not None:  # a copy: the veto's buffer is an inference tensor, reused later
+                    x = inputs[i : i + self.batch_size].to(dev).clone()
+                else:
+                    m = mask if mask is None or np.ndim(mask) == 2 else mask[i : i + self.batch_size]
+                    x = preprocess(data[i : i + self.batch_size], m, self.spec.preprocess, self.layout).to(dev)
                 cam, logits = self._cam(x)
                 probs.append(torch.softmax(logits.float(), dim=1).cpu())
                 # Upsampled to the input exactly as InputPlan.to_frame would, normalised at this size.
@@ -362,11 +373,16 @@ class GradCamExplainer:
         )
 
     def __call__(
-        self, data: NDArray[np.floating], mask: NDArray[np.bool_] | None
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """This method's maps ``(k, ss, fs)`` in [0, 1] as ``reduce`` stores them (float16) and their raw
-        maxima ``(k,)`` (float32)."""
-        result = self.explain(data, mask, dtype=torch.float16)
+        self,
+        data: NDArray[np.floating],
+        mask: NDArray[np.bool_] | None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        inputs: torch.Tensor | None = None,
+    ) -> tuple[NDArray[np.floating], NDArray[np.float32]]:
+        """This method's maps ``(k, ss, fs)`` in [0, 1] (``dtype``) and their raw maxima ``(k,)`` (float32);
+        ``inputs`` as for :meth:`explain`."""
+        result = self.explain(data, mask, dtype=dtype, inputs=inputs)
         if self.method == "guided":
             assert result.guided is not None and result.guided_max is not None
             return result.guided, result.guided_max

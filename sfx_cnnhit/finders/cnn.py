@@ -79,6 +79,9 @@ class CnnHitFinder:
         model: the float32 model (Grad-CAM runs on it); ``forward_model``: the model the veto runs,
             in ``precision`` (the same object for float32).
         last_score: hit probability of the frame of the last :meth:`find_peaks` call.
+        last_inputs: the preprocessed float32 network inputs ``(n, 1, S, S)`` of the frames of the last
+            :meth:`hit_probability` (or :meth:`classify`) call when they took one forward pass, else
+            None; a reused buffer, valid until the next call (Grad-CAM of hits reuses it).
         stage_seconds: wall seconds spent so far in ``preprocess`` (with the upload to a GPU),
             ``network`` (forward pass and softmax) and ``peakfinder8`` (on hits).
     """
@@ -131,6 +134,7 @@ class CnnHitFinder:
         self._centred: dict[tuple[int, int], Peakfinder8Finder] = {}
         self.hot_pixels = HotPixelTracker() if hot_pixel_map else None
         self.last_score: float | None = None
+        self.last_inputs: torch.Tensor | None = None
         self.stage_seconds: dict[str, float] = {}
 
     @classmethod
@@ -188,6 +192,7 @@ class CnnHitFinder:
             with self._stage("network"):
                 probs = torch.softmax(self.forward_model(x).float(), dim=1)
                 out[i : i + len(x)] = probs[:, self._hit_classes].sum(dim=1).cpu().numpy()
+        self.last_inputs = raw if 0 < frames.shape[0] <= self.batch_size else None
         return out
 
     def _input_buffers(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,7 +259,8 @@ class CnnHitFinder:
         pixel grid and each map's raw (unnormalised) maximum."""
         frames = np.asarray(frames, np.float32)
         masks = np.ones(frames.shape, bool) if masks is None else np.asarray(masks, bool)
-        return self.explainer("gradcam")(frames, masks)
+        maps, raw_max = self.explainer("gradcam")(frames, masks)
+        return maps.astype(np.float32, copy=False), raw_max
 
     def find_peaks(self, data: NDArray[np.floating]) -> PeakList:
         """OM-style: peaks of a hit, an empty list for a miss; the hit probability is ``last_score``."""

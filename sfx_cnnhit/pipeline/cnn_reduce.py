@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder, Precision
@@ -15,7 +18,10 @@ from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.models.metrics import threshold_for_recall
 from sfx_cnnhit.models.preprocess import panel_layout_for
-from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, HeatMapExplainer, ReduceSummary, reduce_run
+from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, MAP_DTYPE, HeatMapExplainer, ReduceSummary, reduce_run
+
+if TYPE_CHECKING:
+    from sfx_cnnhit.explain.gradcam import GradCamExplainer
 
 
 def for_target_recall(finder: CnnHitFinder, target_hit_recall: float | None) -> CnnHitFinder:
@@ -48,9 +54,33 @@ def compute_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+#: the stored heat maps' dtype (:data:`MAP_DTYPE`), made by torch (faster than numpy's conversion)
+_MAP_TORCH_DTYPE: torch.dtype = getattr(torch, np.dtype(MAP_DTYPE).name)
+
+
+@dataclass
+class _HitMaps:
+    """A finder's heat-map maker for :func:`reduce_run`: the hits' network inputs are the ones the veto
+    just preprocessed (``finder.last_inputs``), not made a second time."""
+
+    finder: CnnHitFinder
+    explainer: GradCamExplainer
+    dataset: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dataset = self.explainer.dataset
+
+    def __call__(
+        self, data: NDArray[np.float32], mask: NDArray[np.bool_], rows: NDArray[np.intp]
+    ) -> tuple[NDArray[np.floating], NDArray[np.float32]]:
+        inputs = self.finder.last_inputs
+        return self.explainer(data, mask, dtype=_MAP_TORCH_DTYPE,
+                              inputs=None if inputs is None else inputs[torch.as_tensor(rows)])
+
+
 def make_explainers(finder: CnnHitFinder, explain: Explain) -> tuple[HeatMapExplainer, ...]:
     """The heat-map makers for ``explain`` on the finder's model."""
-    return () if explain == "none" else (finder.explainer(explain),)
+    return () if explain == "none" else (_HitMaps(finder, finder.explainer(explain)),)
 
 
 def cnn_reduce(

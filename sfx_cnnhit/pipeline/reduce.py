@@ -93,9 +93,10 @@ class HeatMapExplainer(Protocol):
     dataset: str
 
     def __call__(
-        self, data: NDArray[np.float32], mask: NDArray[np.bool_]
+        self, data: NDArray[np.float32], mask: NDArray[np.bool_], rows: NDArray[np.intp]
     ) -> tuple[NDArray[np.floating], NDArray[np.float32]]:
-        """Maps for ``(k, ss, fs)`` frames: ``(k, ss, fs)`` in [0, 1] (best already :data:`MAP_DTYPE`, as
+        """Maps for ``(k, ss, fs)`` frames (``rows`` of the batch the finder classified last, so that work
+        it did on them can be reused): ``(k, ss, fs)`` in [0, 1] (best already :data:`MAP_DTYPE`, as
         they are stored) and ``(k,)`` raw maxima."""
         ...
 
@@ -611,7 +612,7 @@ def _heat_maps(
     given): ``{dataset: (k, ss, fs) MAP_DTYPE, dataset_max: (k,) raw maxima}``."""
     extras: dict[str, Any] = {}
     for explainer in explainers:
-        maps, raw_max = explainer(hit_data, mask[idx]) if idx.size else (
+        maps, raw_max = explainer(hit_data, mask[idx], idx) if idx.size else (
             np.zeros((0, *frame_shape), MAP_DTYPE),
             np.zeros(0, np.float32),
         )
