@@ -138,3 +138,21 @@ def test_cnn_reduce_writes_hits_with_frame_shaped_heat_maps(model_path, frames, 
             assert np.all((maps >= 0) & (maps <= 1))
             assert f["/entry_1/result_1/gradcam_max"].shape == (6,)
             assert "data = /entry_1/result_1/gradcam" in (tmp_path / "out" / "gradcam.geom").read_text()
+
+
+def test_reduce_maps_reuse_the_veto_inputs_and_match_fresh_ones(model_path, frames):
+    from sfx_cnnhit.pipeline.cnn_reduce import make_explainers
+
+    finder = CnnHitFinder(model=model_path, device="cpu", hot_pixel_map=False)
+    mask = np.ones(frames.shape, bool)
+    mask[:, 5, 7] = False
+    finder.classify(frames, mask)
+    assert finder.last_inputs is not None and finder.last_inputs.shape[0] == len(frames)
+    rows = np.array([1, 3, 4])
+    (maker,) = make_explainers(finder, "gradcam")
+    maps, raw_max = maker(frames[rows], mask[rows], rows)
+    fresh, fresh_max = finder.explainer("gradcam")(frames[rows], mask[rows])  # preprocessed again
+    assert maps.dtype == np.float16 and np.array_equal(maps, fresh.astype(np.float16))
+    assert np.array_equal(raw_max, fresh_max)
+    finder.hit_probability(np.concatenate([frames] * 20))  # 120 frames: two forward passes of 64
+    assert finder.last_inputs is None  # the buffer holds only the last pass: nothing to reuse
