@@ -21,8 +21,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.models.hitnet import fuse_conv_bn_
-from sfx_cnnhit.models.preprocess import PanelLayout, plan_input, preprocess
+from sfx_cnnhit.models.preprocess import plan_input, preprocess
 from sfx_cnnhit.models.zoo import create_model
 
 

@@ -21,16 +21,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests/synthetic.py
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.finders.config import Peakfinder8Params
-from sfx_cnnhit.finders.peakfinder8 import DetectorLayout, Peakfinder8Finder
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from tests.synthetic import make_frame
 
 SIZE = 1024
 LAYOUTS = {
-    "1 ASIC of 1024x1024": DetectorLayout(1024, 1024, 1, 1),
-    "2x2 ASICs of 512x512": DetectorLayout(512, 512, 2, 2),
-    "8x2 ASICs of 128x512": DetectorLayout(128, 512, 8, 2),
-    "16 modules of 1024x64": DetectorLayout(1024, 64, 1, 16),
+    "1 ASIC of 1024x1024": PanelLayout.asic_grid(1024, 1024, 1, 1),
+    "2x2 ASICs of 512x512": PanelLayout.asic_grid(512, 512, 2, 2),
+    "8x2 ASICs of 128x512": PanelLayout.asic_grid(128, 512, 8, 2),
+    "16 modules of 1024x64": PanelLayout.asic_grid(1024, 64, 1, 16),
 }
 PARAMS = Peakfinder8Params(adc_threshold=100.0, minimum_snr=5.0, min_pixel_count=2, max_pixel_count=200,
                            local_bg_radius=3)

@@ -29,6 +29,7 @@ import torch
 
 from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.io.cxi import CXIWriter
+from sfx_cnnhit.io.geometry import write_geometry
 from sfx_cnnhit.models.inference import resolve_device
 from sfx_cnnhit.models.preprocess import panel_layout_for
 from sfx_cnnhit.pipeline.end_to_end import run_end_to_end
@@ -99,7 +100,7 @@ def gpu_check(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     run_file = workdir / "run.cxi"
     _write_run(run_file, sim, data, mask, args.e2e_frames)
     geometry = workdir / "detector.geom"
-    sim.geometry.write(geometry)
+    write_geometry(sim.geometry, geometry)
     e2e = run_end_to_end(run_file, geometry=geometry, model=args.model, device=args.device,
                          batch_size=args.batch, workdir=workdir / "end_to_end")
     for name, r in e2e["results"].items():

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import PHOTON_MIN_PEAKS
 from sfx_cnnhit.finders.dials import DialsSpotFinder
 from sfx_cnnhit.finders.dispersion import DialsParams, DispersionSpotFinder
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-from sfx_cnnhit.io.geometry import DetectorGeometry
 
 from .contest import Grid, grid_cells
 from .pedestal import PEDESTAL_MODES, subtract_pedestal

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, NotAvailableError
 from sfx_cnnhit.finders.base import HitFinder, HitRule, create_finder
 from sfx_cnnhit.finders.config import CnnHitParams
 from sfx_cnnhit.finders.dials import INSTALL_HINT, DialsSpotFinder, dials_available, dials_python
 from sfx_cnnhit.finders.dispersion import DEFAULT_HIT_RULE, DialsParams, DispersionSpotFinder, dials_preset
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-from sfx_cnnhit.io.geometry import DetectorGeometry
 
 from .pedestal import PedestalSubtracted
 from .runner import Method

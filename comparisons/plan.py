@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sfx_cnnhit.detector import DetectorGeometry, median_adu_per_photon
 from sfx_cnnhit.errors import NotAvailableError
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import config_adu_per_photon
@@ -30,7 +31,6 @@ from sfx_cnnhit.finders.dials import dials_available
 from sfx_cnnhit.finders.dispersion import DialsParams
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.atomic import write_errors, write_text_atomic
-from sfx_cnnhit.io.geometry import DetectorGeometry, median_adu_per_photon
 from sfx_cnnhit.io.labels import FrameLabels
 from sfx_cnnhit.io.sources import FrameSource
 

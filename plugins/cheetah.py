@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.finders.config import CnnHitParams, Peakfinder8Params, from_cheetah_settings, read_cheetah_ini
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-from sfx_cnnhit.models.preprocess import PanelLayout
-from sfx_cnnhit.plugins.settings import panel_layout_from_layout_info
 
 #: Our Cheetah ini keys (lower case, as :func:`read_cheetah_ini` gives them) -> setting.
 CHEETAH_CNN_KEYS = {
@@ -95,7 +94,7 @@ def cnn_finder_from_cheetah_ini(
         layout_info: OM's ASIC grid ``{asic_nx, asic_ny, nasics_x, nasics_y}`` (default one ASIC);
             with the ini's ``cnnADUperPhoton`` also sets the CNN's panel tiling and gain unless
             ``panel_layout`` is given.
-        panel_layout: the CNN's panel tiling (see :class:`~sfx_cnnhit.models.preprocess.PanelLayout`).
+        panel_layout: the CNN's panel tiling (see :class:`~sfx_cnnhit.detector.PanelLayout`).
 
     Raises:
         ConfigError: neither ``radius_map`` nor ``frame_shape`` (or both), or any error of
@@ -113,5 +112,5 @@ def cnn_finder_from_cheetah_ini(
             frame_shape, params, rule, beam_center=beam_center, asic_shape=asic_shape
         )
     if panel_layout is None and (layout_info is not None or settings.adu_per_photon is not None):
-        panel_layout = panel_layout_from_layout_info(peakfinder.layout, settings.adu_per_photon)
+        panel_layout = PanelLayout.from_layout_info(peakfinder.layout, settings.adu_per_photon)
     return CnnHitFinder.from_params(settings, peakfinder=peakfinder, panel_layout=panel_layout)

@@ -40,11 +40,11 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.finders.config import CnnHitParams, Peakfinder8Params, load_bad_pixel_map, params_from_om_group
-from sfx_cnnhit.finders.peakfinder8 import DetectorLayout, Peakfinder8Finder
-from sfx_cnnhit.plugins.settings import panel_layout_from_layout_info
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.types import PeakList
 
 CNN_GROUP = "cnn_hit_detection"
@@ -121,7 +121,7 @@ class CnnPeakFinding:
             radius_pixel_map=geometry_information.get_pixel_maps()["radius"],
             layout_info=layout_info,
             crystallography_parameters=pf8_group,
-            panel_layout=panel_layout_from_layout_info(layout_info, self.settings.adu_per_photon),
+            panel_layout=PanelLayout.from_layout_info(layout_info, self.settings.adu_per_photon),
         )
         self.last_score: float | None = None
         self.last_heatmap: NDArray[np.float32] | None = None
@@ -160,7 +160,7 @@ class Peakfinder8PeakDetection:
     ) -> None:
         self._params = params_from_om_group(crystallography_parameters, source="crystallography_parameters")
         self._radius = np.asarray(radius_pixel_map, dtype=np.float32)
-        self._layout = DetectorLayout.from_layout_info(layout_info)
+        self._layout = PanelLayout.from_layout_info(layout_info)
         self._bad_pixel_map: NDArray[Any] | None = None
         if self._params.bad_pixel_map_filename is not None:
             self._bad_pixel_map = load_bad_pixel_map(
@@ -250,10 +250,10 @@ class Peakfinder8PeakDetection:
         self._reset()
 
     def get_layout_info(self) -> dict[str, int]:
-        return self._layout.as_layout_info()
+        return self._layout.layout_info()
 
     def set_layout_info(self, layout_info: Mapping[str, int]) -> None:
-        self._layout = DetectorLayout.from_layout_info(layout_info)
+        self._layout = PanelLayout.from_layout_info(layout_info)
         self._reset()
 
 

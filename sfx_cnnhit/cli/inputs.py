@@ -21,7 +21,7 @@ import typer
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import Peakfinder8Params, apply_overrides, load_finder_config
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.geometry import read_geometry
 from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
 from sfx_cnnhit.io.masks import MaskConvention, parse_mask_argument
 from sfx_cnnhit.io.sources import FrameSource, open_frames
@@ -136,7 +136,7 @@ class InputOptions:
             mask_goodbits=parse_bits(self.mask_goodbits),
             mask_badbits=parse_bits(self.mask_badbits),
             mask_convention=self.mask_convention,
-            geometry=DetectorGeometry.from_file(self.geometry) if self.geometry else None,
+            geometry=read_geometry(self.geometry) if self.geometry else None,
             hot_pixels=DEFAULT_HOT_PIXELS if self.hot_pixel_map else None,
         )
 

@@ -50,9 +50,10 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from torch import nn
 from torch.nn import functional
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.explain.capture import eval_mode, frozen_parameters, get_layer, layer_output, model_device
-from sfx_cnnhit.models.preprocess import InputPlan, PanelLayout, plan_input, preprocess
+from sfx_cnnhit.models.preprocess import InputPlan, plan_input, preprocess
 from sfx_cnnhit.models.zoo import ModelSpec
 
 Method = Literal["gradcam", "guided", "hirescam"]

@@ -16,9 +16,10 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.explain.capture import eval_mode, layer_output, model_device
-from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
+from sfx_cnnhit.models.preprocess import preprocess
 from sfx_cnnhit.models.zoo import ModelSpec
 
 Histogram = tuple[NDArray[np.int64], NDArray[np.float64]]

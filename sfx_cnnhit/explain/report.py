@@ -19,6 +19,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.explain.capture import eval_mode, model_device
 from sfx_cnnhit.explain.figures import (
@@ -36,7 +37,7 @@ from sfx_cnnhit.io.hdf5 import open_hdf5
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.models.checkpoint import load_model
 from sfx_cnnhit.models.inference import resolve_device
-from sfx_cnnhit.models.preprocess import PanelLayout, panel_layout_for, preprocess
+from sfx_cnnhit.models.preprocess import panel_layout_for, preprocess
 from sfx_cnnhit.models.tasks import HIT_CLASS_NAMES
 from sfx_cnnhit.models.zoo import ModelSpec
 from sfx_cnnhit.simulate.output import TRUTH

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import probability_threshold
 from sfx_cnnhit.finders.config import CnnHitParams, params_from_om_group
@@ -27,7 +28,7 @@ from sfx_cnnhit.io.hotpixels import HotPixelTracker
 from sfx_cnnhit.models.checkpoint import decision_threshold, load_checkpoint, model_from_checkpoint, resolve_model_path
 from sfx_cnnhit.models.guards import VETOED_FLAGS, frame_flags
 from sfx_cnnhit.models.inference import resolve_device
-from sfx_cnnhit.models.preprocess import PanelLayout, photon_adu, preprocess
+from sfx_cnnhit.models.preprocess import photon_adu, preprocess
 from sfx_cnnhit.types import Classification, PeakList
 
 Precision = Literal["auto", "float32", "bfloat16"]

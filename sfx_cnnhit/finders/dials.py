@@ -27,10 +27,10 @@ from typing import Any, ClassVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, InputError, NotAvailableError
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.dispersion import DialsFinderBase, DialsParams
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import Classification, PeakList
 
 WORKER = Path(__file__).with_name("_dials_worker.py")

@@ -23,9 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import PEAK_FIELDS, PeakList
 
 ALGORITHMS = ("dispersion", "dispersion_extended")

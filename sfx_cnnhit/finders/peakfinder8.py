@@ -23,78 +23,20 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.finders import _pf8_core as core
 from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder
 from sfx_cnnhit.finders.config import Peakfinder8Params, load_bad_pixel_map
 from sfx_cnnhit.types import PeakList
 
-if TYPE_CHECKING:
-    from sfx_cnnhit.io.geometry import DetectorGeometry
-
 FAST_MODE_SEED = 0  # the fast-mode pixel sample is drawn once per radius map with this seed
 MAX_RADIUS_PX = 1e6  # larger radii are not distances in pixels (and would need that many bins)
-
-
-@dataclass(frozen=True)
-class DetectorLayout:
-    """How a slab is cut into a regular grid of ASICs (OM's ``layout_info``).
-
-    Attributes:
-        asic_nx, asic_ny: ASIC size in pixels along fs and ss.
-        nasics_x, nasics_y: number of ASICs along fs and ss.
-    """
-
-    asic_nx: int
-    asic_ny: int
-    nasics_x: int = 1
-    nasics_y: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("asic_nx", "asic_ny", "nasics_x", "nasics_y"):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"detector layout: {name} must be a positive integer, got {value!r}")
-        if self.asic_nx < 3 or self.asic_ny < 3:
-            raise ConfigError(f"detector layout: ASICs of {self.asic_ny}x{self.asic_nx} pixels are too small")
-
-    @property
-    def slab_shape(self) -> tuple[int, int]:
-        """``(ss, fs)`` shape of the slab."""
-        return (self.asic_ny * self.nasics_y, self.asic_nx * self.nasics_x)
-
-    @classmethod
-    def single(cls, slab_shape: tuple[int, int]) -> DetectorLayout:
-        """One ASIC covering the whole ``(ss, fs)`` slab."""
-        return cls(asic_nx=int(slab_shape[1]), asic_ny=int(slab_shape[0]))
-
-    @classmethod
-    def from_asic_shape(cls, slab_shape: tuple[int, int], asic_shape: tuple[int, int]) -> DetectorLayout:
-        """A ``(ss, fs)`` slab cut into ASICs of ``(asic_ny, asic_nx)`` pixels."""
-        (n_ss, n_fs), (a_ss, a_fs) = slab_shape, asic_shape
-        if a_ss < 1 or a_fs < 1 or n_ss % a_ss or n_fs % a_fs:
-            raise ConfigError(f"ASICs of {asic_shape} do not tile a slab of {slab_shape}")
-        return cls(asic_nx=int(a_fs), asic_ny=int(a_ss), nasics_x=n_fs // a_fs, nasics_y=n_ss // a_ss)
-
-    @classmethod
-    def from_layout_info(cls, layout_info: Mapping[str, Any] | DetectorLayout) -> DetectorLayout:
-        """From OM's ``layout_info`` dict (``asic_nx, asic_ny, nasics_x, nasics_y``)."""
-        if isinstance(layout_info, DetectorLayout):
-            return layout_info
-        try:
-            return cls(**{k: layout_info[k] for k in ("asic_nx", "asic_ny", "nasics_x", "nasics_y")})
-        except KeyError as exc:
-            raise ConfigError(f"layout_info: missing {exc.args[0]!r}") from None
-
-    def as_layout_info(self) -> dict[str, int]:
-        """OM's ``layout_info`` dict."""
-        return {"asic_nx": self.asic_nx, "asic_ny": self.asic_ny, "nasics_x": self.nasics_x,
-                "nasics_y": self.nasics_y}
 
 
 def radius_map_from_beam_center(
@@ -169,7 +111,8 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         params: algorithm parameters (default :class:`Peakfinder8Params`).
         radius_map: ``(ss, fs)`` distance of each pixel from the beam in pixels; negative or
             non-finite values mark pixels that belong to no panel (never used).
-        layout: ASIC grid (a :class:`DetectorLayout` or OM's ``layout_info`` dict); default one ASIC.
+        layout: ASIC grid (a :class:`~sfx_cnnhit.detector.PanelLayout` whose panels form one, or OM's
+            ``layout_info`` dict); default one ASIC.
         bad_pixel_map: ``(ss, fs)`` map, nonzero/True = good pixel (OM's 1 = use); default: the
             params' HDF5 bad-pixel map if named there, else every pixel is good.
         hit_rule: peak-count hit rule used by :meth:`classify`.
@@ -185,7 +128,7 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         params: Peakfinder8Params | None = None,
         *,
         radius_map: NDArray[np.floating],
-        layout: DetectorLayout | Mapping[str, int] | None = None,
+        layout: PanelLayout | Mapping[str, int] | None = None,
         bad_pixel_map: NDArray[Any] | None = None,
         hit_rule: HitRule | None = None,
     ) -> None:
@@ -193,13 +136,11 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         radius = np.array(radius_map, dtype=np.float32, order="C")  # own copy, made read-only below
         if radius.ndim != 2:
             raise ConfigError(f"radius map must be 2-D (ss, fs), got shape {radius.shape}")
-        self._layout = (
-            DetectorLayout.single(radius.shape) if layout is None else DetectorLayout.from_layout_info(layout)
-        )
+        self._layout = PanelLayout.single(radius.shape) if layout is None else PanelLayout.from_layout_info(layout)
+        self._grid = self._layout.layout_info()
         if self._layout.slab_shape != radius.shape:
             raise ConfigError(
-                f"layout {self._layout.as_layout_info()} describes a {self._layout.slab_shape} slab, "
-                f"but the radius map is {radius.shape}"
+                f"layout {self._grid} describes a {self._layout.slab_shape} slab, but the radius map is {radius.shape}"
             )
         if bad_pixel_map is None and self._params.bad_pixel_map_filename is not None:
             bad_pixel_map = load_bad_pixel_map(
@@ -248,7 +189,7 @@ class Peakfinder8Finder(PeakCountingHitFinder):
     ) -> Peakfinder8Finder:
         """A finder for a flat detector: beam ``(fs, ss)`` (default the slab centre), ASICs of
         ``(asic_ny, asic_nx)`` pixels (default one ASIC)."""
-        layout = DetectorLayout.from_asic_shape(slab_shape, asic_shape or slab_shape)
+        layout = PanelLayout.from_asic_shape(slab_shape, asic_shape or slab_shape)
         return cls(params, radius_map=radius_map_from_beam_center(slab_shape, beam_center), layout=layout,
                    bad_pixel_map=bad_pixel_map, hit_rule=hit_rule)
 
@@ -257,7 +198,8 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         return self._params
 
     @property
-    def layout(self) -> DetectorLayout:
+    def layout(self) -> PanelLayout:
+        """The ASIC grid (no gain)."""
         return self._layout
 
     @property
@@ -315,10 +257,10 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         frame, usable = self._frame(data, mask)
         offset, threshold = self._thresholds(frame, usable, mask is not None)
         p = self._params
-        lay = self._layout
+        grid = self._grid
         table = core.search_peaks(
             frame, usable, self._prepared.bins, offset, threshold,
-            lay.asic_nx, lay.asic_ny, lay.nasics_x, lay.nasics_y,
+            grid["asic_nx"], grid["asic_ny"], grid["nasics_x"], grid["nasics_y"],
             p.min_pixel_count, p.max_pixel_count, p.local_bg_radius,
             np.float32(p.minimum_snr), p.max_num_peaks, p.om_stale_probe,
         )

@@ -5,8 +5,9 @@
   ``hdf5``, ``images``, ``lists``: the format-specific pieces.
 - ``cxi``: :class:`~sfx_cnnhit.io.cxi.CXIWriter` (reduced CXI output), ``write_geometry``, ``write_lst``,
   ``read_peak_lists``; ``atomic``: ``.inprogress`` outputs that never replace an input.
-- ``geometry``: :class:`~sfx_cnnhit.io.geometry.DetectorGeometry`, read/written as CrystFEL geometry
-  by ``crystfel_geom``.
+- ``geometry``: ``read_geometry``/``write_geometry``, CrystFEL geometry files of a
+  :class:`~sfx_cnnhit.detector.DetectorGeometry`; ``crystfel_geom``: their text (``parse_geometry``,
+  ``format_geometry``).
 
 File layouts and conventions: ``docs/formats.md``.
 """

@@ -1,7 +1,6 @@
-"""Read and write CrystFEL geometry files (``crystfel_geometry(5)``, 0.9 and 0.10+ syntax).
-
-Use :meth:`DetectorGeometry.from_file` / :meth:`~DetectorGeometry.from_text` /
-:meth:`~DetectorGeometry.to_text` rather than these functions directly.
+"""CrystFEL geometry text (``crystfel_geometry(5)``, 0.9 and 0.10+ syntax) to and from a
+:class:`~sfx_cnnhit.detector.DetectorGeometry`: :func:`parse_geometry` and :func:`format_geometry`, pure
+functions (files: :func:`sfx_cnnhit.io.geometry.read_geometry` / :func:`~sfx_cnnhit.io.geometry.write_geometry`).
 
 Supported: panels (``min/max_fs/ss``, ``corner_x/y``, ``fs``/``ss`` vectors such as
 ``-0.0001x +1y``, ``res``, ``coffset``, ``adu_per_photon``/``adu_per_eV``, ``max_adu``, ``data``,
@@ -24,13 +23,19 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from sfx_cnnhit import __version__
+from sfx_cnnhit.detector import (
+    BadRegion,
+    BadRegionXY,
+    DetectorGeometry,
+    Panel,
+    parse_length,
+    parse_photon_energy,
+    split_value,
+)
 from sfx_cnnhit.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sfx_cnnhit.io.geometry import BadRegion, BadRegionXY, DetectorGeometry, Panel
 
 HC_EV_M = 12398.419843320026e-10  # h*c in eV*m
 FLAG_KEYS = ("flag_lessthan", "flag_morethan", "flag_equal")
@@ -48,7 +53,6 @@ _IGNORED_TOPLEVEL = (
 )
 _IGNORED_PANEL = ("peak_sep", "badrow_direction")
 _TOPLEVEL_ONLY = ("photon_energy", "wavelength", "detector_shift_x", "detector_shift_y")
-_NUMBER_UNIT = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)")
 _VECTOR_TERM = re.compile(r"([+-]?)(\d*\.?\d*(?:[eE][+-]?\d+)?)([xyz])")
 
 
@@ -85,9 +89,9 @@ def _fail(source: str, line: _Line | int, message: str) -> ConfigError:
 
 
 def _warn(source: str, line: _Line, message: str, *, depth: int = 0) -> None:
-    """Warn about ``line`` of ``source`` (stack level: the caller of ``DetectorGeometry.from_text`` when
-    called from :func:`parse_geometry`; ``depth``: calls between it and :func:`parse_geometry`)."""
-    warnings.warn(f"{source} line {line.number}: {message}", stacklevel=4 + depth)
+    """Warn about ``line`` of ``source`` (stack level: the caller of :func:`parse_geometry`; ``depth``:
+    calls between this function's caller and :func:`parse_geometry`)."""
+    warnings.warn(f"{source} line {line.number}: {message}", stacklevel=3 + depth)
 
 
 def parse_vector(text: str) -> tuple[float, float, float]:
@@ -110,45 +114,6 @@ def parse_vector(text: str) -> tuple[float, float, float]:
 def format_vector(vec: tuple[float, float, float]) -> str:
     """``(x, y, z)`` as CrystFEL writes a direction, exactly (shortest round-trip floats)."""
     return " ".join(f"{float(v):+}{axis}" for v, axis in zip(vec, "xyz", strict=True))
-
-
-def split_value(spec: str) -> tuple[float | None, str | None, str | None]:
-    """Split a CrystFEL value into ``(number, hdf5_path, unit)``: ``4570eV``, ``95.3 mm``, ``/a/b m``.
-
-    Exactly one of ``number`` and ``hdf5_path`` is not None; ``unit`` is None when none is given.
-    """
-    text = spec.strip()
-    if text.startswith("/"):
-        parts = text.split()
-        if len(parts) > 2:
-            raise ValueError(f"invalid value {spec!r}: an HDF5 path and at most one unit")
-        return None, parts[0], parts[1] if len(parts) == 2 else None
-    m = _NUMBER_UNIT.fullmatch(text)
-    if m is None:
-        raise ValueError(f"invalid value {spec!r}: neither a number (with an optional unit) nor an HDF5 path")
-    return float(m.group(1)), None, m.group(2) or None
-
-
-def parse_length(spec: str) -> tuple[float | None, str | None, float]:
-    """Split a CrystFEL length (``clen``, ``detector_shift_x``) into ``(value_m, hdf5_path, scale_to_m)``.
-
-    Units ``m`` or ``mm``; a number without units is metres, an HDF5 path without units millimetres
-    (CrystFEL's historical rule). Exactly one of ``value_m`` and ``hdf5_path`` is not None.
-    """
-    value, path, unit = split_value(spec)
-    if unit not in (None, "m", "mm"):
-        raise ValueError(f"invalid length unit {unit!r} in {spec!r} (use m or mm)")
-    scale = 1e-3 if unit == "mm" or (unit is None and path is not None) else 1.0
-    return (None if value is None else value * scale), path, scale
-
-
-def parse_photon_energy(spec: str) -> tuple[float | None, str | None, float]:
-    """Split ``photon_energy`` into ``(value_ev, hdf5_path, scale_to_ev)`` (units eV, the default, or keV)."""
-    value, path, unit = split_value(spec)
-    if unit not in (None, "eV", "keV"):
-        raise ValueError(f"invalid photon energy unit {unit!r} in {spec!r} (use eV or keV)")
-    scale = 1e3 if unit == "keV" else 1.0
-    return (None if value is None else value * scale), path, scale
 
 
 def _as_written(spec: str) -> str:
@@ -218,8 +183,6 @@ def parse_geometry(text: str, source: str = "<geometry>") -> DetectorGeometry:
     Raises:
         ConfigError: naming ``source`` and the line for any malformed or inconsistent entry.
     """
-    from sfx_cnnhit.io.geometry import DetectorGeometry
-
     draft = _read_lines(text, source)
     if not draft.panels:
         raise ConfigError(f"{source}: no panels defined (expected lines such as 'p0/min_fs = 0')")
@@ -366,15 +329,15 @@ def _photon_energy(source: str, toplevel: dict[str, _Line]) -> float | str | Non
         line = toplevel["wavelength"]
         value, _, unit = split_value(line.value)
         if value is None:
-            _warn(source, line, "a wavelength from an HDF5 path is not used (give photon_energy); energy unknown")
+            _warn(
+                source, line, "a wavelength from an HDF5 path is not used (give photon_energy); energy unknown", depth=1
+            )
             return None
         return HC_EV_M / (value * (1e-10 if unit == "A" else 1.0))
     return None
 
 
 def _build_panel(source: str, draft: _PanelDraft, photon_energy: float | str | None) -> Panel:
-    from sfx_cnnhit.io.geometry import Panel
-
     v = draft.values
     where = f"panel {draft.name} (first at line {draft.first_line})"
     for key in (*_INT_KEYS, "corner_x", "corner_y", "fs", "ss", "res", "clen"):
@@ -518,8 +481,6 @@ def _common_mask(source: str, panels: dict[str, _PanelDraft]) -> dict[str, str |
 def _bad_regions(
     source: str, bad: dict[str, dict[str, _Line]], panels: list[Panel]
 ) -> tuple[list[BadRegion], list[BadRegionXY]]:
-    from sfx_cnnhit.io.geometry import BadRegion, BadRegionXY
-
     regions: list[BadRegion] = []
     regions_xy: list[BadRegionXY] = []
     by_name = {p.name: p for p in panels}

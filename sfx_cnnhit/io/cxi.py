@@ -35,9 +35,11 @@ try:  # ISA-L writes the same zlib streams about five times faster than zlib at 
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     from zlib import compress as deflate
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import InputError, OutputError
 from sfx_cnnhit.io.atomic import check_output_path, inprogress_path, write_errors, write_text_atomic
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.crystfel_geom import format_geometry
+from sfx_cnnhit.io.geometry import write_geometry
 from sfx_cnnhit.types import PeakList
 
 DATA_PATH = "/entry_1/data_1/data"
@@ -301,7 +303,7 @@ class CXIWriter:
             f.create_dataset(MASK_PATH, data=(~mask).astype(np.uint16), compression="gzip")
             f[MASK_PATH].attrs["convention"] = "Cheetah: 0 = good pixel, non-zero = bad"
         if self.geometry is not None:
-            f.create_dataset(GEOMETRY_TEXT_PATH, data=self.geometry.to_text(), dtype=_STR)
+            f.create_dataset(GEOMETRY_TEXT_PATH, data=format_geometry(self.geometry), dtype=_STR)
         rows = max(1, 65536 // self.max_peaks)
         f.create_dataset(N_PEAKS_PATH, shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(4096,))
         for name in PEAK_DATASETS:
@@ -691,13 +693,13 @@ class CXIWriter:
         if data_path != DATA_PATH and self._extras[data_path][0] != self.frame_shape:
             raise OutputError(f"{path}: {data_path} is not a stack of {self.frame_shape} frames")
         return write_geometry(
-            path,
             self.geometry,
+            path,
             data_path=data_path,
             photon_energy=self._recorded(PHOTON_ENERGY_PATH),
             clen=self._recorded(ENCODER_VALUE_PATH),
             mask_path=MASK_PATH if self._mask is not None else None,
-            protect=[*protect, self.path, self.tmp_path],
+            protect=(*protect, self.path, self.tmp_path),
         )
 
     def _recorded(self, path: str) -> str | None:
@@ -715,33 +717,6 @@ class CXIWriter:
                 if f is not self._file:
                     f.close()
         return path if complete else None
-
-
-def write_geometry(
-    path: str | os.PathLike[str],
-    geometry: DetectorGeometry,
-    *,
-    data_path: str = DATA_PATH,
-    photon_energy: float | str | None = None,
-    clen: float | str | None = None,
-    mask_path: str | None = None,
-    protect: Sequence[str | os.PathLike[str]] = (),
-) -> Path:
-    """Write the CrystFEL geometry of a reduced CXI file (``dim0 = %``, ``peak_list_type = cxi``).
-
-    ``data_path`` may name an extra ``(N, ss, fs)`` dataset such as ``/entry_1/result_1/gradcam``: the
-    result opens that dataset in CrystFEL's viewer with the same panels. ``photon_energy``/``clen``
-    override the geometry's values (numbers in eV/m, or HDF5 paths; a path for ``clen`` is in mm).
-    """
-    text = geometry.to_text(
-        data_path=data_path,
-        photon_energy=photon_energy,
-        clen=clen,
-        mask_path=mask_path,
-        mask_file=None,
-        peak_list=RESULT_PATH,
-    )
-    return write_text_atomic(path, text + "\n", protect=protect)
 
 
 def write_lst(

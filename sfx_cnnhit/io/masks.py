@@ -19,9 +19,9 @@ from typing import Any, Literal, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.io.crystfel_geom import FLAG_KEYS
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hdf5 import check_filters, guarded_read, open_hdf5
 
 #: Datasets tried, in order, in a separate HDF5 mask file when no dataset path is given.

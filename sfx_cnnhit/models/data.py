@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.geometry import read_geometry
 from sfx_cnnhit.io.hotpixels import HotPixelRule
 from sfx_cnnhit.io.labels import load_labels
 from sfx_cnnhit.io.prefetch import prefetched
 from sfx_cnnhit.io.sources import FrameSource, open_frames
-from sfx_cnnhit.models.preprocess import PanelLayout, panel_layout_for
+from sfx_cnnhit.models.preprocess import panel_layout_for
 from sfx_cnnhit.models.tasks import TASK_CLASSES
 from sfx_cnnhit.types import FrameBatch
 
@@ -38,7 +39,7 @@ def file_geometry(path: str | os.PathLike[str], geometry: DetectorGeometry | Non
     if geometry is not None:
         return geometry
     beside = Path(path).with_suffix(".geom")
-    return DetectorGeometry.from_file(beside) if beside.is_file() else None
+    return read_geometry(beside) if beside.is_file() else None
 
 
 def source_layout(source: FrameSource) -> PanelLayout | None:

@@ -13,8 +13,9 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, OutputError
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.geometry import read_geometry
 from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS, HotPixelRule
 from sfx_cnnhit.models.calibration import CALIBRATION, DECISION_THRESHOLD, apply_logit_offsets_, calibration_record
 from sfx_cnnhit.models.checkpoint import (
@@ -292,7 +293,7 @@ def calibrate_checkpoint(
 
 
 def _geometry(path: str | os.PathLike[str] | None) -> DetectorGeometry | None:
-    return None if path is None else DetectorGeometry.from_file(path)
+    return None if path is None else read_geometry(path)
 
 
 class _Interleaved:

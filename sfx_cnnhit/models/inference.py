@@ -23,9 +23,10 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import InputError
 from sfx_cnnhit.models.augment import AugmentConfig, augment
-from sfx_cnnhit.models.preprocess import PanelLayout, preprocess
+from sfx_cnnhit.models.preprocess import preprocess
 from sfx_cnnhit.models.zoo import ModelSpec
 
 Batch = tuple[Any, Any] | tuple[Any, Any, Any] | tuple[Any, Any, Any, Any]

@@ -38,8 +38,8 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional
 
+from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.io.geometry import DetectorGeometry, median_adu_per_photon
 
 Scaling = Literal["asinh", "log", "linear"]
 _SCALINGS = ("asinh", "log", "linear")
@@ -112,67 +112,6 @@ class PreprocessConfig:
             raise ConfigError(f"preprocessing: unknown settings {sorted(unknown)}")
         # Checkpoints written before the local background existed were trained on the global one.
         return cls(**{"background": "global", **values})
-
-
-@dataclass(frozen=True)
-class PanelLayout:
-    """Panels of a multi-panel detector inside the raw slab.
-
-    Attributes:
-        panels: one ``(ss_start, ss_stop, fs_start, fs_stop)`` rectangle per panel, in slab pixels
-            (stop exclusive, unlike CrystFEL's inclusive ``max_ss``/``max_fs``).
-        grid: ``(rows, cols)`` of the tiling; None chooses the grid that needs the least binning.
-        adu_per_photon: the detector's gain (ADU per photon), the noise floor of the normalisation;
-            None: ``PreprocessConfig.adu_per_photon``.
-    """
-
-    panels: tuple[tuple[int, int, int, int], ...]
-    grid: tuple[int, int] | None = None
-    adu_per_photon: float | None = None
-
-    def __post_init__(self) -> None:
-        panels = tuple(tuple(int(v) for v in p) for p in self.panels)
-        object.__setattr__(self, "panels", panels)
-        if not panels:
-            raise ConfigError("panel layout: no panels")
-        for p in panels:
-            if len(p) != 4 or p[0] < 0 or p[2] < 0 or p[1] <= p[0] or p[3] <= p[2]:
-                raise ConfigError(f"panel layout: invalid panel rectangle {p}")
-        if self.grid is not None and self.grid[0] * self.grid[1] < len(panels):
-            raise ConfigError(f"panel layout: grid {self.grid} has fewer cells than {len(panels)} panels")
-        if self.adu_per_photon is not None and not (math.isfinite(self.adu_per_photon) and self.adu_per_photon > 0):
-            raise ConfigError(f"panel layout: adu_per_photon must be a positive number, got {self.adu_per_photon}")
-
-    @classmethod
-    def regular(
-        cls, n_ss: int, n_fs: int, panel_ss: int, panel_fs: int, adu_per_photon: float | None = None
-    ) -> PanelLayout:
-        """``n_ss x n_fs`` equal panels of ``panel_ss x panel_fs`` pixels filling the slab, row-major."""
-        return cls(
-            tuple(
-                (i * panel_ss, (i + 1) * panel_ss, j * panel_fs, (j + 1) * panel_fs)
-                for i in range(n_ss)
-                for j in range(n_fs)
-            ),
-            adu_per_photon=adu_per_photon,
-        )
-
-    @classmethod
-    def from_geometry(cls, geometry: Any) -> PanelLayout:
-        """The panels and gain of a detector geometry (e.g. :class:`sfx_cnnhit.io.geometry.DetectorGeometry`).
-
-        ``geometry.panels`` must have CrystFEL's inclusive ``min_ss, max_ss, min_fs, max_fs``; the
-        gain is the median of the panels' ``adu_per_photon`` (None when no panel gives one).
-        """
-        return cls(
-            tuple((p.min_ss, p.max_ss + 1, p.min_fs, p.max_fs + 1) for p in geometry.panels),
-            adu_per_photon=median_adu_per_photon(geometry.panels),
-        )
-
-    def check_frame(self, frame_shape: tuple[int, int]) -> None:
-        for p in self.panels:
-            if p[1] > frame_shape[0] or p[3] > frame_shape[1]:
-                raise InputError(f"panel layout: panel {p} lies outside the {frame_shape} frame")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from torch import nn
 from torch.nn import functional
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.models.augment import AugmentConfig
 from sfx_cnnhit.models.checkpoint import load_checkpoint, save_checkpoint
@@ -32,7 +33,6 @@ from sfx_cnnhit.models.inference import (
     resolve_device,
 )
 from sfx_cnnhit.models.metrics import evaluation_summary
-from sfx_cnnhit.models.preprocess import PanelLayout
 from sfx_cnnhit.models.zoo import ModelSpec
 
 

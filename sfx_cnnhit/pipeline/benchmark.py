@@ -281,6 +281,7 @@ def make_frames(detector: str, config: BenchmarkConfig, folder: Path) -> FrameSe
     ``run.cxi`` (``reduce_frames`` frames of the pool, uncompressed) and ``warm.cxi`` (one batch).
     """
     from sfx_cnnhit.io.cxi import CXIWriter
+    from sfx_cnnhit.io.geometry import write_geometry
     from sfx_cnnhit.simulate import SimulationConfig, Simulator
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -294,7 +295,7 @@ def make_frames(detector: str, config: BenchmarkConfig, folder: Path) -> FrameSe
     hit = batch.hit[take]
     files = {"pool": str(folder / "pool.npz"), "geometry": str(folder / "detector.geom")}
     np.savez(files["pool"], data=data, mask=masks, hit=hit)
-    sim.geometry.write(files["geometry"])
+    write_geometry(sim.geometry, files["geometry"])
     if "reduce" in config.methods:
         for name, n in (("run", config.reduce_frames), ("warm", config.batch_size)):
             files[name] = str(folder / f"{name}.cxi")
@@ -589,10 +590,10 @@ class _Case:
 class _Veto(_Case):
     def __init__(self, task: dict[str, Any], pool: dict[str, NDArray[Any]], gradcam: bool) -> None:
         from sfx_cnnhit.finders.cnn import CnnHitFinder
-        from sfx_cnnhit.io.geometry import DetectorGeometry
+        from sfx_cnnhit.io.geometry import read_geometry
         from sfx_cnnhit.models.preprocess import panel_layout_for
 
-        layout = panel_layout_for(DetectorGeometry.from_file(task["files"]["geometry"]))
+        layout = panel_layout_for(read_geometry(task["files"]["geometry"]))
         self.finder = CnnHitFinder(model=task["model"], device=task["device"], panel_layout=layout, hot_pixel_map=False,
                                    batch_size=task["batch_size"], precision=task["precision"])
         self.threshold = _threshold(task, lambda: self.finder.hit_probability(pool["data"], pool["mask"]),
@@ -627,9 +628,9 @@ class _Peakfinder8(_Case):
     def __init__(self, task: dict[str, Any]) -> None:
         from sfx_cnnhit.finders.config import Peakfinder8Params
         from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-        from sfx_cnnhit.io.geometry import DetectorGeometry
+        from sfx_cnnhit.io.geometry import read_geometry
 
-        geometry = DetectorGeometry.from_file(task["files"]["geometry"])
+        geometry = read_geometry(task["files"]["geometry"])
         self.finder = Peakfinder8Finder.from_geometry(geometry, Peakfinder8Params(**PEAKFINDER8_SETTINGS))
 
     def step(self, data: NDArray[np.float32], mask: NDArray[np.bool_]) -> None:
@@ -660,9 +661,9 @@ class _Dials(_Case):
     def __init__(self, task: dict[str, Any], real: bool) -> None:
         from sfx_cnnhit.finders.dials import DialsSpotFinder
         from sfx_cnnhit.finders.dispersion import DispersionSpotFinder
-        from sfx_cnnhit.io.geometry import DetectorGeometry
+        from sfx_cnnhit.io.geometry import read_geometry
 
-        geometry = DetectorGeometry.from_file(task["files"]["geometry"])
+        geometry = read_geometry(task["files"]["geometry"])
         if real:
             self.finder: Any = DialsSpotFinder(geometry=geometry, frames_per_call=task["batch_size"])
         else:
@@ -716,13 +717,13 @@ def _reduce(task: dict[str, Any]) -> dict[str, Any]:
     from sfx_cnnhit.finders.cnn import CnnHitFinder
     from sfx_cnnhit.finders.config import Peakfinder8Params
     from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-    from sfx_cnnhit.io.geometry import DetectorGeometry
+    from sfx_cnnhit.io.geometry import read_geometry
     from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
     from sfx_cnnhit.io.sources import open_frames
     from sfx_cnnhit.models.preprocess import panel_layout_for
     from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
 
-    geometry = DetectorGeometry.from_file(task["files"]["geometry"])
+    geometry = read_geometry(task["files"]["geometry"])
     pf8 = Peakfinder8Finder.from_geometry(geometry, Peakfinder8Params(**PEAKFINDER8_SETTINGS))
 
     def stand_in_scores() -> NDArray[np.float64]:

@@ -175,7 +175,7 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
     """
     from sfx_cnnhit.finders.config import load_finder_config
     from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
-    from sfx_cnnhit.io.geometry import DetectorGeometry
+    from sfx_cnnhit.io.geometry import read_geometry
     from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
     from sfx_cnnhit.io.sources import open_frames
     from sfx_cnnhit.pipeline.benchmark import peak_rss_mb
@@ -188,7 +188,7 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
         if name == "reduce":
             import sfx_cnnhit.explain.gradcam  # noqa: F401
     t0, cpu0 = time.perf_counter(), time.process_time()
-    geometry = DetectorGeometry.from_file(task["geometry"]) if task["geometry"] else None
+    geometry = read_geometry(task["geometry"]) if task["geometry"] else None
     source = open_frames([task["input"]], geometry=geometry, hot_pixels=DEFAULT_HOT_PIXELS)
     threads: int | None = None
     if name == "read":

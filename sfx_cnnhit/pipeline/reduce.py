@@ -46,6 +46,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, OutputError
 from sfx_cnnhit.finders.base import HitFinder
 from sfx_cnnhit.io.atomic import (
@@ -57,7 +58,6 @@ from sfx_cnnhit.io.atomic import (
 )
 from sfx_cnnhit.io.crystfel_recipe import RECIPE_NAME, write_recipe
 from sfx_cnnhit.io.cxi import CXIWriter, write_lst
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.prefetch import prefetched
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.types import FrameBatch

@@ -1,4 +1,4 @@
-"""Detector layouts as :class:`~sfx_cnnhit.io.geometry.DetectorGeometry` objects, with response presets.
+"""Detector layouts as :class:`~sfx_cnnhit.detector.DetectorGeometry` objects, with response presets.
 
 Each layout places the panels of a raw slab in the lab frame (beam along +z through the lab origin),
 using each detector's real slab layout and approximate lab positions. Response values (gain, read
@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import DetectorGeometry, Panel
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.io.geometry import DetectorGeometry, Panel
 
 
 @dataclass(frozen=True)

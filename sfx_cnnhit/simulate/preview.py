@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.simulate.config import CLASS_NAMES, SimulationConfig
 from sfx_cnnhit.simulate.simulator import Simulator
 

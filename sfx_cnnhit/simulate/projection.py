@@ -3,7 +3,7 @@
 Lab frame: beam along +z through the origin, x horizontal, y vertical; lengths in metres. A panel
 pixel ``(fs, ss)`` (panel-relative, corner at integers) lies at
 ``C + fs * F + ss * S`` with ``C = (corner_x / res, corner_y / res, clen + coffset)``,
-``F = fs_vec / res`` and ``S = ss_vec / res`` (the convention of :mod:`sfx_cnnhit.io.geometry`).
+``F = fs_vec / res`` and ``S = ss_vec / res`` (the convention of :mod:`sfx_cnnhit.detector`).
 """
 
 from __future__ import annotations

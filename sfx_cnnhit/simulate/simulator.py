@@ -28,8 +28,8 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from sfx_cnnhit.detector import HC_EV_ANGSTROM, DetectorGeometry
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.io.geometry import HC_EV_ANGSTROM, DetectorGeometry
 from sfx_cnnhit.simulate.cells import CELLS, random_rotation
 from sfx_cnnhit.simulate.config import CLASS_NAMES, HIT_MIN_LABEL, Range, SimulationConfig
 from sfx_cnnhit.simulate.crystal import Beam, Lattice, predict

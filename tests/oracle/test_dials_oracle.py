@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.finders.dials import DialsSpotFinder, dials_available
 from sfx_cnnhit.finders.dispersion import BIG, DialsParams, DispersionSpotFinder, dials_preset
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import PEAK_FIELDS
 
 pytestmark = [

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.finders.config import Peakfinder8Params
-from sfx_cnnhit.finders.peakfinder8 import DetectorLayout, Peakfinder8Finder
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.plugins.om import Peakfinder8PeakDetection
 from tests.synthetic import make_frame
 
@@ -39,10 +40,10 @@ PARAMETER_SETS = {
 }
 
 LAYOUTS = {
-    "1x1 of 512x512": (DetectorLayout(512, 512, 1, 1), 40),
-    "2x2 of 128x128": (DetectorLayout(128, 128, 2, 2), 40),
-    "CSPAD-like 8x4 of 194x185": (DetectorLayout(194, 185, 8, 4), 12),
-    "16 modules of 512x128": (DetectorLayout(512, 128, 1, 16), 12),
+    "1x1 of 512x512": (PanelLayout.asic_grid(512, 512, 1, 1), 40),
+    "2x2 of 128x128": (PanelLayout.asic_grid(128, 128, 2, 2), 40),
+    "CSPAD-like 8x4 of 194x185": (PanelLayout.asic_grid(194, 185, 8, 4), 12),
+    "16 modules of 512x128": (PanelLayout.asic_grid(512, 128, 1, 16), 12),
 }
 
 
@@ -90,7 +91,7 @@ def om_peakfinder8(finder: Peakfinder8Finder, data: np.ndarray, good: np.ndarray
     )
 
 
-def frame_variants(rng: np.random.Generator, layout: DetectorLayout, index: int):
+def frame_variants(rng: np.random.Generator, layout: PanelLayout, index: int):
     """A frame, a bad-pixel map (or None) and resolution limits, varied with ``index``."""
     shape = layout.slab_shape
     beam = (shape[1] / 2 + rng.uniform(-20, 20), shape[0] / 2 + rng.uniform(-20, 20))
@@ -141,7 +142,7 @@ def test_peakfinder8_matches_om():
 
 def test_fast_mode_matches_om_given_the_same_sample():
     rng = np.random.default_rng(11)
-    layout = DetectorLayout(256, 256, 2, 1)
+    layout = PanelLayout.asic_grid(256, 256, 2, 1)
     agreement = Agreement()
     for i in range(12):
         data, radius, good, limits = frame_variants(rng, layout, i)

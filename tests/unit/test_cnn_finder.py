@@ -6,10 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.finders.peakfinder8 import radius_map_from_beam_center
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
 from sfx_cnnhit.plugins.om import Peakfinder8PeakDetection

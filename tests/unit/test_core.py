@@ -5,9 +5,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sfx_cnnhit.cli.app import COMMAND_MODULES, app
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitRule, create_finder, register_finder
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import PeakList
 
 

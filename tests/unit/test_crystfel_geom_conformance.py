@@ -12,8 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
-from sfx_cnnhit.io.crystfel_geom import parse_length, parse_photon_energy, split_value
-from sfx_cnnhit.io.geometry import DetectorGeometry, median_adu_per_photon
+from sfx_cnnhit.detector import median_adu_per_photon, parse_length, parse_photon_energy, split_value
+from sfx_cnnhit.io.crystfel_geom import format_geometry, parse_geometry
+from sfx_cnnhit.io.geometry import read_geometry
 from sfx_cnnhit.io.sources import open_frames
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -78,7 +79,7 @@ bad_jet/max_y = 159.3
 
 
 def test_cspad_rigid_groups_bad_regions_and_per_frame_gain() -> None:
-    g = DetectorGeometry.from_text(CSPAD, source="cspad.geom")
+    g = parse_geometry(CSPAD, source="cspad.geom")
     assert [p.name for p in g.panels] == ["q0a0", "q0a1", "q0a2", "q0a3"] and g.slab_shape == (370, 388)
     assert g.photon_energy_ev == "/LCLS/photon_energy_eV"
     p = g.panels[0]
@@ -90,11 +91,11 @@ def test_cspad_rigid_groups_bad_regions_and_per_frame_gain() -> None:
     assert [r.name for r in g.bad_regions] == ["bad_gap"] and [r.name for r in g.bad_regions_xy] == ["bad_jet"]
     assert (g.mask_path, g.mask_good, g.mask_bad) == ("/entry_1/data_1/mask", 0, 0xFFFF)
     for geometry in (g, resolved):  # written back as written, also once the gain is resolved
-        lines = geometry.to_text().splitlines()
+        lines = format_geometry(geometry).splitlines()
         assert "photon_energy = /LCLS/photon_energy_eV" in lines
         assert "clen = /LCLS/detector_1/EncoderValue" in lines
         assert "q0a0/adu_per_eV = 0.00338" in lines and not any("adu_per_photon" in x for x in lines)
-        back = DetectorGeometry.from_text(geometry.to_text())
+        back = parse_geometry(format_geometry(geometry))
         assert back.panels[3].adu_per_ev == pytest.approx(0.00338) and back.bad_regions == g.bad_regions
 
 
@@ -128,13 +129,13 @@ back/ss = y
 
 
 def test_pnccd_paths_with_units_kept_as_written() -> None:
-    g = DetectorGeometry.from_text(PNCCD)
+    g = parse_geometry(PNCCD)
     assert g.photon_energy_ev == "/instrument/photon_energy_keV keV"
     assert g.panels[1].clen == "/instrument/detector_distance_m m"
     assert parse_photon_energy(g.photon_energy_ev) == (None, "/instrument/photon_energy_keV", 1e3)
     assert parse_length(g.panels[0].clen) == (None, "/instrument/detector_distance_m", 1.0)
     assert g.panels[0].adu_per_photon == 40.0 and g.panels[0].extra["flag_morethan"] == "15000"
-    lines = g.to_text().splitlines()
+    lines = format_geometry(g).splitlines()
     assert "photon_energy = /instrument/photon_energy_keV keV" in lines
     assert "clen = /instrument/detector_distance_m m" in lines
 
@@ -164,37 +165,37 @@ def test_jungfrau_style_literal_units() -> None:
     text = "photon_energy = 4570eV\nclen = 95.3mm\nres = 13333.3\nadu_per_photon = 1\n" + _panel(
         "m0", 0, 0, 16, 8, (-8, -4)
     ).replace("m0/min_fs = 0", "m0/min_fs = 0.0")
-    g = DetectorGeometry.from_text(text)
+    g = parse_geometry(text)
     assert g.photon_energy_ev == pytest.approx(4570.0) and g.panels[0].clen == pytest.approx(0.0953)
-    assert "photon_energy = 4570" in g.to_text().splitlines()
-    assert DetectorGeometry.from_text(text.replace("4570eV", "4.57 keV")).photon_energy_ev == pytest.approx(4570.0)
+    assert "photon_energy = 4570" in format_geometry(g).splitlines()
+    assert parse_geometry(text.replace("4570eV", "4.57 keV")).photon_energy_ev == pytest.approx(4570.0)
 
 
 def test_detector_shift_paths_kept_and_literal_shift_applied() -> None:
     base = "photon_energy = 9000\nclen = 0.1\nres = 10000\n" + _panel("p0", 0, 0, 20, 10, (-10, -5))
-    g = DetectorGeometry.from_text(
+    g = parse_geometry(
         "detector_shift_x = /truth/detector_shift_x_m m\ndetector_shift_y = /truth/shift_y_mm\n" + base
     )
     assert (g.detector_shift_x, g.detector_shift_y) == ("/truth/detector_shift_x_m m", "/truth/shift_y_mm")
     assert g.detector_shift_m() == (0.0, 0.0)  # per frame: positions stay nominal
-    lines = g.to_text().splitlines()
+    lines = format_geometry(g).splitlines()
     assert "detector_shift_x = /truth/detector_shift_x_m m" in lines and "detector_shift_y = /truth/shift_y_mm" in lines
-    nominal = DetectorGeometry.from_text(base)
+    nominal = parse_geometry(base)
     np.testing.assert_array_equal(g.radius_map(), nominal.radius_map())
-    shifted = DetectorGeometry.from_text("detector_shift_x = 0.3 mm\ndetector_shift_y = -2e-4\n" + base)
+    shifted = parse_geometry("detector_shift_x = 0.3 mm\ndetector_shift_y = -2e-4\n" + base)
     assert shifted.detector_shift_m() == pytest.approx((3e-4, -2e-4))
     x0, y0, _ = nominal.pixel_positions()
     x1, y1, _ = shifted.pixel_positions()
     np.testing.assert_allclose(x1 - x0, 3.0, atol=1e-4)  # 0.3 mm at 10000 px/m
     np.testing.assert_allclose(y1 - y0, -2.0, atol=1e-4)
-    assert DetectorGeometry.from_text(shifted.to_text()).detector_shift_m() == pytest.approx((3e-4, -2e-4))
+    assert parse_geometry(format_geometry(shifted)).detector_shift_m() == pytest.approx((3e-4, -2e-4))
 
 
 def test_unknown_keys_warn_with_line_and_obsolete_keys_are_ignored() -> None:
     text = "n_panels = 1\nclen = 0.08\nres = 9090\n" + _panel("0", 0, 0, 8, 8, (-4, -4)) + "0/peak_sep = 4\n"
     text += "0/badrow_direction = x\n0/no_such_key = 1\n"
     with pytest.warns(UserWarning) as record:
-        g = DetectorGeometry.from_text(text, source="old.geom")
+        g = parse_geometry(text, source="old.geom")
     messages = [str(w.message) for w in record]
     assert messages == [
         "old.geom line 1: unknown geometry key 'n_panels' ignored",
@@ -206,12 +207,12 @@ def test_unknown_keys_warn_with_line_and_obsolete_keys_are_ignored() -> None:
 def test_gain_order_and_wavelength_path() -> None:
     body = "photon_energy = 8000\nclen = 0.1\nres = 5000\n"
     panel = _panel("p", 0, 0, 4, 4, (-2, -2))
-    later_photon = DetectorGeometry.from_text(body + "adu_per_eV = 0.001\n" + panel + "p/adu_per_photon = 3\n")
+    later_photon = parse_geometry(body + "adu_per_eV = 0.001\n" + panel + "p/adu_per_photon = 3\n")
     assert (later_photon.panels[0].adu_per_photon, later_photon.panels[0].adu_per_ev) == (3.0, None)
-    later_ev = DetectorGeometry.from_text(body + "adu_per_photon = 3\n" + panel + "p/adu_per_eV = 0.001\n")
+    later_ev = parse_geometry(body + "adu_per_photon = 3\n" + panel + "p/adu_per_eV = 0.001\n")
     assert later_ev.panels[0].adu_per_photon == pytest.approx(8.0) and later_ev.panels[0].adu_per_ev == 0.001
     with pytest.warns(UserWarning, match="line 1: a wavelength from an HDF5 path is not used"):
-        g = DetectorGeometry.from_text("wavelength = /beam/wavelength A\nclen = 0.1\nres = 5000\n" + panel)
+        g = parse_geometry("wavelength = /beam/wavelength A\nclen = 0.1\nres = 5000\n" + panel)
     assert g.photon_energy_ev is None
 
 
@@ -228,7 +229,7 @@ def test_open_frames_resolves_adu_per_ev_from_the_first_frame(tmp_path: Path) ->
         "photon_energy = /LCLS/photon_energy_eV\nadu_per_eV = 0.001\nclen = 0.1\nres = 5000\n"
         "data = /entry_1/data_1/data\ndim0 = %\ndim1 = ss\ndim2 = fs\n" + _panel("p0", 0, 0, 10, 8, (-5, -4))
     )
-    geometry = DetectorGeometry.from_text(text)
+    geometry = parse_geometry(text)
     source = open_frames([_cxi(tmp_path / "a.cxi", [8000.0, 9000.0])], geometry=geometry)
     assert source.geometry is not None and source.geometry.panels[0].adu_per_photon == pytest.approx(8.0)
     batch = next(iter(source.batches(chunk_size=2)))
@@ -244,8 +245,8 @@ def test_shared_nanobragg_geometry() -> None:
         pytest.skip(f"{path} is not present")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        g = DetectorGeometry.from_file(path)
+        g = read_geometry(path)
     assert g.detector_shift_x == "/truth/detector_shift_x_m m" and g.detector_shift_y == "/truth/detector_shift_y_m m"
     assert g.photon_energy_ev == "/LCLS/photon_energy_eV" and g.slab_shape == (512, 512)
-    back = DetectorGeometry.from_text(g.to_text())
+    back = parse_geometry(format_geometry(g))
     assert (back.detector_shift_x, back.detector_shift_y) == (g.detector_shift_x, g.detector_shift_y)

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import BadRegion, DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, InputError, NotAvailableError
 from sfx_cnnhit.finders.base import HitRule, create_finder
 from sfx_cnnhit.finders.dials import DIALS_PYTHON_ENV, DialsSpotFinder, dials_available
@@ -18,7 +19,6 @@ from sfx_cnnhit.finders.dispersion import (
     dials_preset,
     strong_pixels,
 )
-from sfx_cnnhit.io.geometry import BadRegion, DetectorGeometry
 
 ALGORITHMS = ("dispersion", "dispersion_extended")
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.explain.gradcam import GradCamExplainer, LogOddsTarget
 from sfx_cnnhit.explain.score import fair_dilation_px, score_explanations
-from sfx_cnnhit.models import PanelLayout, PreprocessConfig, create_model, list_models, make_spec
+from sfx_cnnhit.models import PreprocessConfig, create_model, list_models, make_spec
 from sfx_cnnhit.models.zoo import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -13,7 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.detector import DetectorGeometry
+from sfx_cnnhit.io.crystfel_geom import format_geometry
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.models.checkpoint import save_checkpoint
 from sfx_cnnhit.models.zoo import create_model
@@ -437,7 +438,7 @@ CASES: dict[str, Case] = {
     "geometry without panels": Case(RUNS, _geometry("clen = 0.1\nres = 5814\n"), "detector.geom: no panels defined"),
     "geometry larger than the frames": Case(
         RUNS,
-        _geometry(DetectorGeometry.simple((128, 128)).to_text()),
+        _geometry(format_geometry(DetectorGeometry.simple((128, 128)))),
         "run.cxi: frames of shape (64, 64) are smaller than the geometry's slab (128, 128)",
     ),
     "geometry file missing": Case(RUNS, _geometry_missing, "nowhere.geom: cannot read geometry file"),

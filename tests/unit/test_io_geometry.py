@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.io.crystfel_geom import format_vector, parse_vector
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.crystfel_geom import format_geometry, format_vector, parse_geometry, parse_vector
+from sfx_cnnhit.io.geometry import read_geometry, write_geometry
 
 CSPAD_LIKE = """
 ; two tilted panels, defaults before the panels they apply to
@@ -64,7 +65,7 @@ badcentre/max_y = 5
 
 
 def test_parse_common_keys_and_defaults_order() -> None:
-    g = DetectorGeometry.from_text(CSPAD_LIKE, source="cspad.geom")
+    g = parse_geometry(CSPAD_LIKE, source="cspad.geom")
     assert [p.name for p in g.panels] == ["q0a0", "q0a1"]
     assert g.slab_shape == (185, 388)
     assert g.photon_energy_ev == pytest.approx(9500.0)
@@ -100,15 +101,15 @@ p/fs = x
 p/ss = y
 p/res = 5000
 """
-    g = DetectorGeometry.from_text(text)
+    g = parse_geometry(text)
     assert g.photon_energy_ev == pytest.approx(12000.0, rel=1e-4)
     assert g.panels[0].clen == pytest.approx(0.25)
     assert (g.mask_path, g.mask_file, g.mask_good, g.mask_bad) == ("/data/mask", "mask.h5", 1, 6)
 
 
-def test_to_text_round_trip_and_reduced_cxi_keys() -> None:
-    g = DetectorGeometry.from_text(CSPAD_LIKE)
-    text = g.to_text(data_path="/entry_1/result_1/gradcam")
+def test_format_round_trip_and_reduced_cxi_keys() -> None:
+    g = parse_geometry(CSPAD_LIKE)
+    text = format_geometry(g, data_path="/entry_1/result_1/gradcam")
     lines = text.splitlines()
     for expected in (
         "dim0 = %",
@@ -122,7 +123,7 @@ def test_to_text_round_trip_and_reduced_cxi_keys() -> None:
         "mask0_badbits = 0xffff",
     ):
         assert expected in lines, expected
-    back = DetectorGeometry.from_text(text)
+    back = parse_geometry(text)
     assert back.data_path == "/entry_1/result_1/gradcam"
     for p, q in zip(g.panels, back.panels, strict=True):
         for attr in (
@@ -149,13 +150,13 @@ def test_to_text_round_trip_and_reduced_cxi_keys() -> None:
 
 def test_write_is_atomic_and_refuses_inputs(tmp_path: Path) -> None:
     g = DetectorGeometry.simple((8, 10))
-    out = g.write(tmp_path / "a.geom", stacked=False)
+    out = write_geometry(g, tmp_path / "a.geom", stacked=False)
     assert "dim0 = ss" in out.read_text() and "dim0 = %" not in out.read_text()
-    assert DetectorGeometry.from_file(out).slab_shape == (8, 10)
+    assert read_geometry(out).slab_shape == (8, 10)
     from sfx_cnnhit.errors import OutputError
 
     with pytest.raises(OutputError):
-        g.write(out, protect=(out,))
+        write_geometry(g, out, protect=(out,))
 
 
 def test_euxfel_module_dimension_becomes_stacked_slab() -> None:
@@ -183,7 +184,7 @@ def test_euxfel_module_dimension_becomes_stacked_slab() -> None:
                 f"{name}/fs = x",
                 f"{name}/ss = y",
             ]
-    g = DetectorGeometry.from_text("\n".join(lines))
+    g = parse_geometry("\n".join(lines))
     assert g.slab_shape == (16, 16)  # 2 modules of 8 rows stacked along ss
     assert [(p.min_ss, p.max_ss) for p in g.panels] == [(0, 3), (4, 7), (8, 11), (12, 15)]
     assert g.layout_info() == {"asic_nx": 16, "asic_ny": 4, "nasics_x": 1, "nasics_y": 4}
@@ -191,19 +192,19 @@ def test_euxfel_module_dimension_becomes_stacked_slab() -> None:
 
 
 def test_good_pixel_mask_regions_edges_and_no_index() -> None:
-    g = DetectorGeometry.from_text(CSPAD_LIKE)
+    g = parse_geometry(CSPAD_LIKE)
     good = g.good_pixel_mask()
     assert not good[:, 10:13].any() and good[:, 13].any()  # badstrip on q0a0
     simple = DetectorGeometry.simple((20, 20), beam_center=(9.5, 9.5))
     region = "badc/min_x = -3\nbadc/max_x = 3\nbadc/min_y = -3\nbadc/max_y = 3\n"
-    text = simple.to_text() + "\np0/mask_edge_pixels = 2\n" + region
-    g2 = DetectorGeometry.from_text(text)
+    text = format_geometry(simple) + "\np0/mask_edge_pixels = 2\n" + region
+    g2 = parse_geometry(text)
     good2 = g2.good_pixel_mask((22, 20))
     assert good2.shape == (22, 20) and not good2[20:].any()  # outside the slab
     assert not good2[:2].any() and not good2[:, :2].any() and good2[2, 2]
     # x/y region: corner-indexed positions strictly inside (-3, 3): pixel index 8..12 on both axes
     assert not good2[8:13, 8:13].any() and good2[7, 10] and good2[13, 10]
-    off = DetectorGeometry.from_text(simple.to_text().replace("p0/min_fs = 0", "p0/no_index = 1\np0/min_fs = 0"))
+    off = parse_geometry(format_geometry(simple).replace("p0/min_fs = 0", "p0/no_index = 1\np0/min_fs = 0"))
     assert not off.good_pixel_mask().any()
 
 
@@ -222,19 +223,19 @@ def test_good_pixel_mask_regions_edges_and_no_index() -> None:
 )
 def test_errors_name_source_and_line(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
-        DetectorGeometry.from_text(text, source="bad.geom")
+        parse_geometry(text, source="bad.geom")
     assert str(err.value).startswith("bad.geom")
     assert "\n" not in str(err.value)
 
 
 def test_bad_region_errors() -> None:
-    base = DetectorGeometry.simple((8, 8)).to_text()
+    base = format_geometry(DetectorGeometry.simple((8, 8)))
     with pytest.raises(ConfigError, match="mixes x/y and fs/ss"):
-        DetectorGeometry.from_text(base + "\nbadx/min_x = 1\nbadx/min_fs = 1\n")
+        parse_geometry(base + "\nbadx/min_x = 1\nbadx/min_fs = 1\n")
     with pytest.raises(ConfigError, match="outside panel p0"):
-        DetectorGeometry.from_text(base + "\nbadx/min_fs = 0\nbadx/max_fs = 9\nbadx/min_ss = 0\nbadx/max_ss = 1\n")
+        parse_geometry(base + "\nbadx/min_fs = 0\nbadx/max_fs = 9\nbadx/min_ss = 0\nbadx/max_ss = 1\n")
     with pytest.raises(ConfigError, match="no such panel"):
-        DetectorGeometry.from_text(
+        parse_geometry(
             base + "\nbadx/min_x = 1\nbadx/max_x = 2\nbadx/min_y = 1\nbadx/max_y = 2\nbadx/panel = nope\n"
         )
 
@@ -248,6 +249,6 @@ def test_vector_parse_and_format_round_trip() -> None:
         parse_vector("1x2y")
 
 
-def test_from_file_missing(tmp_path: Path) -> None:
+def test_read_geometry_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read geometry file"):
-        DetectorGeometry.from_file(tmp_path / "missing.geom")
+        read_geometry(tmp_path / "missing.geom")

@@ -10,7 +10,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from sfx_cnnhit.cli.app import app
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.detector import DetectorGeometry
+from sfx_cnnhit.io.geometry import write_geometry
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path]:
@@ -46,7 +47,7 @@ def test_info_json_keys(tmp_path: Path) -> None:
 
 def test_info_mask_path_bits_and_geometry(tmp_path: Path) -> None:
     cxi, _ = _files(tmp_path)
-    geom = DetectorGeometry.simple((16, 24), asic_shape=(8, 12)).write(tmp_path / "det.geom")
+    geom = write_geometry(DetectorGeometry.simple((16, 24), asic_shape=(8, 12)), tmp_path / "det.geom")
     result = CliRunner().invoke(
         app,
         [

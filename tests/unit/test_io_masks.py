@@ -9,8 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import InputError
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.crystfel_geom import format_geometry, parse_geometry
 from sfx_cnnhit.io.masks import BadPixelRules, mask_from_values, parse_mask_argument
 from sfx_cnnhit.io.sources import open_frames
 
@@ -92,9 +93,9 @@ def test_geometry_mask_regions_and_max_adu_combined(tmp_path: Path) -> None:
     stored = np.zeros(SHAPE, np.uint16)
     stored[9, 11] = 4
     path = _cxi(tmp_path / "a.cxi", frames, extra={"/geom/mask": stored})
-    text = DetectorGeometry.simple(SHAPE, max_adu=15000.0).to_text(stacked=True, mask_path="/geom/mask")
+    text = format_geometry(DetectorGeometry.simple(SHAPE, max_adu=15000.0), stacked=True, mask_path="/geom/mask")
     text += "\nbadcorner/min_fs = 0\nbadcorner/max_fs = 1\nbadcorner/min_ss = 0\nbadcorner/max_ss = 0\n"
-    geom = DetectorGeometry.from_text(text)
+    geom = parse_geometry(text)
     b = next(open_frames([path], geometry=geom).batches())
     bad = ~b.mask
     assert bad[:, 0, :2].all() and bad[:, 9, 11].all()  # bad region and geometry mask, every frame
@@ -116,8 +117,8 @@ def test_computed_bad_pixel_defaults() -> None:
 
 
 def test_geometry_flag_values() -> None:
-    text = DetectorGeometry.simple((1, 5)).to_text() + "\np0/flag_lessthan = 0\np0/flag_equal = 7\n"
-    rules = BadPixelRules.build(np.dtype(np.float32), (1, 5), geometry=DetectorGeometry.from_text(text))
+    text = format_geometry(DetectorGeometry.simple((1, 5))) + "\np0/flag_lessthan = 0\np0/flag_equal = 7\n"
+    rules = BadPixelRules.build(np.dtype(np.float32), (1, 5), geometry=parse_geometry(text))
     data = np.array([[[-0.5, 0.0, 7.0, 8.0, 3.0]]], np.float32)
     assert rules.good(data).tolist() == [[[False, True, False, True, True]]]
 

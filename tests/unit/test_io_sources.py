@@ -11,8 +11,8 @@ import hdf5plugin
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.io.cxi import CXIWriter, read_peak_lists
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.sources import FrameSource, open_frames
 from sfx_cnnhit.types import FrameBatch, PeakList
 

@@ -10,10 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import OutputError
 from sfx_cnnhit.io.atomic import register_input
+from sfx_cnnhit.io.crystfel_geom import parse_geometry
 from sfx_cnnhit.io.cxi import CXIWriter, write_lst
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.types import PeakList
 
 SHAPE = (24, 32)
@@ -97,7 +98,7 @@ def test_geometry_for_output_and_for_extra_dataset(tmp_path: Path) -> None:
         "mask0_badbits = 0xffff",
     ):
         assert line in text.splitlines(), line
-    heat = DetectorGeometry.from_text((tmp_path / "gradcam.geom").read_text())
+    heat = parse_geometry((tmp_path / "gradcam.geom").read_text())
     assert heat.data_path == "/entry_1/result_1/gradcam"
     assert [p.slab_slices() for p in heat.panels] == [p.slab_slices() for p in geom.panels]
     with h5py.File(out, "r") as f:

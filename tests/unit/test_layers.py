@@ -11,22 +11,44 @@ REPO = Path(__file__).resolve().parents[2]
 #: folder of the repository -> the name its modules have once installed
 FOLDERS = {**{p.name: p for p in (REPO / "sfx_cnnhit").iterdir() if (p / "__init__.py").exists()},
            "plugins": REPO / "plugins", "comparisons": REPO / "comparisons"}
+#: top-level modules, imported by every layer: they import no folder of the package
+TOP_LEVEL = sorted((REPO / "sfx_cnnhit").glob("*.py"))
+
+
+def _imported(source: Path) -> list[str]:
+    """Every module name ``source`` imports (module level or inside a function)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return names
 
 
 def _imports() -> dict[str, dict[str, set[str]]]:
-    """folder -> imported folder -> the files importing it (top-level modules such as errors.py and
-    types.py, imported by every layer, are left out)."""
+    """folder -> imported folder -> the files importing it (top-level modules such as errors.py,
+    types.py and detector.py, imported by every layer, are left out)."""
     graph: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for folder, path in FOLDERS.items():
         for source in path.rglob("*.py"):
-            for node in ast.walk(ast.parse(source.read_text(), str(source))):
-                names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else [
-                    alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-                for name in names:
-                    parts = name.split(".")
-                    if parts[0] == "sfx_cnnhit" and len(parts) >= 2 and parts[1] in FOLDERS and parts[1] != folder:
-                        graph[folder][parts[1]].add(str(source.relative_to(REPO)))
+            for name in _imported(source):
+                parts = name.split(".")
+                if parts[0] == "sfx_cnnhit" and len(parts) >= 2 and parts[1] in FOLDERS and parts[1] != folder:
+                    graph[folder][parts[1]].add(str(source.relative_to(REPO)))
     return graph
+
+
+def test_top_level_modules_import_no_folder():
+    """errors.py, types.py, detector.py (the detector model: no file I/O) lie below every layer."""
+    assert {p.name for p in TOP_LEVEL} >= {"errors.py", "types.py", "detector.py"}
+    found = {
+        p.name: sorted(n for n in _imported(p) if n.startswith("sfx_cnnhit.") and n.split(".")[1] in FOLDERS)
+        for p in TOP_LEVEL
+    }
+    assert not any(found.values()), found
+    file_io = {"os", "pathlib", "h5py", "shutil", "tempfile"} & set(_imported(REPO / "sfx_cnnhit" / "detector.py"))
+    assert not file_io, f"detector.py does file I/O through {sorted(file_io)}"
 
 
 def test_no_import_cycle_between_folders():

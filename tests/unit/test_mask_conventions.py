@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sfx_cnnhit.cli.app import app
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.crystfel_geom import format_geometry, parse_geometry
 from sfx_cnnhit.io.masks import check_mask, mask_from_values
 from sfx_cnnhit.io.sources import open_frames
 
@@ -98,8 +99,8 @@ def test_goodbits_and_geometry_bits_still_apply(tmp_path: Path) -> None:
     path = _cxi(tmp_path / "a.cxi", mask)
     good = _good(path, mask_goodbits=1, mask_badbits=2)
     assert not good[0, 3, 4] and not good[0, 5, 6] and good.sum() == good.size - 2 * 3
-    text = DetectorGeometry.simple(SHAPE).to_text(stacked=True, mask_path="/entry_1/data_1/mask")
-    geom = DetectorGeometry.from_text(text.replace("goodbits = 0x0", "goodbits = 0x1").replace("0xffff", "0x2"))
+    text = format_geometry(DetectorGeometry.simple(SHAPE), stacked=True, mask_path="/entry_1/data_1/mask")
+    geom = parse_geometry(text.replace("goodbits = 0x0", "goodbits = 0x1").replace("0xffff", "0x2"))
     good = _good(path, geometry=geom)
     assert not good[0, 3, 4] and not good[0, 5, 6] and good.sum() == good.size - 2 * 3
     # an explicit convention overrides the geometry's bits

@@ -5,11 +5,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.finders.base import HitFinder, HitRule, create_finder
 from sfx_cnnhit.finders.config import Peakfinder8Params
-from sfx_cnnhit.finders.peakfinder8 import DetectorLayout, Peakfinder8Finder, radius_map_from_beam_center
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder, radius_map_from_beam_center
 from sfx_cnnhit.plugins.om import Peakfinder8PeakDetection
 from tests.synthetic import make_frame
 
@@ -68,7 +68,7 @@ def test_components_are_confined_to_their_asic():
     data = noisy_background((64, 128))
     data[10:14, 62:66] = 500.0  # straddles the border between two 64-pixel-wide ASICs
     whole = finder(data.shape).find_peaks(data)
-    split = finder(data.shape, layout=DetectorLayout(asic_nx=64, asic_ny=64, nasics_x=2)).find_peaks(data)
+    split = finder(data.shape, layout=PanelLayout.asic_grid(asic_nx=64, asic_ny=64, nasics_x=2)).find_peaks(data)
     assert whole.num_peaks == 1 and whole.num_pixels[0] == 16
     assert split.num_peaks == 2
     assert sorted(split.num_pixels) == [8, 8]
@@ -138,7 +138,7 @@ def test_stale_work_list_quirk_is_reproduced_and_can_be_switched_off():
     data[3, 35] = 1000.0
     data[10:12, 43:45] = 1000.0
     radius = radius_map_from_beam_center(data.shape) / 20
-    layout = DetectorLayout(asic_nx=32, asic_ny=32, nasics_x=2)
+    layout = PanelLayout.asic_grid(asic_nx=32, asic_ny=32, nasics_x=2)
     params = Peakfinder8Params(adc_threshold=50.0, min_pixel_count=1, local_bg_radius=2)
     quirky = Peakfinder8Finder(params, radius_map=radius, layout=layout).find_peaks(data)
     clean = Peakfinder8Finder(replace(params, om_stale_probe=False), radius_map=radius, layout=layout).find_peaks(data)
@@ -159,13 +159,31 @@ def test_inputs_are_validated_and_not_modified():
     with pytest.raises(InputError, match="mask shape"):
         f.find_peaks_masked(data, np.ones((16, 32), bool))
     with pytest.raises(ConfigError, match="radius map"):
-        Peakfinder8Finder(PARAMS, radius_map=radius, layout=DetectorLayout(asic_nx=16, asic_ny=16))
+        Peakfinder8Finder(PARAMS, radius_map=radius, layout=PanelLayout.asic_grid(asic_nx=16, asic_ny=16))
     with pytest.raises(ConfigError, match="distances in pixels"):
         Peakfinder8Finder(PARAMS, radius_map=radius * 1e9)
     with pytest.raises(ConfigError, match="do not tile"):
-        DetectorLayout.from_asic_shape((32, 32), (10, 16))
+        PanelLayout.from_asic_shape((32, 32), (10, 16))
     with pytest.raises(ConfigError, match="missing 'nasics_y'"):
-        DetectorLayout.from_layout_info({"asic_nx": 32, "asic_ny": 32, "nasics_x": 1})
+        PanelLayout.from_layout_info({"asic_nx": 32, "asic_ny": 32, "nasics_x": 1})
+    with pytest.raises(ConfigError, match="nasics_x must be a positive integer"):
+        PanelLayout.asic_grid(asic_nx=32, asic_ny=32, nasics_x=True)
+    with pytest.raises(ConfigError, match="too small"):
+        PanelLayout.asic_grid(asic_nx=2, asic_ny=32)
+
+
+def test_panel_layout_is_the_asic_grid_of_om_layout_info():
+    """One layout type: OM's ``layout_info`` in and out, the CNN's panel rectangles, a geometry's panels."""
+    info = {"asic_nx": 48, "asic_ny": 32, "nasics_x": 2, "nasics_y": 3}
+    layout = PanelLayout.from_layout_info(info, adu_per_photon=7.0)
+    assert layout == PanelLayout.regular(3, 2, 32, 48, adu_per_photon=7.0)
+    assert layout.layout_info() == info and layout.slab_shape == (96, 96)
+    assert (layout.asic_nx, layout.asic_ny, layout.nasics_x, layout.nasics_y) == (48, 32, 2, 3)
+    assert PanelLayout.from_layout_info(layout) == PanelLayout.asic_grid(48, 32, 2, 3)  # the grid, no gain
+    geometry = DetectorGeometry.simple((96, 96), asic_shape=(32, 48))
+    assert PanelLayout.from_geometry(geometry).layout_info() == geometry.layout_info() == info
+    with pytest.raises(ConfigError, match="regular grid"):
+        PanelLayout(((0, 32, 0, 48), (32, 64, 0, 40))).layout_info()
 
 
 def test_params_validation_messages():
@@ -194,7 +212,7 @@ def test_from_geometry_and_from_beam_center_describe_the_same_detector():
     geometry = DetectorGeometry.simple((64, 128), asic_shape=(64, 64), beam_center=(63.5, 31.5))
     f = Peakfinder8Finder.from_geometry(geometry, PARAMS)
     g = Peakfinder8Finder.from_beam_center((64, 128), PARAMS, beam_center=(63.5, 31.5), asic_shape=(64, 64))
-    assert f.layout == g.layout == DetectorLayout(asic_nx=64, asic_ny=64, nasics_x=2, nasics_y=1)
+    assert f.layout == g.layout == PanelLayout.asic_grid(asic_nx=64, asic_ny=64, nasics_x=2, nasics_y=1)
     np.testing.assert_allclose(f.radius_map, g.radius_map, atol=1e-4)
     assert g.radius_map[31, 63] == pytest.approx(np.sqrt(0.5), abs=1e-6)
 
@@ -209,7 +227,7 @@ def test_om_compatible_class_matches_finder_and_setters_take_effect():
     om_like = Peakfinder8PeakDetection(radius_pixel_map=frame.radius,
                                        layout_info={"asic_nx": 64, "asic_ny": 128, "nasics_x": 2, "nasics_y": 1},
                                        crystallography_parameters=OM_GROUP)
-    ours = Peakfinder8Finder(PARAMS, radius_map=frame.radius, layout=DetectorLayout(64, 128, 2, 1))
+    ours = Peakfinder8Finder(PARAMS, radius_map=frame.radius, layout=PanelLayout.asic_grid(64, 128, 2, 1))
     peaks = om_like.find_peaks(data=frame.data)
     expected = ours.find_peaks(frame.data)
     assert peaks["num_peaks"] == expected.num_peaks > 0
@@ -245,5 +263,5 @@ def test_from_geometry_takes_a_gapped_module_slab_as_one_asic():
         geometry.layout_info()
     f = Peakfinder8Finder.from_geometry(geometry, PARAMS)
     ss, fs = geometry.slab_shape
-    assert f.layout == DetectorLayout(asic_nx=fs, asic_ny=ss, nasics_x=1, nasics_y=1)
+    assert f.layout == PanelLayout.asic_grid(asic_nx=fs, asic_ny=ss, nasics_x=1, nasics_y=1)
     assert f.radius_map.shape == (ss, fs)

@@ -14,12 +14,13 @@ import h5py
 import numpy as np
 import pytest
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import CnnHitParams, Peakfinder8Params
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder, radius_map_from_beam_center
 from sfx_cnnhit.io.crystfel_recipe import RECIPE_NAME, indexamajig_command, write_recipe
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.io.geometry import write_geometry
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.pipeline.reduce import reduce_run
 from sfx_cnnhit.plugins.cheetah import cnn_finder_from_cheetah_ini, read_cheetah_cnn
@@ -166,7 +167,7 @@ def _om_processing_layer():
 def test_om_processing_layer_runs_the_cnn(model_path, frames, tmp_path):
     processing_class = _om_processing_layer()
     geometry_file = tmp_path / "detector.geom"
-    DetectorGeometry.simple(SHAPE, asic_shape=(32, 48)).write(geometry_file)
+    write_geometry(DetectorGeometry.simple(SHAPE, asic_shape=(32, 48)), geometry_file)
     config = tmp_path / "monitor.yaml"
     config.write_text(textwrap.dedent(f"""\
         om:

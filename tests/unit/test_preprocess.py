@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.models.preprocess import Z_MAX, PanelLayout, PreprocessConfig, plan_input, preprocess
+from sfx_cnnhit.models.preprocess import Z_MAX, PreprocessConfig, plan_input, preprocess
 
 
 def noise_frames(n: int, shape: tuple[int, int], seed: int = 0, sigma: float = 5.0) -> np.ndarray:

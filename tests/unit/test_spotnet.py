@@ -11,13 +11,14 @@ import torch
 from typer.testing import CliRunner
 
 from sfx_cnnhit.cli.app import app
+from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import InputError
 from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model
 from sfx_cnnhit.models.data import file_geometry
 from sfx_cnnhit.models.hitnet import fuse_conv_bn_
-from sfx_cnnhit.models.preprocess import PanelLayout, PreprocessConfig, input_map, preprocess
+from sfx_cnnhit.models.preprocess import PreprocessConfig, input_map, preprocess
 from sfx_cnnhit.models.spot_training import (
     SpotSet,
     SpotTrainConfig,

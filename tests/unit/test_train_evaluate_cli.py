@@ -98,7 +98,7 @@ def test_train_evaluate_reduce(files):
 
 def test_labelled_files_use_their_geometry(files, tmp_path):
     """The geometry beside a file (as simulate writes it) gives the panels and gain; -g overrides it."""
-    from sfx_cnnhit.io.geometry import DetectorGeometry
+    from sfx_cnnhit.io.geometry import read_geometry
     from sfx_cnnhit.models.data import LabelledFrames
 
     _, _, val = files
@@ -111,7 +111,7 @@ def test_labelled_files_use_their_geometry(files, tmp_path):
     beside = LabelledFrames([tmp_path / "x.cxi", tmp_path / "y.cxi"], class_names=classes)
     assert beside.layouts[0].adu_per_photon == 7.0 and beside.layouts[1] is None
     given = LabelledFrames(
-        [tmp_path / "x.cxi"], class_names=classes, geometry=DetectorGeometry.from_file(val.with_suffix(".geom"))
+        [tmp_path / "x.cxi"], class_names=classes, geometry=read_geometry(val.with_suffix(".geom"))
     )
     assert given.layouts[0].adu_per_photon == 1.0
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hdf5 import CXI_DATA_PATHS
 from sfx_cnnhit.io.hotpixels import HotPixelRule
 from sfx_cnnhit.io.masks import BadPixelRules, describe_convention

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import h5py
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import InputError
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hdf5 import (
     CXI_DATA_PATHS,
     broken_link,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.io.images import read_image_info
 from sfx_cnnhit.io.sources.base import _Input, _MetaSource
 from sfx_cnnhit.io.sources.metadata import _metadata_sources

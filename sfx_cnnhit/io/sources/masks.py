@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import InputError
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hdf5 import check_filters, guarded_read, open_hdf5
 from sfx_cnnhit.io.masks import CXI_MASK_PATHS, BadPixelRules, check_mask, load_mask_file, mask_from_values
 from sfx_cnnhit.io.sources.base import _exists, _Input, _MaskSource

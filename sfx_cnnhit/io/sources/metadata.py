@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import h5py
 
-from sfx_cnnhit.io.crystfel_geom import parse_length, parse_photon_energy
-from sfx_cnnhit.io.geometry import DetectorGeometry
+from sfx_cnnhit.detector import DetectorGeometry, parse_length, parse_photon_energy
 from sfx_cnnhit.io.sources.base import _exists, _MetaSource
 
 JOULE_PER_EV = 1.602176634e-19

@@ -10,9 +10,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import InputError
 from sfx_cnnhit.io.atomic import register_input
-from sfx_cnnhit.io.geometry import DetectorGeometry
 from sfx_cnnhit.io.hdf5 import MIN_FRAME_PX, open_hdf5
 from sfx_cnnhit.io.hotpixels import HotPixelRule
 from sfx_cnnhit.io.images import IMAGE_SUFFIXES
