@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError
@@ -32,27 +33,10 @@ def write_geometry(
     path: str | os.PathLike[str],
     *,
     protect: tuple[str | os.PathLike[str], ...] = (),
-    data_path: str | None = None,
-    stacked: bool = True,
-    peak_list: str | None = "/entry_1/result_1",
-    photon_energy: float | str | None = None,
-    clen: float | str | None = None,
-    mask_path: str | None = None,
-    mask_file: str | None = None,
+    **format_options: Any,
 ) -> Path:
     """Write :func:`~sfx_cnnhit.io.crystfel_geom.format_geometry` text to ``path`` atomically (never onto
-    an input file or one of ``protect``); the other arguments are those of ``format_geometry``.
-
-    ``data_path`` may name an extra ``(N, ss, fs)`` dataset such as ``/entry_1/result_1/gradcam``: the
-    file then opens that dataset in CrystFEL's viewer with the same panels."""
-    text = format_geometry(
-        geometry,
-        data_path=data_path,
-        stacked=stacked,
-        peak_list=peak_list,
-        photon_energy=photon_energy,
-        clen=clen,
-        mask_path=mask_path,
-        mask_file=mask_file,
-    )
-    return write_text_atomic(path, text + "\n", protect=protect)
+    an input file or one of ``protect``); ``format_options`` are ``format_geometry``'s keywords
+    (``data_path`` may name an extra ``(N, ss, fs)`` dataset such as ``/entry_1/result_1/gradcam``:
+    the file then opens that dataset in CrystFEL's viewer with the same panels)."""
+    return write_text_atomic(path, format_geometry(geometry, **format_options) + "\n", protect=protect)
