@@ -231,26 +231,29 @@ def peakfinder8_method(finder: Peakfinder8Finder, pedestal_gain: float | None = 
     )
 
 
-def cnn_method(choice: CnnHitParams, peakfinder: Peakfinder8Finder | None = None) -> Method:
+def cnn_method(choice: CnnHitParams, peakfinder: Peakfinder8Finder | None) -> Method:
     """The CNN hit finder (``sfx_cnnhit.finders.cnn``), built on demand.
 
     Args:
         choice: the CNN finder's settings (model, threshold, device ...).
-        peakfinder: localises the peaks of the CNN's hits (default: the CNN finder's own, peakfinder8
-            with CrystFEL's defaults and the beam at the frame centre).
+        peakfinder: localises the peaks of the CNN's hits; its slab is the CNN's detector, one image
+            (as a comparison has always tiled the CNN's input).
 
     Raises:
         NotAvailableError: the CNN hit finder or its model is not available.
+        ConfigError: no peakfinder.
     """
     if importlib.util.find_spec(CNN_MODULE) is None:
         raise NotAvailableError(
             f"the CNN hit finder ({CNN_MODULE}) is not part of this installation; run compare without --cnn"
         )
+    if peakfinder is None:
+        raise ConfigError("the CNN of a comparison needs the peakfinder8 that localises its hits")
+    detector = DetectorGeometry.simple(peakfinder.layout.slab_shape)
     # the frames are read with the run-level hot-pixel map
-    finder = create_finder("cnn", peakfinder=peakfinder, **replace(choice, hot_pixel_map=False).finder_kwargs())
+    finder = create_finder("cnn", replace(choice, hot_pixel_map=False), detector=detector, peakfinder=peakfinder)
     import torch
 
-    localiser = "peakfinder8 with CrystFEL's defaults" if peakfinder is None else "peakfinder8 (`localiser` settings)"
     return Method(
         name="cnn",
         finder=finder,
@@ -259,10 +262,11 @@ def cnn_method(choice: CnnHitParams, peakfinder: Peakfinder8Finder | None = None
         settings={
             **dataclasses.asdict(choice),
             "threshold": finder.threshold,
-            "localiser": None if peakfinder is None else dataclasses.asdict(peakfinder.params),
+            "localiser": dataclasses.asdict(peakfinder.params),
             "torch_version": torch.__version__,
         },
-        notes=[f"peaks of the CNN's hits are localised with {localiser}; its time includes that localisation"],
+        notes=["peaks of the CNN's hits are localised with peakfinder8 (`localiser` settings); its time includes that "
+               "localisation"],
     )
 
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from sfx_cnnhit.detector import PanelLayout
+from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.finders.base import probability_threshold
+from sfx_cnnhit.finders.base import check_options, detector_mask, probability_threshold
 from sfx_cnnhit.finders.config import CnnHitParams, params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.hotpixels import HotPixelTracker
@@ -32,6 +32,8 @@ from sfx_cnnhit.models.preprocess import photon_adu, preprocess
 from sfx_cnnhit.types import Classification, PeakList
 
 Precision = Literal["auto", "float32", "bfloat16"]
+#: The run-time options of :meth:`CnnHitFinder.for_detector` (fields of :class:`CnnHitParams`).
+RUN_OPTIONS = ("device", "batch_size", "precision", "hot_pixel_map")
 #: Forward-pass arithmetic of :class:`CnnHitFinder`.
 PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -72,6 +74,8 @@ class CnnHitFinder:
             shown and mask them (:class:`~sfx_cnnhit.io.hotpixels.HotPixelTracker`, Cheetah's
             ``hotpixFreq``; the first three frames are judged without a map). False where the caller
             masks them: ``reduce`` and ``compare`` read frames with a run-level map.
+        mask: static ``(ss, fs)`` good-pixel mask (True = good) ANDed into the masks :meth:`classify`
+            sees; None: none.
 
     Attributes:
         hot_pixels: the hot-pixel tracker (None without ``hot_pixel_map``).
@@ -103,6 +107,7 @@ class CnnHitFinder:
         batch_size: int = 64,
         precision: Precision = "float32",
         hot_pixel_map: bool = True,
+        mask: NDArray[np.bool_] | None = None,
     ) -> None:
         path = resolve_model_path(model)
         ckpt = load_checkpoint(path)
@@ -134,6 +139,7 @@ class CnnHitFinder:
         self._explainers: dict[str, GradCamExplainer] = {}
         self._centred: dict[tuple[int, int], Peakfinder8Finder] = {}
         self.hot_pixels = HotPixelTracker() if hot_pixel_map else None
+        self.mask = None if mask is None else np.asarray(mask, dtype=bool)
         self.last_score: float | None = None
         self.last_inputs: torch.Tensor | None = None
         self.stage_seconds: dict[str, float] = {}
@@ -144,6 +150,42 @@ class CnnHitFinder:
         ``radius_pixel_map``, ``layout_info`` and ``crystallography_parameters``, or ``peakfinder``;
         and ``panel_layout``)."""
         return cls(**detector, **params.finder_kwargs())
+
+    @classmethod
+    def for_detector(
+        cls,
+        params: CnnHitParams | Mapping[str, Any] | None = None,
+        *,
+        detector: DetectorGeometry,
+        mask: NDArray[np.bool_] | None = None,
+        peakfinder: Peakfinder8Finder | None = None,
+        **options: Any,
+    ) -> CnnHitFinder:
+        """The uniform factory (:func:`~sfx_cnnhit.finders.base.create_finder`).
+
+        Args:
+            params: :class:`CnnHitParams` or a mapping of their field values (``adu_per_photon``, when
+                given, replaces the geometry's gain).
+            detector: its panels (and gain) tile the CNN's input.
+            mask: static ``(ss, fs)`` good-pixel mask (True = good) of every frame.
+            peakfinder: the peakfinder8 that localises peaks on hits (default: CrystFEL's defaults on
+                ``detector`` and ``mask``).
+            options: run-time choices replacing those of ``params``: :data:`RUN_OPTIONS`.
+
+        Raises:
+            ConfigError: unknown parameter or option, invalid value, or a mask of another shape.
+        """
+        check_options(cls.name, options, RUN_OPTIONS)
+        if not isinstance(params, CnnHitParams):
+            params = CnnHitParams.from_values(params or {}, source=f"{cls.name} parameters")
+        params = replace(params, **options)
+        layout = PanelLayout.from_geometry(detector)
+        if params.adu_per_photon is not None:
+            layout = replace(layout, adu_per_photon=params.adu_per_photon)
+        mask = detector_mask(cls.name, mask, detector)
+        if peakfinder is None:
+            peakfinder = Peakfinder8Finder.for_detector(detector=detector, mask=mask)
+        return cls.from_params(params, peakfinder=peakfinder, panel_layout=layout, mask=mask)
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -230,6 +272,8 @@ class CnnHitFinder:
         if frames.ndim == 2:
             frames = frames[None]
             masks = None if masks is None else np.asarray(masks)[None]
+        if self.mask is not None:
+            masks = self.mask if masks is None else np.asarray(masks, dtype=bool) & self.mask
         if self.hot_pixels is not None:
             masks = self.hot_pixels.mask(frames, masks)
         scores = self.hit_probability(frames, masks)

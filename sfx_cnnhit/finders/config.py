@@ -106,6 +106,21 @@ class Peakfinder8Params:
         if (self.bad_pixel_map_filename is None) != (self.bad_pixel_map_hdf5_path is None):
             raise ConfigError("peakfinder8: bad_pixel_map_filename and bad_pixel_map_hdf5_path go together")
 
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], *, source: str) -> Peakfinder8Params:
+        """Parameters from ``{field name: value}`` (strings of the command line or YAML scalars); the
+        other fields keep their defaults.
+
+        Raises:
+            ConfigError: unknown field or invalid value (the message starts with ``source``).
+        """
+        unknown = sorted(set(values) - set(PARAM_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown peakfinder8 parameter(s) {', '.join(unknown)} (known: {', '.join(PARAM_FIELDS)})"
+            )
+        return _build({name: _coerce(name, value, source) for name, value in values.items()}, source)
+
 
 EXPLAIN_METHODS = ("gradcam", "guided", "none")
 PRECISION_CHOICES = ("auto", "float32", "bfloat16")
@@ -168,9 +183,9 @@ class CnnHitParams:
         for name, value in values.items():
             if name in ("threshold", "adu_per_photon"):  # empty or null: the model's threshold, 1 ADU/photon
                 blank = value is None or str(value).strip() == ""
-                kwargs[name] = None if blank else _to_float(name, value, source)
+                kwargs[name] = None if blank else to_float(name, value, source)
             elif name == "batch_size":
-                kwargs[name] = _to_int(name, value, source)
+                kwargs[name] = to_int(name, value, source)
             elif name == "hot_pixel_map":
                 kwargs[name] = _to_bool(name, value, source)
             elif name == "model":
@@ -208,7 +223,12 @@ def _to_bool(name: str, value: Any, source: str) -> bool:
     raise ConfigError(f"{source}: invalid value {value!r} for {name} (expected true/false)")
 
 
-def _to_int(name: str, value: Any, source: str) -> int:
+def to_int(name: str, value: Any, source: str) -> int:
+    """Parameter ``name``'s ``value`` (text or a number without fraction) as an int.
+
+    Raises:
+        ConfigError: not an integer (the message starts with ``source``).
+    """
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -220,7 +240,12 @@ def _to_int(name: str, value: Any, source: str) -> int:
     return int(number)
 
 
-def _to_float(name: str, value: Any, source: str) -> float:
+def to_float(name: str, value: Any, source: str) -> float:
+    """Parameter ``name``'s ``value`` (text or a number) as a float.
+
+    Raises:
+        ConfigError: not a number (the message starts with ``source``).
+    """
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -236,9 +261,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     if name in _BOOL_FIELDS or name == "inclusive":
         return _to_bool(name, value, source)
     if name in _INT_FIELDS or name in {"min_peaks", "max_peaks"}:
-        return _to_int(name, value, source)
+        return to_int(name, value, source)
     if name in _FLOAT_FIELDS:
-        return _to_float(name, value, source)
+        return to_float(name, value, source)
     if not isinstance(value, str):
         raise ConfigError(f"{source}: invalid value {value!r} for {name} (expected a string)")
     return value
@@ -483,7 +508,7 @@ def from_cheetah_settings(
     for key in lowered:
         if key.startswith("hitfinder") and key not in _CHEETAH_TO_FIELD and key not in _CHEETAH_IGNORED:
             raise ConfigError(f"{source}: unknown Cheetah hit-finder key {key!r}")
-    unit_pixel = _to_int("hitfinderResolutionUnitPixel", lowered.get("hitfinderresolutionunitpixel", 1), source)
+    unit_pixel = to_int("hitfinderResolutionUnitPixel", lowered.get("hitfinderresolutionunitpixel", 1), source)
     if unit_pixel != 1:
         raise ConfigError(
             f"{source}: hitfinderResolutionUnitPixel=0 (limits in Å) is not supported; give "
@@ -706,7 +731,7 @@ def config_adu_per_photon(path: str | Path) -> float | None:
         value = group.get("adu_per_photon") if isinstance(group, Mapping) else None
     if value is None or value == "":
         return None
-    gain = _to_float("adu_per_photon", value, str(path))
+    gain = to_float("adu_per_photon", value, str(path))
     if not gain > 0:
         raise ConfigError(f"{path}: adu_per_photon must be positive, got {value!r}")
     return gain

@@ -94,6 +94,7 @@ class DialsSpotFinder(DialsFinderBase):
     """
 
     name: ClassVar[str] = "dials"
+    OPTIONS: ClassVar[tuple[str, ...]] = ("hit_rule", "frames_per_call")
 
     def __init__(
         self,

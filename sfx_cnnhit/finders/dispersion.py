@@ -16,6 +16,7 @@ detector's ADU per photon (leave it None for photon-counting data).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -25,7 +26,8 @@ from scipy import ndimage
 
 from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder
+from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, check_options, detector_mask
+from sfx_cnnhit.finders.config import to_float, to_int
 from sfx_cnnhit.types import PEAK_FIELDS, PeakList
 
 ALGORITHMS = ("dispersion", "dispersion_extended")
@@ -103,6 +105,21 @@ class DialsParams:
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"DIALS algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
 
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], *, source: str) -> DialsParams:
+        """Parameters from ``{field name: value}`` (strings of the command line or YAML scalars); the
+        other fields keep DIALS's defaults. ``none``/``null``/empty means None where a field allows it;
+        ``kernel_size`` is ``"3,3"`` or a pair.
+
+        Raises:
+            ConfigError: unknown field or invalid value (the message starts with ``source``).
+        """
+        converted = {name: _dials_value(name, value, source) for name, value in values.items()}
+        try:
+            return cls().with_overrides(**converted)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
     @property
     def min_count(self) -> int:
         """The effective ``min_local``: all kernel pixels when ``min_local <= 0``."""
@@ -120,6 +137,28 @@ class DialsParams:
     def as_dict(self) -> dict[str, Any]:
         """The parameters as a plain JSON-able dict."""
         return {**dataclasses.asdict(self), "kernel_size": list(self.kernel_size)}
+
+
+_OPTIONAL_FIELDS = {"gain", "max_separation", "d_min", "d_max"}
+_INT_FIELDS = {"min_local", "min_spot_size", "max_spot_size"}
+_FLOAT_FIELDS = {"sigma_background", "sigma_strong", "global_threshold", *_OPTIONAL_FIELDS}
+
+
+def _dials_value(name: str, value: Any, source: str) -> Any:
+    """A :class:`DialsParams` field's value from text or a YAML scalar (unknown names pass unchanged,
+    for :meth:`DialsParams.with_overrides` to name)."""
+    if name in _OPTIONAL_FIELDS and (value is None or str(value).strip().lower() in ("", "none", "null")):
+        return None
+    if name in _FLOAT_FIELDS:
+        return to_float(name, value, source)
+    if name in _INT_FIELDS:
+        return to_int(name, value, source)
+    if name == "kernel_size":
+        parts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(parts, Sequence):
+            raise ConfigError(f"{source}: invalid value {value!r} for kernel_size (expected two integers such as 3,3)")
+        return tuple(to_int(name, part, source) for part in parts)
+    return value.strip() if isinstance(value, str) else value
 
 
 # Ke et al. (2018) counted a frame as a hit with >= 14 (LN83) or >= 29 (LN84) DIALS spots; the lower
@@ -303,6 +342,9 @@ class DialsFinderBase(PeakCountingHitFinder):
         hit_rule: ``n_spots >= N`` rule (default :data:`DEFAULT_HIT_RULE`).
     """
 
+    #: the run-time options :meth:`for_detector` passes to the constructor
+    OPTIONS: ClassVar[tuple[str, ...]] = ("hit_rule",)
+
     def __init__(
         self,
         params: DialsParams | None = None,
@@ -327,6 +369,27 @@ class DialsFinderBase(PeakCountingHitFinder):
         if resolution_map is None and self._needs_resolution:
             raise ConfigError("DIALS d_min/d_max need a resolution map: give geometry= or resolution_map=")
         self.resolution_map = None if resolution_map is None else np.asarray(resolution_map, dtype=np.float64)
+
+    @classmethod
+    def for_detector(
+        cls,
+        params: DialsParams | Mapping[str, Any] | None = None,
+        *,
+        detector: DetectorGeometry,
+        mask: NDArray[np.bool_] | None = None,
+        **options: Any,
+    ) -> DialsFinderBase:
+        """The uniform factory (:func:`~sfx_cnnhit.finders.base.create_finder`): ``cls(params, mask=mask,
+        geometry=detector)``, ``params`` a :class:`DialsParams` or a mapping of its field values, ``mask``
+        True = good ``(ss, fs)``; options: :attr:`OPTIONS`.
+
+        Raises:
+            ConfigError: unknown parameter or option, or an invalid value.
+        """
+        check_options(cls.name, options, cls.OPTIONS)
+        if not isinstance(params, DialsParams):
+            params = DialsParams.from_values(params or {}, source=f"{cls.name} parameters")
+        return cls(params, mask=detector_mask(cls.name, mask, detector), geometry=detector, **options)
 
     @property
     def _needs_resolution(self) -> bool:

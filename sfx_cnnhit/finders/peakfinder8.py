@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.finders import _pf8_core as core
-from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder
+from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, check_options, detector_mask
 from sfx_cnnhit.finders.config import Peakfinder8Params, load_bad_pixel_map
 from sfx_cnnhit.types import PeakList
 
@@ -175,6 +175,27 @@ class Peakfinder8Finder(PeakCountingHitFinder):
             layout = None  # one ASIC covering the radius map's slab
         return cls(params, radius_map=geometry.radius_map(), layout=layout, bad_pixel_map=bad_pixel_map,
                    hit_rule=hit_rule)
+
+    @classmethod
+    def for_detector(
+        cls,
+        params: Peakfinder8Params | Mapping[str, Any] | None = None,
+        *,
+        detector: DetectorGeometry,
+        mask: NDArray[np.bool_] | None = None,
+        **options: Any,
+    ) -> Peakfinder8Finder:
+        """The uniform factory (:func:`~sfx_cnnhit.finders.base.create_finder`): :meth:`from_geometry`
+        of ``detector`` with ``params`` (or a mapping of their field values) and ``mask`` (True = good,
+        ``(ss, fs)``) as the bad-pixel map; option: ``hit_rule``.
+
+        Raises:
+            ConfigError: unknown parameter or option, invalid value, or a mask of another shape.
+        """
+        check_options(cls.name, options, ("hit_rule",))
+        if not isinstance(params, Peakfinder8Params):
+            params = Peakfinder8Params.from_values(params or {}, source=f"{cls.name} parameters")
+        return cls.from_geometry(detector, params, bad_pixel_map=detector_mask(cls.name, mask, detector), **options)
 
     @classmethod
     def from_beam_center(

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from sfx_cnnhit.cli.app import COMMAND_MODULES, app
 from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.finders.base import HitRule, create_finder, register_finder
+from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, create_finder, register_finder
 from sfx_cnnhit.types import PeakList
 
 
@@ -42,15 +42,20 @@ def test_hit_rule_rejects_inverted_bounds():
 
 
 def test_registry_rejects_duplicates_and_unknown_names():
-    @register_finder("_test_dummy")
-    class Dummy:
+    class Dummy(PeakCountingHitFinder):
         name = "_test_dummy"
+        hit_rule = HitRule()
 
-    assert isinstance(create_finder("_test_dummy"), Dummy)
+        def find_peaks_masked(self, data, mask):
+            return PeakList.empty()
+
+    register_finder("_test_dummy")(Dummy.for_detector)
+    detector = DetectorGeometry.simple((8, 8))
+    assert isinstance(create_finder("_test_dummy", detector=detector), Dummy)
     with pytest.raises(ValueError, match="twice"):
-        register_finder("_test_dummy")(Dummy)
+        register_finder("_test_dummy")(Dummy.for_detector)
     with pytest.raises(ConfigError, match="unknown hit finder"):
-        create_finder("no-such-finder")
+        create_finder("no-such-finder", detector=detector)
 
 
 def test_simple_geometry_radius_and_layout():

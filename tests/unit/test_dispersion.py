@@ -251,9 +251,31 @@ def test_classify_scores_are_spot_counts_with_the_hit_rule():
 
 
 def test_registered_as_dispersion():
-    finder = create_finder("dispersion", params=DialsParams(algorithm="dispersion"))
+    geometry = DetectorGeometry.simple((32, 48))
+    mask = np.ones((32, 48), bool)
+    mask[0] = False
+    finder = create_finder("dispersion", params=DialsParams(algorithm="dispersion"), detector=geometry, mask=mask,
+                           hit_rule=HitRule(min_peaks=3))
     assert isinstance(finder, DispersionSpotFinder)
     assert finder.name == "dispersion"
+    assert finder.geometry is geometry and finder.hit_rule == HitRule(min_peaks=3)
+    assert finder.mask is not None and finder.mask.tolist() == mask.tolist()
+
+
+def test_params_from_values():
+    p = DialsParams.from_values({"gain": "0.5", "kernel_size": "2,1", "min_local": "0", "d_min": "null",
+                                 "algorithm": "dispersion"}, source="--finder-param")
+    assert p == DialsParams(gain=0.5, kernel_size=(2, 1), min_local=0, d_min=None, algorithm="dispersion")
+    assert DialsParams.from_values({"kernel_size": [3, 2], "sigma_strong": 4}, source="yaml").kernel_size == (3, 2)
+    for values, message in [
+        ({"n_sigma_s": "3"}, "--finder-param: unknown DIALS parameter.*n_sigma_s"),
+        ({"gain": "lots"}, "--finder-param: invalid value 'lots' for gain"),
+        ({"kernel_size": "3"}, "--finder-param: DIALS kernel_size must be two half-sizes"),
+        ({"min_spot_size": "2.5"}, "--finder-param: invalid value '2.5' for min_spot_size"),
+        ({"algorithm": "magic"}, "--finder-param: DIALS algorithm must be one of"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{message}"):
+            DialsParams.from_values(values, source="--finder-param")
 
 
 def test_params_defaults_validation_and_overrides():

@@ -199,13 +199,37 @@ def test_params_validation_messages():
 
 def test_registry_classify_and_hit_rule():
     frames = np.stack([make_frame(np.random.default_rng(i), (96, 96), n_spots=n).data for i, n in enumerate((0, 12))])
-    f = create_finder("peakfinder8", params=PARAMS, radius_map=radius_map_from_beam_center((96, 96)),
+    f = create_finder("peakfinder8", params=PARAMS, detector=DetectorGeometry.simple((96, 96)),
                       hit_rule=HitRule(min_peaks=5))
     assert isinstance(f, HitFinder)
     result = f.classify(frames)
     assert result.scores[0] < 5 <= result.scores[1]
     assert result.hits.tolist() == [False, True]
     assert [p.num_peaks for p in result.peaks] == result.scores.tolist()
+
+
+def test_params_from_values():
+    p = Peakfinder8Params.from_values({"adc_threshold": "50", "max_res": None, "local_bg_radius": 4.0,
+                                       "om_stale_probe": "no"}, source="--finder-param")
+    assert p == Peakfinder8Params(adc_threshold=50.0, local_bg_radius=4, om_stale_probe=False)
+    for values, message in [
+        ({"threshold": "50"}, r"--finder-param: unknown peakfinder8 parameter\(s\) threshold \(known: adc_threshold"),
+        ({"min_pixel_count": "two"}, "--finder-param: invalid value 'two' for min_pixel_count"),
+        ({"minimum_snr": "-1"}, "--finder-param: peakfinder8: minimum_snr must be >= 0"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Peakfinder8Params.from_values(values, source="--finder-param")
+
+
+def test_for_detector_is_from_geometry_with_the_mask_as_bad_pixel_map():
+    geometry = DetectorGeometry.simple((64, 128), asic_shape=(64, 64))
+    mask = np.ones((64, 128), bool)
+    mask[:, :3] = False
+    f = create_finder("peakfinder8", params={"adc_threshold": 100}, detector=geometry, mask=mask)
+    g = Peakfinder8Finder.from_geometry(geometry, Peakfinder8Params(adc_threshold=100.0), bad_pixel_map=mask)
+    assert isinstance(f, Peakfinder8Finder)
+    assert f.params == g.params and f.layout == g.layout
+    assert np.array_equal(f.radius_map, g.radius_map) and np.array_equal(f.radial_sample[0], g.radial_sample[0])
 
 
 def test_from_geometry_and_from_beam_center_describe_the_same_detector():

@@ -1,0 +1,64 @@
+"""`reduce` with any registered hit finder, as a library call: build it by name, run :func:`reduce_run`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sfx_cnnhit.detector import DetectorGeometry
+from sfx_cnnhit.finders.base import create_finder
+from sfx_cnnhit.io.sources import FrameSource
+from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, ReduceSummary, reduce_run
+
+
+def source_detector(source: FrameSource) -> DetectorGeometry:
+    """The detector of ``source``: its geometry, else a flat detector of its frame shape (one ASIC,
+    beam at the slab centre)."""
+    return source.geometry if source.geometry is not None else DetectorGeometry.simple(source.frame_shape)
+
+
+def finder_reduce(
+    source: FrameSource,
+    outdir: str | os.PathLike[str],
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    batch_size: int = 64,
+    compression: str = "gzip",
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    prefetch: int = 1,
+    rank: int = 0,
+    n_ranks: int = 1,
+    skip_bad_frames: bool = True,
+    commit_seconds: float = COMMIT_SECONDS,
+) -> ReduceSummary:
+    """Reduce ``source`` into ``outdir`` with the hit finder ``name`` (no heat maps).
+
+    The finder is ``create_finder(name, params, detector=source_detector(source))``: ``params`` maps its
+    parameter names to values (text as on the command line, or YAML scalars); no static mask is given
+    to it, since every frame's mask already holds the source's (stored mask, bad-pixel rules, hot pixels).
+    The summary's method is ``name``; the other arguments are those of :func:`reduce_run`.
+
+    Raises:
+        ConfigError: unknown finder, parameter or invalid value (before any output is written).
+    """
+    given = dict(params or {})
+    finder = create_finder(name, given, detector=source_detector(source))
+    return reduce_run(
+        source,
+        finder,
+        outdir,
+        method=name,
+        settings={"finder": name, "finder_params": given},
+        batch_size=batch_size,
+        compression=compression,
+        overwrite=overwrite,
+        progress=progress,
+        prefetch=prefetch,
+        rank=rank,
+        n_ranks=n_ranks,
+        skip_bad_frames=skip_bad_frames,
+        commit_seconds=commit_seconds,
+    )
