@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.models.metrics import threshold_for_recall
 from sfx_cnnhit.models.preprocess import panel_layout_for
-from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, MAP_DTYPE, HeatMapExplainer, ReduceSummary, reduce_run
+from sfx_cnnhit.pipeline.reduce import MAP_DTYPE, HeatMapExplainer, ReduceSummary, RunOptions, reduce_run
 
 if TYPE_CHECKING:
     from sfx_cnnhit.explain.gradcam import GradCamExplainer
@@ -96,19 +96,11 @@ def cnn_reduce(
     device: str = "auto",
     batch_size: int = 64,
     precision: Precision = "float32",
-    compression: str = "gzip",
-    overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    prefetch: int = 1,
-    rank: int = 0,
-    n_ranks: int = 1,
-    skip_bad_frames: bool = True,
     threads: int | None = None,
-    commit_seconds: float = COMMIT_SECONDS,
+    **run: Unpack[RunOptions],
 ) -> ReduceSummary:
-    """Reduce ``source`` with the CNN hit finder into ``outdir`` (see :func:`reduce_run` for the outputs,
-    the reader thread ``prefetch``, the MPI share ``rank`` of ``n_ranks``, ``skip_bad_frames`` and
-    ``commit_seconds``);
+    """Reduce ``source`` with the CNN hit finder into ``outdir`` (see :func:`reduce_run` for the outputs
+    and the ``run`` options: compression, resuming, the reader thread, the MPI share, commits);
     the CNN runs on ``threads`` torch threads (see :func:`compute_threads`)."""
     if threshold is not None and target_hit_recall is not None:
         raise ConfigError("give either a hit threshold or a target hit recall, not both")
@@ -139,12 +131,5 @@ def cnn_reduce(
             settings=settings,
             explainers=make_explainers(finder, explain),
             batch_size=batch_size,
-            compression=compression,
-            overwrite=overwrite,
-            progress=progress,
-            prefetch=prefetch,
-            rank=rank,
-            n_ranks=n_ranks,
-            skip_bad_frames=skip_bad_frames,
-            commit_seconds=commit_seconds,
+            **run,
         )

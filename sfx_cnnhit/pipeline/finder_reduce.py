@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.finders.base import create_finder
 from sfx_cnnhit.io.sources import FrameSource
-from sfx_cnnhit.pipeline.reduce import COMMIT_SECONDS, ReduceSummary, reduce_run
+from sfx_cnnhit.pipeline.reduce import ReduceSummary, RunOptions, reduce_run
 
 
 def source_detector(source: FrameSource) -> DetectorGeometry:
@@ -25,21 +25,14 @@ def finder_reduce(
     params: Mapping[str, Any] | None = None,
     *,
     batch_size: int = 64,
-    compression: str = "gzip",
-    overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    prefetch: int = 1,
-    rank: int = 0,
-    n_ranks: int = 1,
-    skip_bad_frames: bool = True,
-    commit_seconds: float = COMMIT_SECONDS,
+    **run: Unpack[RunOptions],
 ) -> ReduceSummary:
     """Reduce ``source`` into ``outdir`` with the hit finder ``name`` (no heat maps).
 
     The finder is ``create_finder(name, params, detector=source_detector(source))``: ``params`` maps its
     parameter names to values (text as on the command line, or YAML scalars); no static mask is given
     to it, since every frame's mask already holds the source's (stored mask, bad-pixel rules, hot pixels).
-    The summary's method is ``name``; the other arguments are those of :func:`reduce_run`.
+    The summary's method is ``name``; ``batch_size`` and the ``run`` options are those of :func:`reduce_run`.
 
     Raises:
         ConfigError: unknown finder, parameter or invalid value (before any output is written).
@@ -53,12 +46,5 @@ def finder_reduce(
         method=name,
         settings={"finder": name, "finder_params": given},
         batch_size=batch_size,
-        compression=compression,
-        overwrite=overwrite,
-        progress=progress,
-        prefetch=prefetch,
-        rank=rank,
-        n_ranks=n_ranks,
-        skip_bad_frames=skip_bad_frames,
-        commit_seconds=commit_seconds,
+        **run,
     )

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypedDict, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,6 +81,21 @@ COMMIT_BYTES = 4 * BATCH_BYTES
 #: the stages of ``ReduceSummary.stage_seconds``: ``classify`` is the finder's whole call, which a finder
 #: with ``stage_seconds`` (the CNN) splits into preprocess, network and peakfinder8 (on hits)
 STAGES = ("read", "classify", "preprocess", "network", "peakfinder8", "maps", "write")
+
+
+class RunOptions(TypedDict, total=False):
+    """How a run streams, commits and shares its frames: the keywords of :func:`reduce_run` that the
+    jobs built on it (:func:`~sfx_cnnhit.pipeline.cnn_reduce.cnn_reduce`, ``finder_reduce``) pass
+    through unchanged; see :func:`reduce_run` for each."""
+
+    compression: str
+    overwrite: bool
+    progress: Callable[[int, int], None] | None
+    prefetch: int
+    rank: int
+    n_ranks: int
+    skip_bad_frames: bool
+    commit_seconds: float
 
 
 class HeatMapExplainer(Protocol):
