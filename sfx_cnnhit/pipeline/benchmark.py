@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -589,13 +589,13 @@ class _Case:
 
 class _Veto(_Case):
     def __init__(self, task: dict[str, Any], pool: dict[str, NDArray[Any]], gradcam: bool) -> None:
+        from sfx_cnnhit.finders.base import create_finder
         from sfx_cnnhit.finders.cnn import CnnHitFinder
         from sfx_cnnhit.io.geometry import read_geometry
-        from sfx_cnnhit.models.preprocess import panel_layout_for
 
-        layout = panel_layout_for(read_geometry(task["files"]["geometry"]))
-        self.finder = CnnHitFinder(model=task["model"], device=task["device"], panel_layout=layout, hot_pixel_map=False,
-                                   batch_size=task["batch_size"], precision=task["precision"])
+        self.finder = cast(CnnHitFinder, create_finder(
+            "cnn", {"model": task["model"]}, detector=read_geometry(task["files"]["geometry"]), device=task["device"],
+            hot_pixel_map=False, batch_size=task["batch_size"], precision=task["precision"]))
         self.threshold = _threshold(task, lambda: self.finder.hit_probability(pool["data"], pool["mask"]),
                                     int(pool["hit"].sum()))
         self.gradcam = gradcam
@@ -626,12 +626,14 @@ def _threshold(task: dict[str, Any], scores: Callable[[], NDArray[np.float64]], 
 
 class _Peakfinder8(_Case):
     def __init__(self, task: dict[str, Any]) -> None:
+        from sfx_cnnhit.finders.base import create_finder
         from sfx_cnnhit.finders.config import Peakfinder8Params
         from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
         from sfx_cnnhit.io.geometry import read_geometry
 
         geometry = read_geometry(task["files"]["geometry"])
-        self.finder = Peakfinder8Finder.from_geometry(geometry, Peakfinder8Params(**PEAKFINDER8_SETTINGS))
+        self.finder = cast(Peakfinder8Finder, create_finder(
+            "peakfinder8", Peakfinder8Params(**PEAKFINDER8_SETTINGS), detector=geometry))
 
     def step(self, data: NDArray[np.float32], mask: NDArray[np.bool_]) -> None:
         for frame, good in zip(data, mask, strict=True):
@@ -659,15 +661,12 @@ class _OmPeakfinder8(_Peakfinder8):
 
 class _Dials(_Case):
     def __init__(self, task: dict[str, Any], real: bool) -> None:
-        from sfx_cnnhit.finders.dials import DialsSpotFinder
-        from sfx_cnnhit.finders.dispersion import DispersionSpotFinder
+        from sfx_cnnhit.finders.base import create_finder
         from sfx_cnnhit.io.geometry import read_geometry
 
         geometry = read_geometry(task["files"]["geometry"])
-        if real:
-            self.finder: Any = DialsSpotFinder(geometry=geometry, frames_per_call=task["batch_size"])
-        else:
-            self.finder = DispersionSpotFinder(geometry=geometry)
+        options = {"frames_per_call": task["batch_size"]} if real else {}
+        self.finder = create_finder("dials" if real else "dispersion", detector=geometry, **options)
 
     def step(self, data: NDArray[np.float32], mask: NDArray[np.bool_]) -> None:
         self.finder.classify(data, mask)
@@ -714,20 +713,22 @@ def _time_batches(case: _Case, pool: dict[str, NDArray[Any]], task: dict[str, An
 
 def _reduce(task: dict[str, Any]) -> dict[str, Any]:
     """``cnn_reduce`` on ``run.cxi`` after a warm-up run on ``warm.cxi``."""
+    from sfx_cnnhit.finders.base import create_finder
     from sfx_cnnhit.finders.cnn import CnnHitFinder
     from sfx_cnnhit.finders.config import Peakfinder8Params
     from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
     from sfx_cnnhit.io.geometry import read_geometry
     from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
     from sfx_cnnhit.io.sources import open_frames
-    from sfx_cnnhit.models.preprocess import panel_layout_for
     from sfx_cnnhit.pipeline.cnn_reduce import cnn_reduce
 
     geometry = read_geometry(task["files"]["geometry"])
-    pf8 = Peakfinder8Finder.from_geometry(geometry, Peakfinder8Params(**PEAKFINDER8_SETTINGS))
+    pf8 = cast(Peakfinder8Finder, create_finder("peakfinder8", Peakfinder8Params(**PEAKFINDER8_SETTINGS),
+                                                detector=geometry))
 
     def stand_in_scores() -> NDArray[np.float64]:
-        finder = CnnHitFinder(model=task["model"], device=task["device"], panel_layout=panel_layout_for(geometry))
+        finder = cast(CnnHitFinder, create_finder("cnn", {"model": task["model"]}, detector=geometry,
+                                                  device=task["device"]))
         source = open_frames([task["files"]["run"]], geometry=geometry)
         return np.concatenate([finder.hit_probability(b.data, b.mask) for b in source.batches(task["batch_size"])])
 
