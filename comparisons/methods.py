@@ -231,13 +231,16 @@ def peakfinder8_method(finder: Peakfinder8Finder, pedestal_gain: float | None = 
     )
 
 
-def cnn_method(choice: CnnHitParams, peakfinder: Peakfinder8Finder | None) -> Method:
-    """The CNN hit finder (``sfx_cnnhit.finders.cnn``), built on demand.
+def cnn_method(
+    choice: CnnHitParams, peakfinder: Peakfinder8Finder | None, geometry: DetectorGeometry | None = None
+) -> Method:
+    """The CNN hit finder (``sfx_cnnhit.finders.cnn``), built on demand, as ``reduce`` builds it.
 
     Args:
         choice: the CNN finder's settings (model, threshold, device ...).
-        peakfinder: localises the peaks of the CNN's hits; its slab is the CNN's detector, one image
-            (as a comparison has always tiled the CNN's input).
+        peakfinder: localises the peaks of the CNN's hits.
+        geometry: the frames' detector (its panels tile the CNN's input, its gain is the CNN's noise
+            floor); None: the peakfinder's slab as one image.
 
     Raises:
         NotAvailableError: the CNN hit finder or its model is not available.
@@ -249,7 +252,7 @@ def cnn_method(choice: CnnHitParams, peakfinder: Peakfinder8Finder | None) -> Me
         )
     if peakfinder is None:
         raise ConfigError("the CNN of a comparison needs the peakfinder8 that localises its hits")
-    detector = DetectorGeometry.simple(peakfinder.layout.slab_shape)
+    detector = geometry if geometry is not None else DetectorGeometry.simple(peakfinder.layout.slab_shape)
     # the frames are read with the run-level hot-pixel map
     finder = create_finder("cnn", replace(choice, hot_pixel_map=False), detector=detector, peakfinder=peakfinder)
     import torch
@@ -300,7 +303,7 @@ def build_methods(choice: MethodChoice, *, geometry: DetectorGeometry | None = N
         methods.append(peakfinder8_method(choice.peakfinder8, gain if choice.peakfinder8_pedestal else None))
     if choice.cnn is not None:
         try:
-            methods.append(cnn_method(choice.cnn, choice.cnn_peakfinder or choice.peakfinder8))
+            methods.append(cnn_method(choice.cnn, choice.cnn_peakfinder or choice.peakfinder8, geometry))
         except NotAvailableError as err:
             if not choice.optional:
                 raise

@@ -146,7 +146,7 @@ def _grids(c: Contestants, geometry: DetectorGeometry | None, warnings: list[str
                                 fixed_cut=c.dials_min_spots))
     if c.cnn is not None:
         try:
-            grids.append(cnn_grid(cnn_method(c.cnn, c.cnn_peakfinder), c.cnn.threshold))
+            grids.append(cnn_grid(cnn_method(c.cnn, c.cnn_peakfinder, geometry), c.cnn.threshold))
         except NotAvailableError as err:
             if not c.optional:
                 raise

@@ -402,3 +402,22 @@ def test_cli_real_dials_matches_builtin(cli, tmp_path, frames):
     data = json.loads((out / "compare.json").read_text())
     assert data["versions"]["dials"].startswith("DIALS")
     assert data["methods"]["dials"]["seconds_inside"] > 0
+
+
+def test_the_cnn_of_a_comparison_sees_the_detector_as_reduce_does(tmp_path):
+    """With a geometry the CNN tiles its input by the panels and takes the detector's gain (as reduce);
+    without one it sees the peakfinder's slab as one image."""
+    from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
+    from sfx_cnnhit.finders.config import CnnHitParams
+    from sfx_cnnhit.models import create_model, save_checkpoint
+
+    model, spec = create_model("hitnet_test")
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", model, spec)
+    geometry = DetectorGeometry.simple((64, 96), asic_shape=(32, 48))
+    peakfinder = Peakfinder8Finder.from_geometry(geometry)
+    choice = CnnHitParams(model=str(checkpoint), device="cpu")
+    with_geometry = methods_module.cnn_method(choice, peakfinder, geometry).finder
+    assert with_geometry.panel_layout == PanelLayout.from_geometry(geometry)
+    assert len(with_geometry.panel_layout.panels) == 4
+    alone = methods_module.cnn_method(choice, peakfinder).finder
+    assert alone.panel_layout.panels == ((0, 64, 0, 96),)
