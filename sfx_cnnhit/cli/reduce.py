@@ -71,6 +71,11 @@ FinderParam = Annotated[
     typer.Option("--finder-param", metavar="KEY=VALUE",
                  help="A parameter of a --finder other than cnn, e.g. adc_threshold=50 (repeatable)."),
 ]
+MinPeaks = Annotated[
+    int | None,
+    typer.Option("--min-peaks", min=0, help="With a --finder other than cnn: a hit has at least this many peaks "
+                 "(default: the finder's own rule, e.g. 10 for peakfinder8, 14 spots for dispersion and dials)."),
+]
 
 Threads = Annotated[
     int | None,
@@ -88,6 +93,7 @@ def register(app: typer.Typer) -> None:
         output: OutDir,
         finder: Finder = "cnn",
         finder_param: FinderParam = None,
+        min_peaks: MinPeaks = None,
         model: ModelOption = None,
         hit_threshold: HitThreshold = None,
         target_hit_recall: TargetRecall = None,
@@ -117,9 +123,9 @@ def register(app: typer.Typer) -> None:
                                "skip_bad_frames": not strict, "commit_seconds": commit_every}
         run: Callable[..., ReduceSummary]
         if finder == "cnn":
-            if finder_param:
-                raise ConfigError("--finder-param is for a --finder other than cnn; the CNN takes --model, "
-                                  "--hit-threshold, ...")
+            if finder_param or min_peaks is not None:
+                raise ConfigError("--finder-param and --min-peaks are for a --finder other than cnn; the CNN "
+                                  "takes --model, --hit-threshold, ...")
             peakfinder = pf8.finder(source)
             run = functools.partial(
                 cnn_reduce, source, model=model, threshold=hit_threshold, target_hit_recall=target_hit_recall,
@@ -137,7 +143,8 @@ def register(app: typer.Typer) -> None:
                 "--precision": precision != "float32",
                 "--threads": threads is not None,
             })
-            run = functools.partial(finder_reduce, source, name=finder, params=_assignments(finder_param), **job)
+            run = functools.partial(finder_reduce, source, name=finder, params=_assignments(finder_param),
+                                    min_peaks=min_peaks, **job)
         summary = run_reduction(run, output, overwrite=overwrite, progress=frame_progress, description="reduce")
         if summary is None:  # an MPI rank other than 0
             return

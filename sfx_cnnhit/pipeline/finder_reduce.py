@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Unpack
 
 from sfx_cnnhit.detector import DetectorGeometry
-from sfx_cnnhit.finders.base import create_finder
+from sfx_cnnhit.finders.base import HitRule, create_finder
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.pipeline.reduce import ReduceSummary, RunOptions, reduce_run
 
@@ -24,6 +24,7 @@ def finder_reduce(
     name: str,
     params: Mapping[str, Any] | None = None,
     *,
+    min_peaks: int | None = None,
     batch_size: int = 64,
     **run: Unpack[RunOptions],
 ) -> ReduceSummary:
@@ -32,19 +33,22 @@ def finder_reduce(
     The finder is ``create_finder(name, params, detector=source_detector(source))``: ``params`` maps its
     parameter names to values (text as on the command line, or YAML scalars); no static mask is given
     to it, since every frame's mask already holds the source's (stored mask, bad-pixel rules, hot pixels).
-    The summary's method is ``name``; ``batch_size`` and the ``run`` options are those of :func:`reduce_run`.
+    ``min_peaks``: a hit has at least this many peaks (None: the finder's own hit rule; the finder must
+    take a ``hit_rule`` option, as every peak-counting finder of this package does). The summary's method
+    is ``name``; ``batch_size`` and the ``run`` options are those of :func:`reduce_run`.
 
     Raises:
         ConfigError: unknown finder, parameter or invalid value (before any output is written).
     """
     given = dict(params or {})
-    finder = create_finder(name, given, detector=source_detector(source))
+    options: dict[str, Any] = {} if min_peaks is None else {"hit_rule": HitRule(min_peaks=min_peaks)}
+    finder = create_finder(name, given, detector=source_detector(source), **options)
     return reduce_run(
         source,
         finder,
         outdir,
         method=name,
-        settings={"finder": name, "finder_params": given},
+        settings={"finder": name, "finder_params": given, "min_peaks": min_peaks},
         batch_size=batch_size,
         **run,
     )

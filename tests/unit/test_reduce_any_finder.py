@@ -78,6 +78,21 @@ def test_reduce_with_peakfinder8_and_a_finder_param_is_the_peakfinder8_job(run_f
     assert [p.num_peaks for p in found] == [p.num_peaks for p in read_peak_lists(tmp_path / "by_hand" / "hits.cxi")]
 
 
+def test_min_peaks_sets_the_hit_rule_of_any_peak_counting_finder(run_file: Path, tmp_path: Path):
+    default, _ = _outputs_of(run_file, tmp_path / "default", [])
+    counts = [int(float(r["score"])) for r in default]
+    cut = sorted(set(counts))[1]  # above the fewest peaks any frame has
+    rows, summary = _outputs_of(run_file, tmp_path / "cut", ["--min-peaks", str(cut)])
+    assert summary["settings"]["min_peaks"] == cut
+    assert [r["hit"] == "1" for r in rows] == [n >= cut for n in counts]  # the same counts, a new rule
+
+
+def _outputs_of(run_file: Path, out: Path, extra: list[str]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    result = run_cli(["reduce", str(run_file), "-o", str(out), "--finder", "dispersion", *extra])
+    assert result.exit_code == 0, result.output
+    return _outputs(out)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -89,7 +104,8 @@ def test_reduce_with_peakfinder8_and_a_finder_param_is_the_peakfinder8_job(run_f
         (["--finder", "peakfinder8", "--finder-param", "threshold=5"], "unknown peakfinder8 parameter.*threshold"),
         (["--finder", "dispersion", "--finder-param", "gain=lots"], "invalid value 'lots' for gain"),
         (["--finder", "nope"], "unknown hit finder 'nope'"),
-        (["--finder-param", "adc_threshold=5"], "--finder-param is for a --finder other than cnn"),
+        (["--finder-param", "adc_threshold=5"], "--finder-param and --min-peaks are for a --finder other than cnn"),
+        (["--min-peaks", "3"], "--finder-param and --min-peaks are for a --finder other than cnn"),
     ],
 )
 def test_wrong_options_are_one_line_errors(run_file: Path, tmp_path: Path, args: list[str], message: str):
