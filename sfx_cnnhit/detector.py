@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -488,6 +489,11 @@ class PanelLayout:
         Raises:
             ConfigError: if the panels do not tile the slab as a regular grid of equal ASICs.
         """
+        return dict(self._grid)
+
+    @cached_property
+    def _grid(self) -> dict[str, int]:
+        """:meth:`layout_info`, worked out once (peakfinder8 reads it for every frame)."""
         ss0, ss1, fs0, fs1 = self.panels[0]
         ny, nx = ss1 - ss0, fs1 - fs0
         ss_total, fs_total = self.slab_shape
@@ -503,22 +509,22 @@ class PanelLayout:
     @property
     def asic_nx(self) -> int:
         """ASIC width in pixels (along fs) of a regular ASIC grid (:meth:`layout_info`)."""
-        return self.layout_info()["asic_nx"]
+        return self._grid["asic_nx"]
 
     @property
     def asic_ny(self) -> int:
         """ASIC height in pixels (along ss) of a regular ASIC grid (:meth:`layout_info`)."""
-        return self.layout_info()["asic_ny"]
+        return self._grid["asic_ny"]
 
     @property
     def nasics_x(self) -> int:
         """Number of ASICs along fs of a regular ASIC grid (:meth:`layout_info`)."""
-        return self.layout_info()["nasics_x"]
+        return self._grid["nasics_x"]
 
     @property
     def nasics_y(self) -> int:
         """Number of ASICs along ss of a regular ASIC grid (:meth:`layout_info`)."""
-        return self.layout_info()["nasics_y"]
+        return self._grid["nasics_y"]
 
     def check_frame(self, frame_shape: tuple[int, int]) -> None:
         """Raise :class:`InputError` if a panel lies outside frames of ``(ss, fs)`` shape ``frame_shape``."""

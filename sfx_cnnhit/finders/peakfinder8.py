@@ -137,11 +137,9 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         if radius.ndim != 2:
             raise ConfigError(f"radius map must be 2-D (ss, fs), got shape {radius.shape}")
         self._layout = PanelLayout.single(radius.shape) if layout is None else PanelLayout.from_layout_info(layout)
-        self._grid = self._layout.layout_info()
         if self._layout.slab_shape != radius.shape:
-            raise ConfigError(
-                f"layout {self._grid} describes a {self._layout.slab_shape} slab, but the radius map is {radius.shape}"
-            )
+            raise ConfigError(f"layout {self._layout.layout_info()} describes a {self._layout.slab_shape} slab, "
+                              f"but the radius map is {radius.shape}")
         if bad_pixel_map is None and self._params.bad_pixel_map_filename is not None:
             bad_pixel_map = load_bad_pixel_map(
                 self._params.bad_pixel_map_filename, str(self._params.bad_pixel_map_hdf5_path)
@@ -278,10 +276,10 @@ class Peakfinder8Finder(PeakCountingHitFinder):
         frame, usable = self._frame(data, mask)
         offset, threshold = self._thresholds(frame, usable, mask is not None)
         p = self._params
-        grid = self._grid
+        lay = self._layout
         table = core.search_peaks(
             frame, usable, self._prepared.bins, offset, threshold,
-            grid["asic_nx"], grid["asic_ny"], grid["nasics_x"], grid["nasics_y"],
+            lay.asic_nx, lay.asic_ny, lay.nasics_x, lay.nasics_y,
             p.min_pixel_count, p.max_pixel_count, p.local_bg_radius,
             np.float32(p.minimum_snr), p.max_num_peaks, p.om_stale_probe,
         )
