@@ -134,7 +134,8 @@ ConfigFile = Annotated[
     typer.Option(
         "--config",
         help="JSON/YAML file with simulation settings (sections of SimulationConfig), or the name of a "
-        "shipped one: randomised (the wide domain-randomised training distribution).",
+        "shipped one: randomised (the wide domain-randomised training distribution) or compact (randomised with "
+        "the one-to-four-pixel spots of stills from large mosaic blocks).",
     ),
 ]
 Workers = Annotated[

@@ -20,7 +20,7 @@ from sfx_cnnhit.errors import ConfigError
 Range = tuple[float, float]
 
 #: Shipped simulation configs by name (``simulate --config NAME``, ``train --simulate-config NAME``).
-NAMED_CONFIGS = {"randomised": Path(__file__).with_name("randomised.yaml")}
+NAMED_CONFIGS = {name: Path(__file__).with_name(f"{name}.yaml") for name in ("randomised", "compact")}
 
 #: DiffraNet's five classes, by id. ``hit = label >= HIT_MIN_LABEL``.
 CLASS_NAMES = ("blank", "no_crystal", "weak", "good", "strong")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +175,17 @@ def test_module_gaps_read_minus_one_and_are_masked():
     counts = frame.data[frame.mask]
     np.testing.assert_array_equal(counts, np.rint(counts))  # photon counting
     assert counts.min() >= 0
+
+
+def test_the_compact_config_draws_smaller_spots_than_the_randomised_one():
+    """``--config compact`` exists to train on still-shot spots of one to four pixels (docs/models.md)."""
+    from sfx_cnnhit.cli.simulate import load_config
+
+    def pixels_per_spot(name: str) -> float:
+        config = load_config(Path(name)).with_overrides(detector__size=256)
+        with Simulator(config, seed=5, split="test") as sim:
+            batch = sim.generate([4, 4, 4, 4])
+        return float(np.asarray(batch.bragg_mask).sum() / np.asarray(batch.n_spots).sum())
+
+    compact, randomised = pixels_per_spot("compact"), pixels_per_spot("randomised")
+    assert compact < 0.8 * randomised, (compact, randomised)  # 1.7 against 2.5 pixels
