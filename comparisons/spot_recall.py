@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from scipy import ndimage
 
 from sfx_cnnhit.errors import InputError
+from sfx_cnnhit.io.hdf5 import open_hdf5
 from sfx_cnnhit.models.checkpoint import load_model
 from sfx_cnnhit.models.preprocess import preprocess
 from sfx_cnnhit.models.spotnet import SpotNet
@@ -40,7 +40,7 @@ DATA, MASK = "/entry_1/data_1/data", "/entry_1/data_1/mask"
 def spot_rows(path: str | Path, model: SpotNet, spec: Any, max_frames: int | None = None) -> NDArray[np.float64]:
     """One row per true spot of the hit frames of ``path``: brightest ``x``, second ``x``, pixels, max logit."""
     rows = []
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         for name in (DATA, "/truth/bragg_mask", "/truth/hit"):
             if name not in f:
                 raise InputError(f"{path}: no {name} (a simulated or nanoBragg file with truth is needed)")

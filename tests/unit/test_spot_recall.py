@@ -38,3 +38,10 @@ def test_a_file_without_truth_is_refused(tmp_path) -> None:
     model, spec = load_model("spotnet_hitmiss")
     with pytest.raises(InputError, match="bragg_mask"):
         spot_rows(tmp_path / "plain.h5", model, spec)
+
+
+def test_an_empty_file_is_named_in_a_clear_error(tmp_path) -> None:
+    (tmp_path / "empty.h5").write_bytes(b"")
+    model, spec = load_model("spotnet_hitmiss")
+    with pytest.raises(InputError, match=r"empty\.h5"):
+        spot_rows(tmp_path / "empty.h5", model, spec)
