@@ -43,12 +43,9 @@ def parse_fractions(text: str) -> list[float]:
     return values
 
 
-def load_config(path: Path | None) -> SimulationConfig:
-    """A config from a JSON or YAML file holding :meth:`SimulationConfig.to_dict`'s nested layout, or a
-    shipped config by name (:data:`sfx_cnnhit.simulate.NAMED_CONFIGS`, e.g. ``randomised``)."""
-    if path is None:
-        return SimulationConfig()
-    path = NAMED_CONFIGS.get(str(path), path)
+def _config_values(path: Path) -> dict[str, Any]:
+    """The sections of a JSON/YAML simulation config; ``extends: NAME`` starts from a shipped config's
+    sections and overrides them key by key."""
     try:
         text = path.read_text()
     except OSError as err:
@@ -64,6 +61,24 @@ def load_config(path: Path | None) -> SimulationConfig:
         raise ConfigError(f"{path}: not a valid simulation config ({err})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the simulation config must be a mapping of sections")
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if base not in NAMED_CONFIGS:
+        raise ConfigError(f"{path}: extends {base!r}, not a shipped config ({', '.join(NAMED_CONFIGS)})")
+    merged = _config_values(NAMED_CONFIGS[base])
+    for section, keys in values.items():
+        merged[section] = {**merged.get(section, {}), **keys} if isinstance(keys, dict) else keys
+    return merged
+
+
+def load_config(path: Path | None) -> SimulationConfig:
+    """A config from a JSON or YAML file holding :meth:`SimulationConfig.to_dict`'s nested layout, or a
+    shipped config by name (:data:`sfx_cnnhit.simulate.NAMED_CONFIGS`, e.g. ``randomised``)."""
+    if path is None:
+        return SimulationConfig()
+    path = NAMED_CONFIGS.get(str(path), path)
+    values = _config_values(path)
     try:
         return SimulationConfig.from_dict(values)
     except ConfigError as err:

@@ -189,3 +189,16 @@ def test_the_compact_config_draws_smaller_spots_than_the_randomised_one():
 
     compact, randomised = pixels_per_spot("compact"), pixels_per_spot("randomised")
     assert compact < 0.8 * randomised, (compact, randomised)  # 1.7 against 2.5 pixels
+
+
+def test_a_config_file_can_extend_a_shipped_one(tmp_path):
+    from sfx_cnnhit.cli.simulate import load_config
+
+    (tmp_path / "mine.yaml").write_text("extends: randomised\ncrystal:\n  mosaicity_deg: [0.001, 0.002]\n")
+    mine, randomised = load_config(tmp_path / "mine.yaml"), load_config(Path("randomised"))
+    assert mine.crystal.mosaicity_deg == (0.001, 0.002)
+    assert mine.crystal.domain_size_um == randomised.crystal.domain_size_um  # the rest of the section kept
+    assert mine.background == randomised.background
+    (tmp_path / "bad.yaml").write_text("extends: nonsense\n")
+    with pytest.raises(ConfigError, match="nonsense"):
+        load_config(tmp_path / "bad.yaml")
