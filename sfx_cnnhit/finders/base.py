@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, ClassVar, Protocol, cast, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, TypeVar, cast, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -92,6 +92,27 @@ def check_options(finder: str, options: Collection[str], known: Collection[str])
     if unknown:
         known_words = ", ".join(sorted(known)) or "none"
         raise ConfigError(f"hit finder {finder!r}: unknown option(s) {', '.join(unknown)}; known: {known_words}")
+
+
+class FinderParams(Protocol):
+    """A finder's frozen ``*Params`` type: buildable from ``{field name: value}`` as files and flags give them."""
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], *, source: str) -> Self: ...
+
+
+ParamsT = TypeVar("ParamsT", bound=FinderParams)
+
+
+def finder_params(finder: str, kind: type[ParamsT], params: ParamsT | Mapping[str, Any] | None) -> ParamsT:
+    """``params`` as ``kind``: as given, or built from a mapping of field values (None: the defaults).
+
+    Raises:
+        ConfigError: unknown field or invalid value (named as ``finder``'s parameters).
+    """
+    if isinstance(params, kind):
+        return params
+    return kind.from_values(cast(Mapping[str, Any], params or {}), source=f"{finder} parameters")
 
 
 def detector_mask(

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.finders.base import check_options, detector_mask, probability_threshold
+from sfx_cnnhit.finders.base import check_options, detector_mask, finder_params, probability_threshold
 from sfx_cnnhit.finders.config import CnnHitParams, params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.hotpixels import HotPixelTracker
@@ -176,8 +176,7 @@ class CnnHitFinder:
             ConfigError: unknown parameter or option, invalid value, or a mask of another shape.
         """
         check_options(cls.name, options, RUN_OPTIONS)
-        if not isinstance(params, CnnHitParams):
-            params = CnnHitParams.from_values(params or {}, source=f"{cls.name} parameters")
+        params = finder_params(cls.name, CnnHitParams, params)
         params = replace(params, **options)
         layout = PanelLayout.from_geometry(detector)
         if params.adu_per_photon is not None:

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, InputError
-from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, check_options, detector_mask
+from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, check_options, detector_mask, finder_params
 from sfx_cnnhit.finders.config import to_float, to_int
 from sfx_cnnhit.types import PEAK_FIELDS, PeakList
 
@@ -387,8 +387,7 @@ class DialsFinderBase(PeakCountingHitFinder):
             ConfigError: unknown parameter or option, or an invalid value.
         """
         check_options(cls.name, options, cls.OPTIONS)
-        if not isinstance(params, DialsParams):
-            params = DialsParams.from_values(params or {}, source=f"{cls.name} parameters")
+        params = finder_params(cls.name, DialsParams, params)
         return cls(params, mask=detector_mask(cls.name, mask, detector), geometry=detector, **options)
 
     @property

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from sfx_cnnhit.detector import DetectorGeometry, PanelLayout
 from sfx_cnnhit.errors import ConfigError, InputError
 from sfx_cnnhit.finders import _pf8_core as core
-from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, check_options, detector_mask
+from sfx_cnnhit.finders.base import HitRule, PeakCountingHitFinder, check_options, detector_mask, finder_params
 from sfx_cnnhit.finders.config import Peakfinder8Params, load_bad_pixel_map
 from sfx_cnnhit.types import PeakList
 
@@ -191,8 +191,7 @@ class Peakfinder8Finder(PeakCountingHitFinder):
             ConfigError: unknown parameter or option, invalid value, or a mask of another shape.
         """
         check_options(cls.name, options, ("hit_rule",))
-        if not isinstance(params, Peakfinder8Params):
-            params = Peakfinder8Params.from_values(params or {}, source=f"{cls.name} parameters")
+        params = finder_params(cls.name, Peakfinder8Params, params)
         return cls.from_geometry(detector, params, bad_pixel_map=detector_mask(cls.name, mask, detector), **options)
 
     @classmethod
