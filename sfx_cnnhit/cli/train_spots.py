@@ -58,6 +58,17 @@ def register(app: typer.Typer) -> None:
         augment: Annotated[
             bool, typer.Option("--augment/--no-augment", help="Perturb raw frames (gain, noise, masks, hot pixels).")
         ] = True,
+        augment_hot: Annotated[
+            bool,
+            typer.Option("--augment-hot/--no-augment-hot", help="Let --augment add unmasked hot pixels (no spot)."),
+        ] = True,
+        hot_pixel_map: Annotated[
+            bool,
+            typer.Option(
+                "--hot-pixel-map/--no-hot-pixel-map",
+                help="Mask the training files' static hot pixels (the run-level map), not teach them as no spot.",
+            ),
+        ] = False,
         seed: Annotated[int, typer.Option("--seed", help="Augmentation and crop seed.")] = 0,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Use at most this many per file.")] = None,
     ) -> None:
@@ -71,7 +82,8 @@ def register(app: typer.Typer) -> None:
         widths = None if channels is None else parse_channels(channels)
         config = SpotTrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, hot_pixels=hot_pixels,
-            spike_max_sigma=spike_max_sigma, augment=augment, seed=seed
+            spike_max_sigma=spike_max_sigma, augment=augment, augment_hot=augment_hot,
+            hot_pixel_map=hot_pixel_map, seed=seed,
         )
         path, metrics = fit_spotnet(
             output,

@@ -3,13 +3,16 @@
 A hot pixel reads high in frame after frame; a Bragg spot moves with the crystal. A per-frame finder
 cannot tell a one-pixel spot from a hot pixel, so unmasked hot pixels make misses look like weak hits.
 :class:`HotPixelRule` flags, in each window of ``window`` consecutive frames of a run, the pixels that
-are a *strict local maximum* (above all eight neighbours) in at least ``frequency`` of ``samples``
-frames read evenly across the window (in all of them when fewer than ``all_below`` were read).
-Background noise makes a pixel the maximum of its 3x3 neighbourhood in about 1 frame of 9 (1 of 4
-at a panel corner), so at the defaults (18 of 24) a false flag has odds below 1e-6 per pixel, and
-about 1.5e-4 for a short file of 4 frames (4 of 4); a hot pixel a few noise sigmas above its
-background is the maximum in nearly every frame. The test is free of units and gains, and works on photon counters
-with zero background (a pixel that counts in most frames while its neighbours do not is hot).
+are a *strict local maximum* (above all eight neighbours) in at least half of ``samples`` frames read
+evenly across the window, and so often that background noise would get there by chance with odds
+below ``noise_odds`` (in all of them when fewer than ``all_below`` were read). Background noise makes a
+pixel the maximum of its 3x3 neighbourhood in about 1 frame of 9, so at the defaults (12 of 24) a false
+flag has odds of 2.6e-6 per pixel (1.7e-4 on a panel edge, 7e-3 at a panel corner: about one pixel in
+a million is masked for nothing), and about 1.5e-4 for a short file of 4 frames (4 of 4). A hot pixel
+a few sigmas above its background is the maximum in most frames, and one of two noise sigmas still in
+about two of three (half finds it; three in four missed such pixels of our simulated detectors, whose
+lone bright pixels then counted as spots). The test is free of units and gains, and works on photon
+counters with zero background (a pixel that counts in most frames while its neighbours do not is hot).
 
 Windows are fixed by frame index, so a map depends only on the run's frames, never on the order or
 the resumption of processing (restarted and MPI runs see the same maps). Windows with fewer than
@@ -32,6 +35,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+def _noise_odds(k: int, n: int, p: float = 1 / 9) -> float:
+    """Odds that a noise pixel, a strict local maximum with probability ``p`` per frame, is one in ``k``
+    or more of ``n`` frames (the binomial tail)."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
 @dataclass(frozen=True)
 class HotPixelRule:
     """How hot-pixel maps are made.
@@ -40,14 +49,17 @@ class HotPixelRule:
         window: frames per map (consecutive frame indices of the run; hot pixels come and go slowly).
         samples: frames read per window, evenly spaced (the extra reading costs ``samples / window``).
         min_samples: windows with fewer readable frames get no map (single images, short files).
-        frequency: fraction of the sampled frames in which a pixel must be a strict local maximum.
+        frequency: fraction of the sampled frames in which a pixel must at least be a strict local maximum.
+        noise_odds: and so many of them that a noise pixel (a maximum in 1 frame of 9) gets there with
+            odds below this (binomial; it raises 4 of 8 to 7 of 8, 8 of 16 to 10 of 16).
         all_below: with fewer sampled frames than this, a pixel must be a maximum in every one.
     """
 
     window: int = 500
     samples: int = 24
     min_samples: int = 4
-    frequency: float = 0.75
+    frequency: float = 0.5
+    noise_odds: float = 3e-6
     all_below: int = 8
 
     def __post_init__(self) -> None:
@@ -55,6 +67,8 @@ class HotPixelRule:
             raise ValueError("hot-pixel window, samples and min_samples must be >= 1")
         if not 0.5 <= self.frequency <= 1.0:
             raise ValueError("hot-pixel frequency must lie in [0.5, 1]")
+        if not 0.0 < self.noise_odds < 1.0:
+            raise ValueError("hot-pixel noise_odds must lie in (0, 1)")
 
     def window_of(self, index: NDArray[np.int64]) -> NDArray[np.int64]:
         """The window number of each frame index."""
@@ -64,7 +78,12 @@ class HotPixelRule:
         """In how many of ``n`` sampled frames a pixel must be a strict local maximum to be hot (None: no map)."""
         if n < self.min_samples:
             return None
-        return n if n < self.all_below else math.ceil(self.frequency * n)
+        if n < self.all_below:
+            return n
+        need = math.ceil(self.frequency * n)
+        while need < n and _noise_odds(need, n) > self.noise_odds:
+            need += 1
+        return need
 
     def sample_indices(self, window: int, n_frames: int) -> NDArray[np.int64]:
         """Frame indices read to make the map of ``window`` in a run of ``n_frames`` frames."""
@@ -76,28 +95,44 @@ class HotPixelRule:
 
     def hot_map(self, frames: Iterable[tuple[NDArray[np.float32], NDArray[np.bool_]]]) -> NDArray[np.bool_] | None:
         """``(ss, fs)`` bool, True = hot, from ``(frame, good)`` pairs (``(ss, fs)`` each, good = True);
-        None when fewer than ``min_samples`` frames were given."""
-        count: NDArray[np.int32] | None = None
-        n = 0
-        for frame, good in frames:
-            peak = strict_local_maxima(frame, good)
-            count = peak.astype(np.int32) if count is None else count + peak
-            n += 1
-        need = self.required(n)
-        if count is None or need is None:
+        None when fewer than ``min_samples`` frames were given.
+
+        Two passes over the frames: the second, with the first pass's hot pixels taken as bad, finds
+        the hot pixels that a brighter hot neighbour kept from being a maximum (clusters, pairs).
+        """
+        samples = list(frames)
+        need = self.required(len(samples))
+        if need is None:
             return None
-        return count >= need
+        hot = self._count(samples, None) >= need
+        if hot.any():
+            hot |= self._count(samples, hot) >= need
+        return hot
+
+    @staticmethod
+    def _count(
+        samples: list[tuple[NDArray[np.float32], NDArray[np.bool_]]], hot: NDArray[np.bool_] | None
+    ) -> NDArray[np.int32]:
+        """In how many of the frames each pixel is a strict local maximum (over neighbours not ``hot``)."""
+        count = np.zeros(samples[0][0].shape, np.int32)
+        for frame, good in samples:
+            count += strict_local_maxima(frame, good, hidden=hot)
+        return count
 
 
 #: What every command uses unless told ``--no-hot-pixel-map``.
 DEFAULT_HOT_PIXELS = HotPixelRule()
 
 
-def strict_local_maxima(frame: NDArray[np.float32], good: NDArray[np.bool_]) -> NDArray[np.bool_]:
+def strict_local_maxima(
+    frame: NDArray[np.float32], good: NDArray[np.bool_], hidden: NDArray[np.bool_] | None = None
+) -> NDArray[np.bool_]:
     """``(ss, fs)`` bool: good pixels above every good pixel of their 3x3 neighbourhood (bad pixels
-    and the frame's border count as lower than anything)."""
+    and the frame's border count as lower than anything; so do ``hidden`` pixels as neighbours, while
+    still maxima themselves: known hot pixels, so that a fainter hot neighbour shows)."""
     x = np.where(good, frame, -np.inf).astype(np.float32, copy=False)
-    padded = np.pad(x, 1, constant_values=-np.inf)
+    neighbours = x if hidden is None else np.where(hidden, -np.inf, x).astype(np.float32, copy=False)
+    padded = np.pad(neighbours, 1, constant_values=-np.inf)
     ss, fs = x.shape
     peak = good & np.isfinite(x)
     for dy in (0, 1, 2):
@@ -145,7 +180,8 @@ class HotPixelTracker:
         return self._hot
 
     def _remember(self, frame: NDArray[np.floating], good: NDArray[np.bool_]) -> None:
-        peak = strict_local_maxima(np.asarray(frame, np.float32), good)
+        known = self._hot if self._hot is not None and self._hot.shape == good.shape else None
+        peak = strict_local_maxima(np.asarray(frame, np.float32), good, hidden=known)  # a fainter hot neighbour shows
         if self._count is None or self._run is None or self._count.shape != peak.shape:  # first or new shape
             self._peaks.clear()
             self._count = np.zeros(peak.shape, np.int16)

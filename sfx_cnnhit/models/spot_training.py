@@ -96,6 +96,8 @@ def load_spot_set(
     min_sigma: float = 3.0,
     stride: int = 2,
     batch_size: int = 32,
+    hot_pixels: HotPixelRule | None = None,
+    augment_config: AugmentConfig = SPOT_AUGMENT,
     progress: bool = True,
 ) -> SpotSet:
     """Read, augment (``augment_seed``; None: no augmentation) and preprocess frames with their targets.
@@ -104,7 +106,9 @@ def load_spot_set(
     ``min_sigma``: a Bragg bin is a target only where the input shows it at least this many noise sigmas
     above the local background (0: every Bragg bin), so the head learns visible spots, not guesses at
     invisible ones (which it would then also "see" in noise). ``stride``: input pixels per spot-map cell
-    (the model's :attr:`~sfx_cnnhit.models.spotnet.SpotNet.stride`).
+    (the model's :attr:`~sfx_cnnhit.models.spotnet.SpotNet.stride`). ``hot_pixels``: mask each file's
+    static hot pixels as the commands read frames (:mod:`sfx_cnnhit.io.hotpixels`); None: leave them, as
+    lone bright "no spot" pixels. ``augment_config``: the raw-frame perturbation.
 
     Raises:
         ConfigError: ``stride`` does not divide the input size.
@@ -112,7 +116,8 @@ def load_spot_set(
     """
     labels = labels or ("/truth/hit" if spec.class_names == HITMISS else "/truth/label")
     frames = LabelledFrames(
-        paths, labels, class_names=spec.class_names, batch_size=batch_size, shuffle=False, max_frames=max_frames
+        paths, labels, class_names=spec.class_names, batch_size=batch_size, shuffle=False, max_frames=max_frames,
+        hot_pixels=hot_pixels,
     )
     S = spec.input_size
     n = frames.n_frames
@@ -132,7 +137,7 @@ def load_spot_set(
                     raise InputError(f"{batch.source_file}: {bragg_mask} shape {spots.shape} is not the frames'")
                 data, mask = torch.from_numpy(batch.data), torch.from_numpy(batch.mask)
                 if gen is not None:
-                    data, mask = augment(data, mask, SPOT_AUGMENT, gen)
+                    data, mask = augment(data, mask, augment_config, gen)
                 j = i + len(batch)
                 x = preprocess(data, mask, spec.preprocess, layout)
                 inputs[i:j] = x.half()
@@ -162,6 +167,11 @@ class SpotTrainConfig:
         spike_max_sigma: the brightest spike; brighter lone peaks are left to be learned as spots (static hot
             pixels are masked by the run-level hot-pixel map, :mod:`sfx_cnnhit.io.hotpixels`).
         augment: perturb the raw frames once with :data:`SPOT_AUGMENT` before preprocessing.
+        augment_hot: let that perturbation add unmasked hot pixels (20 sigma and up, labelled no spot).
+        hot_pixel_map: read the training frames with the run-level hot-pixel map, as the commands read
+            frames: the simulator's static hot pixels are masked, not taught as "no spot". Lone bright
+            pixels are then only ever spots or spikes, so compact one- or two-pixel spots (nanoBragg's)
+            are learned as spots.
         seed: raw-frame augmentation, crop positions, flips and spikes.
     """
 
@@ -174,6 +184,8 @@ class SpotTrainConfig:
     hot_pixels: int = 4
     spike_max_sigma: float = 300.0
     augment: bool = True
+    augment_hot: bool = True
+    hot_pixel_map: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -358,7 +370,9 @@ def fit_spotnet(
         raise ConfigError(f"{arch!r} is not a SpotNet architecture")
     seed = config.seed if config.augment else None
     train_set = load_spot_set(
-        train_files, spec, augment_seed=seed, max_frames=max_frames, stride=model.stride, progress=progress
+        train_files, spec, augment_seed=seed, max_frames=max_frames, stride=model.stride, progress=progress,
+        hot_pixels=hot_pixels if config.hot_pixel_map else None,
+        augment_config=SPOT_AUGMENT if config.augment_hot else replace(SPOT_AUGMENT, p_hot=0.0),
     )
     losses = train_spot_head(model, train_set, config, progress=progress)
     del train_set

@@ -50,7 +50,45 @@ def test_too_few_frames_give_no_map_and_few_frames_a_strict_one():
     # 4 to 7 frames: a maximum in every one of them (a short file, or a single image repeated)
     hot = HotPixelRule().hot_map((frame, np.ones(SHAPE, bool)) for frame in data[:5])
     assert hot is not None and _hot_set(hot) == set(HOT)
-    assert HotPixelRule().required(4) == 4 and HotPixelRule().required(24) == 18
+    assert HotPixelRule().required(4) == 4 and HotPixelRule().required(24) == 12
+
+
+def test_a_faint_hot_pixel_that_noise_often_outshines_is_found():
+    """A hot pixel 2 noise sigmas bright is the strict maximum of its 3x3 neighbourhood in about 3 frames
+    of 5 (measured: 0.57 over 400 frames); noise makes a pixel the maximum in 1 of 9. Half of the
+    sampled frames separates them (the earlier 3 in 4 missed such hot pixels of our simulated
+    detectors, which then counted as spots; it finds this one in 1 of 10 seeds, half in 10 of 10)."""
+    rng = np.random.default_rng(3)
+    data = rng.poisson(30.0, (24, *SHAPE)).astype(np.float32)
+    data[:, 20, 30] += 10
+    frames = [(frame, np.ones(SHAPE, bool)) for frame in data]
+    assert _hot_set(HotPixelRule().hot_map(frames)) == {(20, 30)}
+    assert (20, 30) not in _hot_set(HotPixelRule(frequency=0.75).hot_map(frames))
+
+
+def test_a_hot_pixel_beside_a_brighter_one_is_found_too():
+    """The fainter of two neighbouring hot pixels is never a maximum until the brighter is known hot."""
+    rng = np.random.default_rng(5)
+    data = rng.poisson(30.0, (24, *SHAPE)).astype(np.float32)
+    data[:, 20, 30] += 400
+    data[:, 20, 31] += 100
+    frames = [(frame, np.ones(SHAPE, bool)) for frame in data]
+    assert _hot_set(HotPixelRule().hot_map(frames)) == {(20, 30), (20, 31)}
+    tracker = HotPixelTracker()
+    for frame in data:
+        tracker.update(frame[None])
+    assert tracker.hot is not None and _hot_set(tracker.hot) == {(20, 30), (20, 31)}
+
+
+def test_a_hot_pixel_at_the_saturation_level_in_some_frames_is_found(tmp_path):
+    """Saturated readings are bad pixels of their frame, but still hot-pixel evidence: else a hot pixel
+    that saturates in most frames is masked there and shows as a spot in the others."""
+    data = _frames(24, np.random.default_rng(6))
+    data[:, 30, 40] = 1000.0  # at the saturation level in two frames of three, just below it in the rest
+    data[::3, 30, 40] = 990.0
+    source = open_frames([_write(tmp_path / "sat.h5", data)], saturation=1000.0, hot_pixels=HotPixelRule())
+    masks = np.concatenate([b.mask for b in source.batches(8)])
+    assert not masks[:, 30, 40].any()
 
 
 def test_bad_neighbours_do_not_hide_a_pixel_and_bad_pixels_are_never_maxima():
@@ -89,6 +127,14 @@ def test_rule_rejects_nonsense():
         HotPixelRule(window=0)
     with pytest.raises(ValueError):
         HotPixelRule(frequency=0.2)
+    with pytest.raises(ValueError):
+        HotPixelRule(noise_odds=0.0)
+
+
+def test_short_windows_ask_for_more_than_half():
+    """Half of 8 or 16 frames is within a noise pixel's reach; the binomial odds raise the count."""
+    rule = HotPixelRule()
+    assert [rule.required(n) for n in (3, 4, 7, 8, 16, 24)] == [None, 4, 7, 7, 10, 12]
 
 
 def _assert_found(hot: np.ndarray, expected: set[tuple[int, int]], where: int) -> None:

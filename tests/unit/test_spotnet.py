@@ -14,6 +14,7 @@ from sfx_cnnhit.cli.app import app
 from sfx_cnnhit.detector import PanelLayout
 from sfx_cnnhit.errors import InputError
 from sfx_cnnhit.finders.cnn import CnnHitFinder
+from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
 from sfx_cnnhit.io.sources import open_frames
 from sfx_cnnhit.models.checkpoint import load_checkpoint, load_model
 from sfx_cnnhit.models.data import file_geometry
@@ -117,6 +118,23 @@ def test_a_file_without_bragg_mask_is_a_clear_error(tmp_path, sim_files):
         load_spot_set([str(copy)], spec, progress=False)
 
 
+def test_training_frames_can_be_read_with_the_hot_pixel_map(tmp_path, sim_files):
+    """A static hot pixel is a lone bright "no spot" pixel unless the run-level map masks it (--hot-pixel-map)."""
+    _, train, _ = sim_files
+    copy = tmp_path / "hot.cxi"
+    copy.write_bytes(train.read_bytes())
+    with h5py.File(copy, "a") as f:
+        data = f["/entry_1/data_1/data"]
+        data[:, 40, 70] = 1000 * data[:, 40, 70].max() + 1000  # every frame, far above any spot
+    _, spec = create_model("spotnet_test", task="hitmiss", preprocess={"input_size": 64})
+    clean = load_spot_set([str(train)], spec, augment_seed=None, progress=False).inputs[:, 0, 20, 35].float()
+    kept = load_spot_set([str(copy)], spec, augment_seed=None, progress=False).inputs[:, 0, 20, 35].float()
+    masked = load_spot_set([str(copy)], spec, augment_seed=None, progress=False, hot_pixels=DEFAULT_HOT_PIXELS)
+    # 128x128 frames binned 2x2 (max): pixel (40, 70) is input bin (20, 35), which the map leaves to its other pixels
+    assert (kept > clean + 3).all()
+    assert (masked.inputs[:, 0, 20, 35].float() <= clean + 0.05).all()
+
+
 def _blobs(n: int, seed: int) -> SpotSet:
     """Noise inputs; the hits carry 4-8 three-pixel-wide spots, the misses single-pixel spikes."""
     gen = torch.Generator().manual_seed(seed)
@@ -151,7 +169,8 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
     root, train, val = sim_files
     out = root / "spot.pt"
     args = ["train-spots", str(train), "--val", str(val), "-o", str(out), "--arch", "spotnet_test",
-            "--steps", "30", "--crop", "16", "--channels", "4,8", "--stride", "2"]
+            "--steps", "30", "--crop", "16", "--channels", "4,8", "--stride", "2",
+            "--no-augment-hot", "--hot-pixel-map"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     ckpt = load_checkpoint(out)
@@ -160,13 +179,14 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
     assert load_model(out)[0].spot_logits(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 16, 16)
     assert {"spot_training", "count_head", "calibration"} <= set(ckpt.metrics)
     assert [entry["n_frames"] for entry in ckpt.recipe["train"]] == [24]
+    assert ckpt.recipe["spot_training"]["hot_pixel_map"] and not ckpt.recipe["spot_training"]["augment_hot"]
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and "exists" in again.output
     with h5py.File(val, "r") as f:
         frames = f["/entry_1/data_1/data"][:4]
     scores = CnnHitFinder(model=out, device="cpu").hit_probability(frames)
     assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))
-    bad = CliRunner().invoke(app, [*args[:5], str(root / "bad.pt"), *args[6:-4], "--channels", "8"])
+    bad = CliRunner().invoke(app, [*args[:5], str(root / "bad.pt"), *args[6:-6], "--channels", "8"])
     assert bad.exit_code != 0 and "--channels" in bad.output
     # a calibrated SpotNet can be recalibrated: the count head is refitted on the given frames
     recal = root / "spot_recal.pt"

@@ -226,11 +226,13 @@ class FrameSource:
         )
 
     def _read_good(
-        self, i: int, inp: _Input, reader: _Reader, file_idx: NDArray[np.int64]
+        self, i: int, inp: _Input, reader: _Reader, file_idx: NDArray[np.int64], *, value_rules: bool = True
     ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """Frames and their good-pixel masks (stored mask, bad-pixel rules), before hot pixels."""
+        """Frames and their good-pixel masks (stored mask, bad-pixel rules), before hot pixels.
+        ``value_rules`` False: of the per-value rules only finiteness (what the hot-pixel map reads: a hot
+        pixel at or above the saturation level in some frames is still the local maximum there)."""
         data = reader.frames(file_idx)
-        good = self._rules[i].good(data)
+        good = self._rules[i].good(data) if value_rules else np.isfinite(data)
         good &= self._static_good[i]
         if inp.mask is not None and inp.mask.per_frame:
             good &= reader.mask_frames(file_idx)
@@ -249,7 +251,9 @@ class FrameSource:
             with _Reader(inp) as reader:
                 for local in mine - lo:
                     try:
-                        data, good = self._read_good(i, inp, reader, inp.file_indices(np.array([local])))
+                        data, good = self._read_good(
+                            i, inp, reader, inp.file_indices(np.array([local])), value_rules=False
+                        )
                     except InputError:  # an unreadable frame is no sample; the batch reading it reports it
                         continue
                     samples.append((data[0], good[0]))
