@@ -85,17 +85,8 @@ def register(app: typer.Typer) -> None:
             spike_max_sigma=spike_max_sigma, augment=augment, augment_hot=augment_hot,
             hot_pixel_map=hot_pixel_map, seed=seed,
         )
-        path, metrics = fit_spotnet(
-            output,
-            [str(p) for p in data],
-            [str(p) for p in val],
-            arch=arch,
-            task=task,
-            channels=widths,
-            stride=stride,
-            config=config,
-            max_frames=max_frames,
-        )
+        path, metrics = fit_spotnet(output, [str(p) for p in data], [str(p) for p in val], arch=arch, task=task,
+                                    channels=widths, stride=stride, config=config, max_frames=max_frames)
         count, spots = metrics["count_head"], metrics["spot_training"]
         half = f"P(hit) = 0.5 at {count['spots_at_half']:.2f} spots; " if "spots_at_half" in count else ""
         console.print(

@@ -274,7 +274,7 @@ class CnnHitFinder:
         if self.mask is not None:
             masks = self.mask if masks is None else np.asarray(masks, dtype=bool) & self.mask
         if self.hot_pixels is not None:
-            masks = self.hot_pixels.mask(frames, masks)
+            masks = self.hot_pixels.mask(frames, masks, evidence=self.mask)  # saturated readings count
         scores = self.hit_probability(frames, masks)
         flags = frame_flags(frames, masks, adu_per_photon=photon_adu(self.spec.preprocess, self.panel_layout))
         hits = (scores >= self.threshold) & np.array([f not in VETOED_FLAGS for f in flags], bool)

@@ -97,27 +97,57 @@ class HotPixelRule:
         """``(ss, fs)`` bool, True = hot, from ``(frame, good)`` pairs (``(ss, fs)`` each, good = True);
         None when fewer than ``min_samples`` frames were given.
 
-        Two passes over the frames: the second, with the first pass's hot pixels taken as bad, finds
-        the hot pixels that a brighter hot neighbour kept from being a maximum (clusters, pairs).
+        Two passes over the frames: the second, at the first pass's hot pixels' neighbours only and with
+        those hot pixels hidden (:func:`strict_local_maxima`), finds the hot pixels that a brighter hot
+        neighbour kept from being a maximum (clusters, pairs).
         """
         samples = list(frames)
         need = self.required(len(samples))
         if need is None:
             return None
-        hot = self._count(samples, None) >= need
-        if hot.any():
-            hot |= self._count(samples, hot) >= need
-        return hot
-
-    @staticmethod
-    def _count(
-        samples: list[tuple[NDArray[np.float32], NDArray[np.bool_]]], hot: NDArray[np.bool_] | None
-    ) -> NDArray[np.int32]:
-        """In how many of the frames each pixel is a strict local maximum (over neighbours not ``hot``)."""
         count = np.zeros(samples[0][0].shape, np.int32)
         for frame, good in samples:
-            count += strict_local_maxima(frame, good, hidden=hot)
-        return count
+            count += strict_local_maxima(frame, good)
+        hot = count >= need
+        if hot.any():  # only a hot pixel's neighbours see another neighbourhood: recount just them
+            ss, fs = np.nonzero(_beside(hot))
+            again = np.zeros(ss.size, np.int32)
+            for frame, good in samples:
+                again += _maxima_at(frame, good, ss, fs, hidden=hot)
+            hot[ss, fs] = again >= need
+        return hot
+
+
+def _beside(hot: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Pixels that are not ``hot`` but have a hot one among their 8 neighbours."""
+    padded = np.pad(hot, 1)
+    ss, fs = hot.shape
+    near = np.zeros_like(hot)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            near |= padded[dy : dy + ss, dx : dx + fs]
+    return near & ~hot
+
+
+def _maxima_at(
+    frame: NDArray[np.float32], good: NDArray[np.bool_], ss: NDArray[np.intp], fs: NDArray[np.intp],
+    hidden: NDArray[np.bool_],
+) -> NDArray[np.bool_]:
+    """:func:`strict_local_maxima` at the pixels ``(ss, fs)`` only (``(k,)`` each): as cheap as the few
+    pixels asked for, not the frame."""
+    height, width = frame.shape
+    value = frame[ss, fs]
+    peak = good[ss, fs] & np.isfinite(value)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy == dx == 0:
+                continue
+            y, x = ss + dy, fs + dx
+            inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+            y, x = np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)
+            counts = inside & good[y, x] & ~hidden[y, x]
+            peak &= ~counts | (value > frame[y, x])
+    return peak
 
 
 #: What every command uses unless told ``--no-hot-pixel-map``.
@@ -192,13 +222,15 @@ class HotPixelTracker:
         self._count += peak
         self._run = np.where(peak, np.minimum(self._run + 1, self.streak), 0).astype(np.int16)
 
-    def update(self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None) -> None:
-        """Show the tracker ``(n, ss, fs)`` frames; ``masks`` (True = good) ``(n, ss, fs)``, ``(ss, fs)`` or None.
+    def update(self, frames: NDArray[np.floating], evidence: NDArray[np.bool_] | None = None) -> None:
+        """Show the tracker ``(n, ss, fs)`` frames. ``evidence``: the static ``(ss, fs)`` pixels whose
+        readings count (True = good; None: every pixel), never a frame's own value masks: a hot pixel
+        that saturates in some frames is still their local maximum (as the run-level map reads it).
         The map is remade only when a frame was sampled."""
+        good = np.ones(frames.shape[1:], bool) if evidence is None else np.asarray(evidence, bool)
         sampled = False
-        for i, frame in enumerate(frames):
+        for frame in frames:
             if len(self._peaks) < cast(int, self._peaks.maxlen) or self._seen % self.every == 0:  # deque(maxlen=int)
-                good = np.ones(frame.shape, bool) if masks is None else (masks if np.ndim(masks) == 2 else masks[i])
                 self._remember(frame, good)
                 sampled = True
             self._seen += 1
@@ -215,12 +247,16 @@ class HotPixelTracker:
         self._good = ~self._hot
 
     def mask(
-        self, frames: NDArray[np.floating], masks: NDArray[np.bool_] | None = None
+        self,
+        frames: NDArray[np.floating],
+        masks: NDArray[np.bool_] | None = None,
+        *,
+        evidence: NDArray[np.bool_] | None = None,
     ) -> NDArray[np.bool_] | None:
-        """Show the tracker the frames, then return their masks with the hot pixels removed (True = good):
-        ``(ss, fs)`` when ``masks`` is None or static, else ``(n, ss, fs)``; ``masks`` itself while there
-        is no map."""
-        self.update(frames, masks)
+        """Show the tracker the frames (:meth:`update` with ``evidence``), then return their masks with
+        the hot pixels removed (True = good): ``(ss, fs)`` when ``masks`` is None or static, else
+        ``(n, ss, fs)``; ``masks`` itself while there is no map."""
+        self.update(frames, evidence)
         good = self._good
         if good is None or good.shape != frames.shape[1:]:
             return masks

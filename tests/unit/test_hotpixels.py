@@ -91,6 +91,26 @@ def test_a_hot_pixel_at_the_saturation_level_in_some_frames_is_found(tmp_path):
     assert not masks[:, 30, 40].any()
 
 
+
+def test_the_tracker_counts_readings_the_callers_value_masks_hide():
+    """A caller (a Cheetah script) passes per-frame masks with saturated pixels bad: the tracker still
+    takes them as evidence, so a hot pixel saturated in two frames of three is masked in the third."""
+    data = _frames(60, np.random.default_rng(7))
+    data[:, 30, 40] = 1000.0
+    data[::3, 30, 40] = 990.0
+    masks = data < 1000.0  # the value rule: saturated readings are bad pixels of their frame
+    tracker = HotPixelTracker()
+    for frame, mask in zip(data, masks, strict=True):
+        good = tracker.mask(frame[None], mask[None])
+    assert good is not None and not good[0, 30, 40]
+    assert {(5, 7), (40, 60), (63, 0), (30, 40)} <= _hot_set(tracker.hot)
+    static = np.ones(SHAPE, bool)
+    static[5, 7] = False  # a pixel the static mask already drops is no evidence
+    tracker = HotPixelTracker()
+    for frame in data:
+        tracker.update(frame[None], static)
+    assert (5, 7) not in _hot_set(tracker.hot) and (30, 40) in _hot_set(tracker.hot)
+
 def test_bad_neighbours_do_not_hide_a_pixel_and_bad_pixels_are_never_maxima():
     frame = np.zeros((3, 3), np.float32)
     frame[1, 1], frame[0, 0] = 1.0, 5.0
@@ -193,3 +213,23 @@ def test_tracker_starts_again_on_a_new_frame_shape():
     tracker.update(_frames(8, np.random.default_rng(6)))
     assert tracker.hot is not None
     assert tracker.mask(np.zeros((1, 10, 10), np.float32)) is None
+
+
+def test_the_second_pass_at_hot_neighbours_equals_a_full_one():
+    """hot_map recounts only the neighbours of first-pass hot pixels: the same map as recounting every
+    pixel with the hot ones hidden (clusters of hot pixels, bad pixels, NaN, frame edges)."""
+    rng = np.random.default_rng(8)
+    data = rng.normal(30.0, 5.0, (24, 40, 50)).astype(np.float32)
+    for ss, fs, gain in [(0, 0, 40), (0, 1, 30), (10, 10, 60), (10, 11, 20), (11, 10, 15), (39, 49, 25), (20, 30, 9)]:
+        data[:, ss, fs] += gain
+    data[5, 10, 12] = np.nan
+    good = np.ones((24, 40, 50), bool)
+    good[:, 9, 9] = False
+    good[::2, 11, 11] = False
+    rule = HotPixelRule()
+    need = rule.required(24)
+    first = sum(strict_local_maxima(f, g).astype(int) for f, g in zip(data, good, strict=True)) >= need
+    full = first | (sum(strict_local_maxima(f, g, hidden=first).astype(int)
+                        for f, g in zip(data, good, strict=True)) >= need)
+    assert full.sum() > first.sum()  # the pass has work to do here
+    np.testing.assert_array_equal(rule.hot_map(zip(data, good, strict=True)), full)
