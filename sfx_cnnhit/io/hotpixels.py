@@ -227,11 +227,10 @@ class HotPixelTracker:
         readings count (True = good; None: every pixel), never a frame's own value masks: a hot pixel
         that saturates in some frames is still their local maximum (as the run-level map reads it).
         The map is remade only when a frame was sampled."""
-        good = np.ones(frames.shape[1:], bool) if evidence is None else np.asarray(evidence, bool)
         sampled = False
         for frame in frames:
             if len(self._peaks) < cast(int, self._peaks.maxlen) or self._seen % self.every == 0:  # deque(maxlen=int)
-                self._remember(frame, good)
+                self._remember(frame, np.ones(frame.shape, bool) if evidence is None else np.asarray(evidence, bool))
                 sampled = True
             self._seen += 1
         if not sampled:
