@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
-from sfx_cnnhit.cli.inputs import HotPixelMap
+from sfx_cnnhit.cli.inputs import HotPixelMap, PeakSnr, peak_snr_levels
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("--output", "-o", help="Calibrated checkpoint to write (.pt).")],
         labels: Annotated[str, typer.Option("--labels", help="Label dataset in each file, or a CSV.")] = "/truth/label",
         hot_pixel_map: HotPixelMap = True,
+        peak_snr: PeakSnr = None,
     ) -> None:
         """Per-class logit offsets and the hit threshold, fitted on validation frames (`train` does this
         itself when given --val); a SpotNet's spot-count head is refitted first, so shipped SpotNets
@@ -29,7 +30,10 @@ def register(app: typer.Typer) -> None:
         from sfx_cnnhit.models.fit import calibrate_checkpoint
 
         hot_pixels = DEFAULT_HOT_PIXELS if hot_pixel_map else None
-        path, record = calibrate_checkpoint(model, [str(p) for p in val], output, labels=labels, hot_pixels=hot_pixels)
+        path, record = calibrate_checkpoint(
+            model, [str(p) for p in val], output, labels=labels, hot_pixels=hot_pixels,
+            peak_snr=peak_snr_levels(peak_snr),
+        )
         before, after = record["val_accuracy_before"], record["val_accuracy_after"]
         console.print(
             f"wrote {path}: validation accuracy {before:.4f} -> {after:.4f}, "

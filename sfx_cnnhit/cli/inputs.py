@@ -57,6 +57,21 @@ HotPixelMap = Annotated[
         "hotpixFreq; costs 24 extra frame reads per window).",
     ),
 ]
+PeakSnr = Annotated[
+    list[float] | None,
+    typer.Option(
+        "--peak-snr",
+        help="SpotNet: count two-pixel local maxima of the normalised frame at or above this z-score as a head "
+        "input (repeat for several; 0: none; default: train-spots none, calibrate as the checkpoint).",
+    ),
+]
+
+
+def peak_snr_levels(values: list[float] | None) -> list[float] | None:
+    """``--peak-snr`` values as levels: None when not given, ``[]`` for 0 (none)."""
+    return None if values is None else [v for v in values if v != 0]
+
+
 Strict = Annotated[
     bool,
     typer.Option(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -264,31 +265,38 @@ def validate_and_calibrate(model: nn.Module, spec: ModelSpec, val: Any, *, calib
 def calibrate_checkpoint(
     model: str | os.PathLike[str], val_files: list[str], output: str | os.PathLike[str], *,
     labels: str = "/truth/label", batch_size: int = 64, hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
+    peak_snr: Sequence[float] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Calibrate a trained checkpoint on validation files into a new checkpoint (the input is kept).
 
     A SpotNet's count head is refitted on the same frames first (:func:`~sfx_cnnhit.models.spot_training.
     fit_count_head`), so calibrated SpotNets can be recalibrated, e.g. on a user's own labelled frames;
-    other models are calibrated once. Frames are read as the commands read them (``hot_pixels``).
+    ``peak_snr`` sets its bright-peak counts first (None: keep the checkpoint's; empty: none); other
+    models are calibrated once. Frames are read as the commands read them (``hot_pixels``).
     """
     output = _new_checkpoint_path(output)
     path = resolve_model_path(model)
     ckpt = load_checkpoint(path)
     net = model_from_checkpoint(ckpt, source=path)
-    spot_net = isinstance(net, SpotNet)
+    spot_net, spec = isinstance(net, SpotNet), ckpt.spec
+    if peak_snr is not None and not spot_net:
+        raise ConfigError(f"{model}: bright-peak counts are a SpotNet head input, not one of {spec.name!r}")
     if CALIBRATION in ckpt.metrics and not spot_net:
         raise ConfigError(f"{model}: already calibrated (offsets {ckpt.metrics[CALIBRATION]['logit_offsets']})")
-    val = LabelledFrames(val_files, labels, class_names=ckpt.spec.class_names, batch_size=batch_size, shuffle=False,
+    val = LabelledFrames(val_files, labels, class_names=spec.class_names, batch_size=batch_size, shuffle=False,
                          hot_pixels=hot_pixels)
     metrics = dict(ckpt.metrics)
     if spot_net:  # the count head is refitted from scratch, which also undoes an earlier calibration
-        from sfx_cnnhit.models.spot_training import fit_count_head, frame_features
+        from sfx_cnnhit.models.spot_training import fit_count_head, frame_features, with_peak_snr
 
         spot = cast(SpotNet, net)  # spot_net: isinstance(net, SpotNet)
-        metrics["count_head"] = fit_count_head(spot, *frame_features(spot, ckpt.spec, val))
-    metrics.update(validate_and_calibrate(net, ckpt.spec, val))
+        if peak_snr is not None:
+            spot, spec = with_peak_snr(spot, spec, peak_snr)
+            net = spot
+        metrics["count_head"] = fit_count_head(spot, *frame_features(spot, spec, val))
+    metrics.update(validate_and_calibrate(net, spec, val))
     metrics[CALIBRATION]["val_files"] = data_recipe(val_files)
-    save_checkpoint(output, net, ckpt.spec, recipe=ckpt.recipe, metrics=metrics)
+    save_checkpoint(output, net, spec, recipe=ckpt.recipe, metrics=metrics)
     return output, metrics[CALIBRATION]
 
 

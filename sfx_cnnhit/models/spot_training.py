@@ -8,7 +8,8 @@ Two stages, both on our simulator's frames (files with ``/truth/bragg_mask`` and
    (spikes labelled "no spot"); the raw frames are perturbed once with :func:`augment` (gain,
    pedestal, noise, masked stripes and shadows, hot pixels).
 2. :func:`fit_count_head`: the linear head from ``log(1 + nSpots)`` (five classes: and the diffuse
-   contrast) to the classes, by logistic regression on validation frames (the spot head frozen).
+   contrast; with ``peak_snr``: and the bright-peak counts) to the classes, by logistic regression on
+   validation frames (the spot head frozen).
 
 Inputs are preprocessed once and kept as float16 (``2 S^2`` bytes a frame: 0.5 MiB at 512).
 """
@@ -38,7 +39,7 @@ from sfx_cnnhit.models.preprocess import input_map, preprocess
 from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
 from sfx_cnnhit.models.training import progress_bar
-from sfx_cnnhit.models.zoo import ModelSpec, create_model
+from sfx_cnnhit.models.zoo import ModelSpec, build_model, create_model
 
 #: Raw-frame augmentation of the spot head: ``spot_safe`` without flips and rotations (the crops
 #: are flipped and rotated instead, together with their targets).
@@ -258,6 +259,25 @@ def train_spot_head(model: SpotNet, data: SpotSet, config: SpotTrainConfig, *, p
     return losses
 
 
+def _check_peak_snr(spec: ModelSpec, peak_snr: Sequence[float]) -> tuple[float, ...]:
+    snr = tuple(float(v) for v in peak_snr)
+    if snr and spec.preprocess.scaling != "log":
+        raise ConfigError(f"bright-peak counts need log-scaled inputs, this model's are {spec.preprocess.scaling!r}")
+    if any(not v > 0 for v in snr):
+        raise ConfigError(f"bright-peak SNR levels must be positive, got {list(snr)}")
+    return snr
+
+
+def with_peak_snr(model: SpotNet, spec: ModelSpec, peak_snr: Sequence[float]) -> tuple[SpotNet, ModelSpec]:
+    """The same spot head with bright-peak counts at ``peak_snr`` (empty: none) as head inputs, and its
+    spec; the count head is new (zero weights): refit it (:func:`fit_count_head`)."""
+    spec = replace(spec, arch_kwargs={**spec.arch_kwargs, "peak_snr": _check_peak_snr(spec, peak_snr)})
+    new = cast(SpotNet, build_model(spec))  # the same SpotNet architecture
+    spots = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    new.load_state_dict({**new.state_dict(), **spots})
+    return new.eval(), spec
+
+
 @torch.no_grad()
 def frame_features(model: SpotNet, spec: ModelSpec, frames: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's inputs ``(n, f)`` and the labels ``(n,)`` of labelled raw batches (model in eval mode)."""
@@ -273,15 +293,21 @@ def frame_features(model: SpotNet, spec: ModelSpec, frames: Iterable[Batch]) -> 
     return torch.cat(features), torch.cat(labels)
 
 
-def fit_count_head(model: SpotNet, features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-5) -> dict[str, Any]:
+def fit_count_head(
+    model: SpotNet, features: torch.Tensor, labels: torch.Tensor, *, l2: float = 1e-5, peak_l2: float = 1e-3
+) -> dict[str, Any]:
     """Fit the linear head on the head inputs ``features`` ``(n, f)`` of frames of class ``labels``
     ``(n,)`` (the spot head frozen), in place: multinomial logistic regression of the classes on
-    ``log(1 + nSpots)`` (and the diffuse contrast), L2 ``l2`` on the weights. The penalty is weak on
-    purpose: the diffuse contrast of a blank frame spans about 0.038-0.047 and a frame with any water
-    starts above it, a boundary only a large weight can draw (``l2 = 1e-3`` put it at 0.24 and called
-    7 of nanoBragg's 40 no-crystal frames blank; ``1e-5``: 0.12 and none; docs/models.md).
+    ``log(1 + nSpots)`` (and the diffuse contrast and the bright-peak counts), L2 ``l2`` on the
+    weights (``peak_l2`` on those of the bright-peak counts: their misses and hits barely overlap on
+    validation frames, and ``1e-5`` let a single maximum of z 15 make a hit; docs/models.md, session
+    16). The penalty ``l2`` is weak on purpose: the diffuse contrast of a blank frame spans about
+    0.038-0.047 and a frame with any water starts above it, a boundary only a large weight can draw
+    (``l2 = 1e-3`` put it at 0.24 and called 7 of nanoBragg's 40 no-crystal frames blank; ``1e-5``:
+    0.12 and none; docs/models.md).
 
-    Returns the weights and biases, the spot count at P(hit) = 0.5 (hit/miss) and the fit's accuracy.
+    Returns the weights and biases, the spot count at P(hit) = 0.5 (hit/miss; with every other input 0)
+    and the fit's accuracy.
     """
     f, y = features.double(), labels.long()
     k = model.head.out_features
@@ -290,10 +316,12 @@ def fit_count_head(model: SpotNet, features: torch.Tensor, labels: torch.Tensor,
     weight = torch.zeros((k, f.shape[1]), dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(k, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
+    n_peaks = 0 if model.peaks is None else len(model.peaks.snr)  # the last inputs (SpotNet.features)
+    penalty = torch.tensor([l2] * (f.shape[1] - n_peaks) + [peak_l2] * n_peaks, dtype=torch.float64)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = functional.cross_entropy(f @ weight.T + bias, y) + l2 * weight.square().sum()
+        loss = functional.cross_entropy(f @ weight.T + bias, y) + (penalty * weight.square()).sum()
         loss.backward()
         return loss
 
@@ -339,12 +367,13 @@ def fit_spotnet(
     max_frames: int | None = None,
     progress: bool = True,
     hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
+    peak_snr: Sequence[float] = (),
 ) -> tuple[Path, dict[str, Any]]:
     """Train a SpotNet end to end into a calibrated checkpoint at ``output``.
 
     Hit/miss models see ``local`` inputs; five-class models ``hybrid`` inputs and the diffuse contrast.
     ``channels`` and ``stride`` override the architecture's spot-head widths (stem, then one per 3x3
-    layer) and spot-map cell.
+    layer) and spot-map cell; ``peak_snr``: the head also reads bright-peak counts at these z-scores.
 
     The spot head learns from ``train_files`` (:func:`train_spot_head`); on ``val_files`` the count
     head is fitted (:func:`fit_count_head`), then calibrated like every model (class offsets and the
@@ -368,6 +397,8 @@ def fit_spotnet(
     )
     if not isinstance(model, SpotNet):
         raise ConfigError(f"{arch!r} is not a SpotNet architecture")
+    if peak_snr:
+        model, spec = with_peak_snr(model, spec, peak_snr)
     seed = config.seed if config.augment else None
     train_set = load_spot_set(
         train_files, spec, augment_seed=seed, max_frames=max_frames, stride=model.stride, progress=progress,

@@ -11,8 +11,12 @@ spots.body  3x3 convs, BN, ReLU: 16 -> 16 -> 16 -> 16                /4        1
 spots.logit 1x1 conv -> spot logit per 4x4 input cell                /4        1 x 128²
 count       local maxima (3x3 cells) of the spot map with P(spot) > 0.5,       1: log(1 + nSpots)
             each counted as ``2 P(spot) - 1`` (a soft spot count)
-head        linear: log(1 + nSpots) -> class logits (five classes: and the
-            diffuse contrast, the spread of the 16x16-averaged input)
+peaks       optional (``peak_snr``; not in the shipped models): input      1 per SNR:
+            pixels at or above each z-score, local maxima over 3x3 pixels,    log(1 + nPeaks)
+            with a neighbour of z >= 2.5 (two-pixel peaks); no weights
+head        linear: log(1 + nSpots) (and the bright-peak counts) -> class
+            logits (five classes: and the diffuse contrast, the spread of
+            the 16x16-averaged input)
 =========== ===================================================== ========= ==============
 
 About 7 000 parameters and 0.12 GMAC per frame (HitNet: 0.20). The spot head is trained as a
@@ -24,6 +28,13 @@ simulator happens to call hits; its receptive field is 28 input pixels, so it ca
 position prior or a background texture. The head then maps the count to the classes (two
 parameters per class, fitted on validation frames). Measured on frames our simulator did not make,
 this generalises where a frame classifier did not (docs/models.md).
+
+The optional bright-peak counts are peakfinder8's test (a local maximum ``peak_snr`` sigma over the
+local background, at least two pixels) on the same normalised input, for spots that put nearly all
+their photons into one pixel (small crystals; the spot head, taught to reject lone bright pixels,
+misses some of them); the head weighs both counts. Measured on nanoBragg, it keeps one more of the
+five hits the shipped head loses (docs/models.md, session 16). Grad-CAM sees only the spot map: a hit
+decided by bright peaks alone has a faint or empty map.
 
 ``stride`` and ``channels`` are parameters (``spotnet_test``: stride 2); the Grad-CAM target is
 ``spots.logit``, the spot map the count is taken from: heat maps at ``1/stride`` of the input, i.e.
@@ -114,6 +125,35 @@ class DiffuseContrast(nn.Module):
         return functional.avg_pool2d(x, max(2, x.shape[-1] // 32)).flatten(1).std(dim=1, keepdim=True)
 
 
+class BrightPeakCount(nn.Module):
+    """``(n, 1, S, S)`` log-scaled inputs (``sign(z) log1p|z|``) -> ``(n, len(snr))``: ``log(1 + nPeaks)``.
+
+    A bright peak is an input pixel at or above each z-score of ``snr`` that is a local maximum (no
+    higher pixel among its 8 neighbours) and whose brightest neighbour reaches ``second_snr``: a peak
+    of at least two pixels, as peakfinder8 with ``min_pix_count`` 2, so a lone hot pixel or spike is
+    not one. Only pixels over the lowest level are visited (a few per frame).
+    """
+
+    _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+    def __init__(self, snr: tuple[float, ...], second_snr: float = 2.5) -> None:
+        super().__init__()
+        if not snr or min(snr) <= 0 or second_snr < 0:
+            raise ValueError(f"BrightPeakCount: SNR levels must be positive, got {snr} and {second_snr}")
+        self.snr = tuple(float(v) for v in snr)
+        self.second_snr = float(second_snr)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = [math.log1p(v) for v in self.snr]
+        frame, row, col = (x[:, 0] >= min(levels)).nonzero(as_tuple=True)
+        padded = functional.pad(x[:, 0], (1, 1, 1, 1), value=-math.inf)
+        value = padded[frame, row + 1, col + 1]
+        second = torch.stack([padded[frame, row + 1 + dr, col + 1 + dc] for dr, dc in self._OFFSETS]).amax(dim=0)
+        peak = (value >= second) & (second >= math.log1p(self.second_snr))
+        counts = [torch.bincount(frame[peak & (value >= level)], minlength=x.shape[0]) for level in levels]
+        return torch.stack(counts, dim=1).to(x.dtype).log1p_()
+
+
 class SpotNet(nn.Module):
     """Spot segmentation + soft spot count (+ diffuse contrast) + linear head (see the module docstring).
 
@@ -124,6 +164,9 @@ class SpotNet(nn.Module):
         window: side of the local-maximum window on the spot map (cells).
         diffuse: also feed the head :class:`DiffuseContrast` (for five classes on ``hybrid`` inputs,
             where it tells blank from no-crystal frames).
+        peak_snr: also feed the head :class:`BrightPeakCount` at these z-scores (inputs scaled ``log``,
+            every SpotNet's); empty: not.
+        peak_second_snr: :class:`BrightPeakCount`'s brightest-neighbour z-score.
     """
 
     def __init__(
@@ -133,13 +176,16 @@ class SpotNet(nn.Module):
         stride: int = 2,
         window: int = 3,
         diffuse: bool = False,
+        peak_snr: tuple[float, ...] = (),
+        peak_second_snr: float = 2.5,
     ) -> None:
         super().__init__()
         self.stride = stride
         self.spots = SpotHead(channels, stride)
         self.count = SpotCount(window)
         self.diffuse = DiffuseContrast() if diffuse else None
-        self.head = nn.Linear(2 if diffuse else 1, num_classes)
+        self.peaks = BrightPeakCount(peak_snr, peak_second_snr) if peak_snr else None
+        self.head = nn.Linear(1 + bool(diffuse) + len(peak_snr), num_classes)
         for module in self.spots.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -158,9 +204,10 @@ class SpotNet(nn.Module):
         return logits
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, 1, S, S) -> (n, f)``: ``log(1 + nSpots)`` (and the diffuse contrast)."""
-        count = self.count(self.spots(x))
-        return count if self.diffuse is None else torch.cat([count, self.diffuse(x)], dim=1)
+        """``(n, 1, S, S) -> (n, f)``: ``log(1 + nSpots)`` (then the diffuse contrast, then the bright-peak counts)."""
+        parts = [self.count(self.spots(x))]
+        parts += [extra(x) for extra in (self.diffuse, self.peaks) if extra is not None]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(n, num_classes)``."""

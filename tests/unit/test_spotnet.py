@@ -27,7 +27,7 @@ from sfx_cnnhit.models.spot_training import (
     load_spot_set,
     train_spot_head,
 )
-from sfx_cnnhit.models.spotnet import SpotCount, _window_max
+from sfx_cnnhit.models.spotnet import BrightPeakCount, SpotCount, _window_max
 from sfx_cnnhit.models.zoo import cam_layer, create_model
 from tests.synthetic import simulate_train_val
 
@@ -58,6 +58,23 @@ def test_spot_count_counts_confident_local_maxima_only():
     assert count.shape == (2, 1)
     assert math.expm1(float(count[0, 0])) == pytest.approx(3.0, abs=1e-6)
     assert float(count[1, 0]) == 0.0
+
+
+def test_bright_peak_count_counts_two_pixel_local_maxima_per_level():
+    z = torch.zeros(3, 1, 32, 32)
+    z[0, 0, 2, 2], z[0, 0, 2, 3] = 20.0, 9.0  # a peak of z 20 with a second pixel of z 9: one peak at 8 and 15
+    z[0, 0, 20, 20], z[0, 0, 21, 21] = 9.0, 3.0  # a peak of z 9 (second pixel z 3, diagonal)
+    z[0, 0, 28, 9], z[0, 0, 28, 10] = 7.0, 5.0  # below both levels
+    z[0, 0, 31, 31], z[0, 0, 30, 31] = 12.0, 2.6  # on the edge
+    z[1, 0, 10, 10] = 50.0  # a lone pixel (a spike): no peak
+    z[1, 0, 5, 5], z[1, 0, 5, 6] = 30.0, 2.0  # its second pixel under z 2.5: no peak
+    z[2, 0, 10, 10] = -30.0  # negative outliers are no peaks
+    x = torch.copysign(z.abs().log1p(), z)  # the log scaling of preprocess
+    counts = BrightPeakCount((8.0, 15.0))(x).expm1()
+    torch.testing.assert_close(counts, torch.tensor([[3.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
+    torch.testing.assert_close(BrightPeakCount((8.0,), second_snr=0.0)(x[1:2]).expm1(), torch.tensor([[2.0]]))
+    with pytest.raises(ValueError, match="positive"):
+        BrightPeakCount((0.0,))
 
 
 @pytest.mark.parametrize("window", [1, 3, 5, 7])
@@ -170,7 +187,7 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
     out = root / "spot.pt"
     args = ["train-spots", str(train), "--val", str(val), "-o", str(out), "--arch", "spotnet_test",
             "--steps", "30", "--crop", "16", "--channels", "4,8", "--stride", "2",
-            "--no-augment-hot", "--hot-pixel-map"]
+            "--no-augment-hot", "--hot-pixel-map", "--peak-snr", "8"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     ckpt = load_checkpoint(out)
@@ -180,13 +197,14 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
     assert {"spot_training", "count_head", "calibration"} <= set(ckpt.metrics)
     assert [entry["n_frames"] for entry in ckpt.recipe["train"]] == [24]
     assert ckpt.recipe["spot_training"]["hot_pixel_map"] and not ckpt.recipe["spot_training"]["augment_hot"]
+    assert ckpt.spec.arch_kwargs["peak_snr"] == (8.0,) and len(ckpt.metrics["count_head"]["weight"][0]) == 2
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and "exists" in again.output
     with h5py.File(val, "r") as f:
         frames = f["/entry_1/data_1/data"][:4]
     scores = CnnHitFinder(model=out, device="cpu").hit_probability(frames)
     assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))
-    bad = CliRunner().invoke(app, [*args[:5], str(root / "bad.pt"), *args[6:-6], "--channels", "8"])
+    bad = CliRunner().invoke(app, [*args[:5], str(root / "bad.pt"), *args[6:-8], "--channels", "8"])
     assert bad.exit_code != 0 and "--channels" in bad.output
     # a calibrated SpotNet can be recalibrated: the count head is refitted on the given frames
     recal = root / "spot_recal.pt"
@@ -196,6 +214,17 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
     assert refit.metrics["count_head"] != ckpt.metrics["count_head"]
     assert refit.metrics["calibration"]["val_files"][0]["path"] == str(train)
     torch.testing.assert_close(refit.state_dict["spots.logit.weight"], ckpt.state_dict["spots.logit.weight"])
+    # ... with other bright-peak levels (0: none), the spot head kept
+    for levels, inputs in ((["0"], 1), (["6", "--peak-snr", "10", "--peak-snr", "20"], 4)):
+        other = root / f"spot_peaks{inputs}.pt"
+        result = CliRunner().invoke(app, ["calibrate", str(out), "--val", str(val), "-o", str(other), "--peak-snr",
+                                          *levels])
+        assert result.exit_code == 0, result.output
+        refit = load_checkpoint(other)
+        assert len(refit.spec.arch_kwargs["peak_snr"]) == inputs - 1
+        assert len(refit.metrics["count_head"]["weight"][0]) == inputs
+        torch.testing.assert_close(refit.state_dict["spots.stem.0.weight"], ckpt.state_dict["spots.stem.0.weight"])
+        assert load_model(other)[0](torch.zeros(2, 1, 32, 32)).shape == (2, 2)
 
 
 def test_five_class_spotnet_feeds_the_diffuse_contrast_to_its_head():
