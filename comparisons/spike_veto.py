@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
+from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
 from sfx_cnnhit.models.checkpoint import (
     decision_threshold,
@@ -28,6 +29,7 @@ from sfx_cnnhit.models.checkpoint import (
 )
 from sfx_cnnhit.models.data import HITMISS, LabelledFrames
 from sfx_cnnhit.models.inference import batch_input
+from sfx_cnnhit.models.zoo import ModelSpec
 
 
 def add_spikes_(x: torch.Tensor, spikes: int, z_range: tuple[float, float], generator: torch.Generator) -> None:
@@ -46,10 +48,12 @@ def spiked_false_hits(
     seed: int = 0, labels: str = "/truth/hit",
 ) -> dict[str, float]:
     """Fraction of the misses of ``paths`` each model calls a hit once ``spikes`` spikes are added."""
-    nets = []
+    nets: list[tuple[str, torch.nn.Module, ModelSpec, float]] = []
     for name in models:
         path = resolve_model_path(name)
         ckpt = load_checkpoint(path)
+        if nets and ckpt.spec.preprocess != nets[0][2].preprocess:
+            raise ConfigError(f"{name}: preprocessing differs from {nets[0][0]}'s; compare models fed alike")
         nets.append((name, model_from_checkpoint(ckpt, source=path), ckpt.spec, decision_threshold(ckpt.metrics)))
     frames = LabelledFrames(list(paths), labels, class_names=HITMISS, shuffle=False, hot_pixels=DEFAULT_HOT_PIXELS)
     generator = torch.Generator().manual_seed(seed)
@@ -60,8 +64,6 @@ def spiked_false_hits(
         add_spikes_(x, spikes, z_range, generator)
         misses += len(x)
         for name, net, spec, threshold in nets:
-            if spec.preprocess != nets[0][2].preprocess:
-                raise ValueError(f"{name}: preprocessing differs from {nets[0][0]}'s; compare models fed alike")
             p_hit = torch.softmax(net(x).float(), dim=1)[:, list(spec.hit_classes)].sum(dim=1)
             false_hits[name] += int((p_hit >= threshold).sum())
     return {name: count / misses if misses else math.nan for name, count in false_hits.items()}
