@@ -26,7 +26,7 @@ from .contest import Criterion
 from .grids import DIALS_GRID, PEAKFINDER8_GRID, dials_photon_defaults
 from .methods import CnnHitParams, build_methods, dials_settings, parse_assignments, parse_dials_overrides
 from .pedestal import PEDESTAL_MODES
-from .plan import Contestants, detector_gain, overlap_warning, tuned_choice, untuned_choice
+from .plan import ASSUMED_GAIN, Contestants, detector_gain, overlap_warning, tuned_choice, untuned_choice
 from .report import STATE_DIR, RunContext, check_outdir, write_comparison
 from .runner import run_comparison
 
@@ -130,7 +130,7 @@ def run_compare(
     else:
         choice = untuned_choice(contestants)
     methods, warnings = build_methods(choice, geometry=source.geometry)
-    warnings = tuning_warnings + warnings
+    warnings = tuning_warnings + warnings + _geometry_warning(source, contestants)
     for warning in warnings:
         warn(warning)
     with progress("compare") as update:
@@ -151,6 +151,18 @@ def run_compare(
 def _cnn_params(r: CompareRequest) -> CnnHitParams:
     """The CNN's settings of the request (``--model default``: the shipped default model)."""
     return CnnHitParams(model=None if r.model == "default" else r.model, threshold=r.hit_threshold, device=r.device)
+
+
+def _geometry_warning(source: FrameSource, contestants: Contestants) -> list[str]:
+    """A warning when neither a geometry nor a gain was given: every method then reads a frame as one
+    panel of 1 ADU per photon (docs/compare.md, ``--geometry``)."""
+    if source.geometry is not None or contestants.gain_source != ASSUMED_GAIN:
+        return []
+    return [
+        "no geometry (-g) and no gain given: each frame is read as one panel of 1 ADU per photon, with the "
+        "beam at its centre; right for a one-panel photon counter, not for a multi-panel or integrating "
+        "detector (give its CrystFEL geometry)"
+    ]
 
 
 def _contestants(r: CompareRequest, source: FrameSource, pf8_options: Peakfinder8Options) -> Contestants:

@@ -40,6 +40,8 @@ from .methods import CnnHitParams, MethodChoice, cnn_method
 from .metrics import nan_to_none
 
 TUNING_NAME = "tuning.json"
+#: :func:`detector_gain`'s source when nothing gave the gain.
+ASSUMED_GAIN = "assumed: no geometry, configuration or --adu-per-photon gave it"
 
 
 def detector_gain(
@@ -55,7 +57,7 @@ def detector_gain(
     gain = config_adu_per_photon(config) if config is not None else None
     if gain:
         return gain, f"{config}"
-    return 1.0, "assumed: no geometry, configuration or --adu-per-photon gave it"
+    return 1.0, ASSUMED_GAIN
 
 
 @dataclass

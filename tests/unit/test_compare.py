@@ -368,6 +368,13 @@ def test_cli_cnn_with_a_checkpoint(cli, tmp_path, run_file):
     # Every frame is a CNN hit at threshold 0, so its peaks are peakfinder8's with the same settings.
     assert [r["cnn_n_peaks"] for r in rows] == [r["peakfinder8_n_peaks"] for r in rows]
     assert json.loads((out / "compare.json").read_text())["versions"]["torch"]
+    # neither a geometry nor a gain: said on the console and in the report, which reads the frames as one panel
+    assert "no geometry (-g) and no gain given" in " ".join(done.output.split())
+    assert "no geometry (-g) and no gain given" in (out / "report.md").read_text()
+    again = runner.invoke(app, ["compare", str(run_file), "--peakfinder8", "--adu-per-photon", "1", *PF8_OPTIONS,
+                                "-o", str(tmp_path / "gain_given")])
+    assert again.exit_code == 0, again.output
+    assert "no geometry (-g)" not in " ".join(again.output.split())
 
 
 @pytest.mark.parametrize(
