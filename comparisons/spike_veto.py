@@ -29,7 +29,7 @@ from sfx_cnnhit.models.checkpoint import (
 )
 from sfx_cnnhit.models.data import HITMISS, LabelledFrames
 from sfx_cnnhit.models.inference import batch_input
-from sfx_cnnhit.models.zoo import ModelSpec
+from sfx_cnnhit.models.zoo import ModelSpec, hit_probability
 
 
 def add_spikes_(x: torch.Tensor, spikes: int, z_range: tuple[float, float], generator: torch.Generator) -> None:
@@ -64,7 +64,7 @@ def spiked_false_hits(
         add_spikes_(x, spikes, z_range, generator)
         misses += len(x)
         for name, net, spec, threshold in nets:
-            p_hit = torch.softmax(net(x).float(), dim=1)[:, list(spec.hit_classes)].sum(dim=1)
+            p_hit = hit_probability(torch.softmax(net(x).float(), dim=1), spec)
             false_hits[name] += int((p_hit >= threshold).sum())
     return {name: count / misses if misses else math.nan for name, count in false_hits.items()}
 

@@ -32,7 +32,7 @@ from sfx_cnnhit.models.metrics import VALIDATION_HIT_SCORES, evaluation_summary
 from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
 from sfx_cnnhit.models.training import PRESETS, TrainConfig, TrainResult, train
-from sfx_cnnhit.models.zoo import ModelSpec, create_model
+from sfx_cnnhit.models.zoo import ModelSpec, create_model, hit_probability
 
 
 def data_recipe(paths: list[str]) -> list[dict[str, Any]]:
@@ -344,7 +344,7 @@ def evaluate_files(
     probs, y = predict_batches(net, spec, frames)
     summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall,
                                  hit_threshold=decision_threshold(ckpt.metrics))
-    p_hit = probs[:, list(spec.hit_classes)].sum(axis=1)
+    p_hit = hit_probability(probs, spec)
     from sfx_cnnhit.models.tasks import to_hitmiss
 
     return summary, p_hit, to_hitmiss(y, label_space).astype(bool), spec
