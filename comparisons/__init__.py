@@ -18,32 +18,28 @@ job: ``CompareRequest`` -> ``run_compare``), :mod:`.runner` (running and timing)
 (building the methods), :mod:`.plan` (given, gain-aware default or tuned settings), :mod:`.contest` and
 :mod:`.grids` (tuning on validation frames), :mod:`.pedestal` (pedestal estimate), :mod:`.metrics`
 (figures), :mod:`.curves` (ROC/PR), :mod:`.gallery` (disagreement gallery), :mod:`.report` (CSV, JSON
-and Markdown outputs).
+and Markdown outputs). The names below are imported from their modules on first use.
 """
 
-from sfx_cnnhit.io.labels import CsvLabels, DatasetLabels, FrameLabels, load_labels
+import importlib
+from typing import Any
 
-from .methods import CnnHitParams, MethodChoice, build_methods, dials_settings
-from .metrics import agreement, cohen_kappa, hit_metrics
-from .report import RunContext, summarize, write_comparison
-from .runner import ComparisonResult, Method, run_comparison
+#: Each exported name -> the module that defines it, imported on first use (so importing one
+#: submodule, e.g. :mod:`.methods` in a benchmark worker, does not import torch through the others).
+_HOMES = {
+    **dict.fromkeys(("CsvLabels", "DatasetLabels", "FrameLabels", "load_labels"), "sfx_cnnhit.io.labels"),
+    **dict.fromkeys(("CnnHitParams",), "sfx_cnnhit.finders.config"),
+    **dict.fromkeys(("Method", "MethodChoice", "build_methods", "dials_settings"), ".methods"),
+    **dict.fromkeys(("agreement", "cohen_kappa", "hit_metrics"), ".metrics"),
+    **dict.fromkeys(("RunContext", "summarize", "write_comparison"), ".report"),
+    **dict.fromkeys(("ComparisonResult", "run_comparison"), ".runner"),
+}
 
-__all__ = [
-    "CnnHitParams",
-    "ComparisonResult",
-    "CsvLabels",
-    "DatasetLabels",
-    "FrameLabels",
-    "Method",
-    "MethodChoice",
-    "RunContext",
-    "agreement",
-    "build_methods",
-    "cohen_kappa",
-    "dials_settings",
-    "hit_metrics",
-    "load_labels",
-    "run_comparison",
-    "summarize",
-    "write_comparison",
-]
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name], __name__), name)
+
+
+__all__ = sorted(_HOMES)

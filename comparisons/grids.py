@@ -31,8 +31,8 @@ from sfx_cnnhit.finders.dispersion import DialsParams, DispersionSpotFinder
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 
 from .contest import Grid, grid_cells
+from .methods import Method
 from .pedestal import PEDESTAL_MODES, subtract_pedestal
-from .runner import Method
 
 #: peakfinder8's grid; ``adc_threshold`` in photons above the pedestal.
 PEAKFINDER8_GRID: dict[str, tuple[Any, ...]] = {

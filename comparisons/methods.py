@@ -1,8 +1,10 @@
 """Build the methods a comparison runs: real DIALS (or its built-in fallback), dispersion, peakfinder8, CNN.
 
-:func:`build_methods` turns a :class:`MethodChoice` into :class:`~sfx_cnnhit.comparisons.runner.Method`
-objects, with a description, parameters and notes for the report. Asking for DIALS where it is not
-installed gives the built-in ``dispersion`` finder with the same parameters instead, and a warning.
+:func:`build_methods` turns a :class:`MethodChoice` into :class:`Method` objects (a named finder with a
+description, parameters and notes for the report). Asking for DIALS where it is not installed gives
+the built-in ``dispersion`` finder with the same parameters instead, and a warning. Importing this
+module imports neither torch nor numba (the benchmark's workers build their finders here and measure
+their own memory).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import dataclasses
 import functools
 import importlib.util
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+from numpy.typing import NDArray
 
 from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, NotAvailableError
@@ -21,12 +26,49 @@ from sfx_cnnhit.finders.base import HitFinder, HitRule, create_finder
 from sfx_cnnhit.finders.config import CnnHitParams
 from sfx_cnnhit.finders.dials import INSTALL_HINT, DialsSpotFinder, dials_available, dials_python
 from sfx_cnnhit.finders.dispersion import DEFAULT_HIT_RULE, DialsParams, DispersionSpotFinder, dials_preset
-from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 
 from .pedestal import PedestalSubtracted
-from .runner import Method
+
+if TYPE_CHECKING:  # torch and numba: imported only where a CNN or peakfinder8 is built
+    from sfx_cnnhit.finders.cnn import CnnHitFinder
+    from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 
 CNN_MODULE = "sfx_cnnhit.finders.cnn"
+
+HeatMaps = Callable[[NDArray[np.float32], NDArray[np.bool_]], tuple[NDArray[np.float32], NDArray[np.float32]]]
+
+
+@dataclass
+class Method:
+    """A named hit finder taking part in a comparison.
+
+    Attributes:
+        name: short name used in tables and file columns (``dials``, ``peakfinder8``, ``cnn``).
+        finder: the hit finder.
+        score_name: what its score is (``n_spots``, ``n_peaks``, ``p_hit``).
+        description: one line for the report (``real DIALS 3.12, dispersion, n_spots >= 14``).
+        settings: JSON-able parameters, recorded in the report.
+        notes: caveats for the report (a fallback, what its timing includes).
+        inner_seconds: returns the seconds the finder spent in its own computation so far, when
+            ``classify`` also pays for something else (process start, hand-over); None otherwise.
+        origin: where the settings come from: ``kind`` (``tuned``, ``defaults`` or ``given``), ``detail``
+            (one line for the report) and, when tuned, ``tuning`` (the validation score).
+    """
+
+    name: str
+    finder: HitFinder
+    score_name: str = "n_peaks"
+    description: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    inner_seconds: Callable[[], float] | None = None
+    origin: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def heatmaps(self) -> HeatMaps | None:
+        """The finder's ``heatmaps(frames, masks) -> (maps (k, ss, fs) in [0, 1], raw_max (k,))``, if any."""
+        maker = getattr(self.finder, "heatmaps", None)
+        return maker if callable(maker) else None
 
 
 @dataclass(frozen=True)
@@ -254,7 +296,8 @@ def cnn_method(
         raise ConfigError("the CNN of a comparison needs the peakfinder8 that localises its hits")
     detector = geometry if geometry is not None else DetectorGeometry.simple(peakfinder.layout.slab_shape)
     # the frames are read with the run-level hot-pixel map
-    finder = create_finder("cnn", replace(choice, hot_pixel_map=False), detector=detector, peakfinder=peakfinder)
+    finder = cast("CnnHitFinder", create_finder("cnn", replace(choice, hot_pixel_map=False), detector=detector,
+                                                peakfinder=peakfinder))
     import torch
 
     return Method(

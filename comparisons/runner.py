@@ -15,54 +15,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sfx_cnnhit.errors import ConfigError
-from sfx_cnnhit.finders.base import HitFinder
 from sfx_cnnhit.io.labels import UNKNOWN, FrameLabels
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.types import FrameBatch
 
+from .methods import Method
 from .resume import BatchResult, CommittedBatches
-
-HeatMaps = Callable[[NDArray[np.float32], NDArray[np.bool_]], tuple[NDArray[np.float32], NDArray[np.float32]]]
-
-
-@dataclass
-class Method:
-    """A named hit finder taking part in a comparison.
-
-    Attributes:
-        name: short name used in tables and file columns (``dials``, ``peakfinder8``, ``cnn``).
-        finder: the hit finder.
-        score_name: what its score is (``n_spots``, ``n_peaks``, ``p_hit``).
-        description: one line for the report (``real DIALS 3.12, dispersion, n_spots >= 14``).
-        settings: JSON-able parameters, recorded in the report.
-        notes: caveats for the report (a fallback, what its timing includes).
-        inner_seconds: returns the seconds the finder spent in its own computation so far, when
-            ``classify`` also pays for something else (process start, hand-over); None otherwise.
-        origin: where the settings come from: ``kind`` (``tuned``, ``defaults`` or ``given``), ``detail``
-            (one line for the report) and, when tuned, ``tuning`` (the validation score).
-    """
-
-    name: str
-    finder: HitFinder
-    score_name: str = "n_peaks"
-    description: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    inner_seconds: Callable[[], float] | None = None
-    origin: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def heatmaps(self) -> HeatMaps | None:
-        """The finder's ``heatmaps(frames, masks) -> (maps (k, ss, fs) in [0, 1], raw_max (k,))``, if any."""
-        maker = getattr(self.finder, "heatmaps", None)
-        return maker if callable(maker) else None
 
 
 @dataclass
@@ -107,7 +72,7 @@ class ComparisonResult:
     @property
     def labelled(self) -> NDArray[np.bool_]:
         """``(n,)`` True where the frame has a label."""
-        return self.true_hit != UNKNOWN
+        return np.not_equal(self.true_hit, UNKNOWN)
 
     def frames_per_second(self, name: str) -> float:
         """Frames classified per second of the method's ``classify`` time (NaN with no time measured)."""

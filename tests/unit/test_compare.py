@@ -22,7 +22,7 @@ from sfx_cnnhit.comparisons import (
     write_comparison,
 )
 from sfx_cnnhit.comparisons import methods as methods_module
-from sfx_cnnhit.comparisons.runner import Method
+from sfx_cnnhit.comparisons.methods import Method
 from sfx_cnnhit.errors import ConfigError, InputError, OutputError
 from sfx_cnnhit.finders.base import HitRule
 from sfx_cnnhit.finders.config import Peakfinder8Params
