@@ -50,12 +50,13 @@ def spot_posterior(measured: NDArray[np.float64], prior_snr: NDArray[np.float64]
     """
     top = max(float(prior_snr.max()), line + 2 * SURE_SIGMAS)
     grid = np.arange(0.0, top + 0.01, 0.01)
-    prior = np.bincount(np.clip(np.rint(prior_snr / 0.01).astype(np.int64), 0, grid.size - 1), minlength=grid.size)
-    prior = prior.astype(np.float64) + 1e-3  # no grid point impossible
+    counts = np.bincount(np.clip(np.rint(prior_snr / 0.01).astype(np.int64), 0, grid.size - 1), minlength=grid.size)
+    prior = counts.astype(np.float64) + 1e-3  # no grid point impossible
     near = np.abs(grid - line) <= 2 * SURE_SIGMAS
     grid, prior = grid[near], prior[near]
     like = np.exp(-0.5 * (measured[:, None] - grid[None, :]) ** 2) * prior[None, :]
-    return like[:, grid >= line].sum(axis=1) / like.sum(axis=1)
+    posterior: NDArray[np.float64] = like[:, grid >= line].sum(axis=1) / like.sum(axis=1)
+    return posterior
 
 
 def count_distribution(p: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -67,8 +67,8 @@ def select_disagreements(result: ComparisonResult, n: int) -> list[GalleryFrame]
     groups: list[list[int]] = []
     for chosen in (split, against):
         keyed: dict[tuple[int, ...], list[int]] = {}
-        for i in np.flatnonzero(chosen):
-            keyed.setdefault((*decisions[i].astype(int), int(truth[i])), []).append(int(i))
+        for row in np.flatnonzero(chosen):
+            keyed.setdefault((*decisions[row].astype(int), int(truth[row])), []).append(int(row))
         groups.extend(sorted(keyed.values(), key=len, reverse=True))  # stable: ties keep first-seen order
     picked: list[int] = []
     depth = 0
@@ -86,8 +86,9 @@ def select_disagreements(result: ComparisonResult, n: int) -> list[GalleryFrame]
 
 
 def _read_frames(
-    source: FrameSource, global_index: Sequence[int]
+    source: FrameSource, global_index: NDArray[np.int64]
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """The frames at ``global_index`` (positions in ``source``) and their masks, read one by one."""
     frames, masks = [], []
     for g in global_index:
         batch = next(source.batches(1, start=int(g), stop=int(g) + 1))

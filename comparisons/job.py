@@ -16,15 +16,15 @@ from typing import Any, Protocol
 
 from sfx_cnnhit.errors import ConfigError
 from sfx_cnnhit.finders.base import HitRule
-from sfx_cnnhit.finders.config import Peakfinder8Params, photon_defaults
+from sfx_cnnhit.finders.config import CnnHitParams, Peakfinder8Params, photon_defaults
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.labels import load_labels
 from sfx_cnnhit.io.sources import FrameSource
 from sfx_cnnhit.types import ProgressFactory
 
-from .contest import Criterion
+from .contest import Criterion, Tuning
 from .grids import DIALS_GRID, PEAKFINDER8_GRID, dials_photon_defaults
-from .methods import CnnHitParams, build_methods, dials_settings, parse_assignments, parse_dials_overrides
+from .methods import build_methods, dials_settings, parse_assignments, parse_dials_overrides
 from .pedestal import PEDESTAL_MODES
 from .plan import ASSUMED_GAIN, Contestants, detector_gain, overlap_warning, tuned_choice, untuned_choice
 from .report import STATE_DIR, RunContext, check_outdir, write_comparison
@@ -119,7 +119,8 @@ def run_compare(
     source = open_inputs(r.inputs)
     contestants = _contestants(r, source, pf8_options)
     truth = load_labels(r.labels) if r.labels else None
-    tuning, tuning_warnings = None, []
+    tuning: Tuning | None = None
+    tuning_warnings: list[str] = []
     if r.tune:
         assert truth is not None
         with progress("tune") as update:

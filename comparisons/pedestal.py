@@ -52,7 +52,8 @@ def subtract_pedestal(
     """``frames`` (one ``(ss, fs)`` or ``(n, ss, fs)``) minus their :func:`poisson_pedestal`, float32."""
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim == 2:
-        return subtract_pedestal(frames[None], None if masks is None else np.asarray(masks)[None], gain)[0]
+        return subtract_pedestal(frames[None], None if masks is None else np.asarray(masks)[None], gain).reshape(
+            frames.shape)
     return frames - poisson_pedestal(frames, masks, gain).astype(np.float32)[:, None, None]
 
 

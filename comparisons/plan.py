@@ -26,7 +26,7 @@ from typing import Any
 from sfx_cnnhit.detector import DetectorGeometry, median_adu_per_photon
 from sfx_cnnhit.errors import NotAvailableError
 from sfx_cnnhit.finders.base import HitRule
-from sfx_cnnhit.finders.config import config_adu_per_photon
+from sfx_cnnhit.finders.config import CnnHitParams, config_adu_per_photon
 from sfx_cnnhit.finders.dials import dials_available
 from sfx_cnnhit.finders.dispersion import DialsParams
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
@@ -36,7 +36,7 @@ from sfx_cnnhit.io.sources import FrameSource
 
 from .contest import Criterion, Grid, Tuning, TuningRecord, frame_keys, tune
 from .grids import cnn_grid, dials_grid, peakfinder8_grid
-from .methods import CnnHitParams, MethodChoice, cnn_method
+from .methods import MethodChoice, cnn_method
 from .metrics import nan_to_none
 
 TUNING_NAME = "tuning.json"
@@ -167,7 +167,8 @@ def _identity(
     identity = {"inputs": signature, "n_frames": source.n_frames, "labels": labels.description,
                 "criterion": criterion.describe(),
                 "grids": [{"name": g.name, "cells": g.cells, "fixed_cut": g.fixed_cut} for g in grids]}
-    return json.loads(json.dumps(identity))
+    plain: dict[str, Any] = json.loads(json.dumps(identity))  # as read back from tuning.json
+    return plain
 
 
 def load_tuning(path: Path, identity: dict[str, Any]) -> Tuning | None:

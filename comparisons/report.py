@@ -118,7 +118,7 @@ def hits_by_label(result: ComparisonResult) -> dict[str, dict[str, Any]]:
     values = set(text[labelled].tolist())
     if not values or len(values) > MAX_LABEL_VALUES:
         return {}
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for value in values:
         rows = labelled[text[labelled] == value]
         out[value] = {
@@ -210,7 +210,8 @@ def summarize(
         "versions": versions(result),
         "per_frame": per_frame_rows(result),
     }
-    return nan_to_none(summary)
+    plain: dict[str, Any] = nan_to_none(summary)  # NaN -> None, nested
+    return plain
 
 
 def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,6 +46,9 @@ from sfx_cnnhit.finders.cnn import CnnHitFinder
 from sfx_cnnhit.finders.config import CnnHitParams, Peakfinder8Params, load_bad_pixel_map, params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.types import PeakList
+
+if TYPE_CHECKING:
+    from sfx_cnnhit.explain.gradcam import Method as MapMethod
 
 CNN_GROUP = "cnn_hit_detection"
 PEAKFINDER8_GROUP = "peakfinder8_peak_detection"
@@ -134,7 +137,8 @@ class CnnPeakFinding:
         self.last_score = self.finder.last_score
         self.last_heatmap = None
         if self.settings.explain != "none" and self.last_score is not None and self.last_score >= self.finder.threshold:
-            maps, _ = self.finder.explainer(self.settings.explain)(frame[None], None)
+            method = cast("MapMethod", self.settings.explain)  # CnnHitParams allows gradcam, guided or none
+            maps, _ = self.finder.explainer(method)(frame[None], None)
             self.last_heatmap = maps[0]
         return peaks.as_om_dict()
 

@@ -17,6 +17,7 @@ skipped so unset command-line options can be passed straight through.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -465,7 +466,7 @@ _CHEETAH_IGNORED = {
 }
 
 
-def read_cheetah_ini(path: str | Path) -> dict[str, str]:
+def read_cheetah_ini(path: str | os.PathLike[str]) -> dict[str, str]:
     """``key -> value`` of a Cheetah ini file, keys lower-cased (Cheetah is case-insensitive).
 
     ``#`` and ``;`` start comments; ``[section]`` lines are skipped; later keys win.
@@ -710,7 +711,7 @@ def photon_defaults(adu_per_photon: float) -> tuple[Peakfinder8Params, HitRule]:
     return Peakfinder8Params(adc_threshold=PHOTON_ADC_THRESHOLD * adu_per_photon), HitRule(min_peaks=PHOTON_MIN_PEAKS)
 
 
-def config_adu_per_photon(path: str | Path) -> float | None:
+def config_adu_per_photon(path: str | os.PathLike[str]) -> float | None:
     """The detector gain an OM YAML (``cnn_hit_detection: adu_per_photon``) or Cheetah ini
     (``cnnADUperPhoton``) states, or None.
 
