@@ -52,7 +52,7 @@ from sfx_cnnhit.models.checkpoint import load_model
 from sfx_cnnhit.models.hitnet import fuse_conv_bn_
 from sfx_cnnhit.models.preprocess import panel_layout_for, preprocess
 from sfx_cnnhit.models.zoo import hit_probability
-from sfx_cnnhit.pipeline.benchmark import PEAKFINDER8_SETTINGS, benchmark_model
+from sfx_cnnhit.pipeline.benchmark import PEAKFINDER8_SETTINGS, benchmark_model, om_peakfinder8
 from sfx_cnnhit.pipeline.reduce import reduce_run
 from sfx_cnnhit.simulate import SimulationConfig, Simulator
 
@@ -111,16 +111,13 @@ def veto_loop(model: torch.nn.Module, spec, layout, data, mask, batch: int, *, c
 
 def om_loop(finder: Peakfinder8Finder, data: np.ndarray, mask: np.ndarray) -> Run | None:
     try:
-        from om.algorithms._crystallography import peakfinder_8
+        call = om_peakfinder8(finder)
     except ImportError:
         return None
-    p, lay, radius = finder.params, finder.layout, np.array(finder.radius_map, np.float32)
 
     def run() -> None:
         for frame, good in zip(data, mask, strict=True):
-            peakfinder_8(p.max_num_peaks, frame, good.view(np.int8), radius, 0, None, None, 0, lay.asic_nx, lay.asic_ny,
-                         lay.nasics_x, lay.nasics_y, p.adc_threshold, p.minimum_snr, p.min_pixel_count,
-                         p.max_pixel_count, p.local_bg_radius)
+            call(frame, good)
 
     return run
 

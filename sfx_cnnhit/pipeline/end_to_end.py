@@ -1,7 +1,7 @@
 """The whole job on one file, as users time it (``sfx-cnnhit benchmark --end-to-end FILE``).
 
 Four runs on the same input, each in a fresh Python process so that its peak resident memory
-(``VmHWM``, see :func:`~sfx_cnnhit.pipeline.benchmark.peak_rss_mb`) is its own:
+(``VmHWM``, see :func:`~sfx_cnnhit.pipeline.benchmark.process.peak_rss_mb`) is its own:
 
 ==================  ================================================================================
 ``read``            reading only: the frames as ``reduce`` reads them (decompression, masks, hot-pixel
@@ -22,9 +22,7 @@ stages overlap and their sum can exceed the wall time.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sfx_cnnhit.errors import ConfigError
+from sfx_cnnhit.pipeline.benchmark.process import peak_rss_mb, run_worker, usable_cores, worker_main
 
 RUNS = ("read", "peakfinder8", "reduce_no_maps", "reduce")
 #: ``name: (numerator, denominator)`` of the ratios reported (frames/s over frames/s)
@@ -98,12 +97,13 @@ def run_end_to_end(
     for name in runs:
         say(f"{name} on {path}")
         task = {"run": name, "input": str(Path(path).resolve()), "output": str(workdir / name), **settings}
-        result = _run_worker(task, workdir, timeout_s)
+        t0 = time.perf_counter()
+        result = run_worker("sfx_cnnhit.pipeline.end_to_end", task, name, workdir, timeout_s)
         if "error" in result:
             failed[name] = result["error"]
             say(f"  failed: {result['error']}")
             continue
-        results[name] = result
+        results[name] = {**result, "process_s": time.perf_counter() - t0}
         say(f"  {result['frames_per_second']:.1f} frames/s ({result['frames']} frames, {result['hits']} hits), "
             f"peak RSS {result['peak_rss_mb']:.0f} MB")
     ratios = {
@@ -114,30 +114,12 @@ def run_end_to_end(
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "input": str(path),
-        "machine": {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                    "load_average": load_before, "load_average_end": list(os.getloadavg())},
+        "machine": {"cores": usable_cores(), "load_average": load_before, "load_average_end": list(os.getloadavg())},
         "settings": settings,
         "results": results,
         "ratios": ratios,
         "failed": failed,
     }
-
-
-def _run_worker(task: dict[str, Any], workdir: Path, timeout_s: float) -> dict[str, Any]:
-    """One run in a fresh interpreter; its result, or ``{"error": ...}``."""
-    task_path, result_path = workdir / f"{task['run']}.task.json", workdir / f"{task['run']}.result.json"
-    result_path.unlink(missing_ok=True)
-    task_path.write_text(json.dumps({**task, "result": str(result_path)}))
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "sfx_cnnhit.pipeline.end_to_end", str(task_path)],
-                              capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s"}
-    if proc.returncode or not result_path.exists():
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        return {"error": f"exit code {proc.returncode}: {lines[-1] if lines else 'no output'}"}
-    return {**json.loads(result_path.read_text()), "process_s": time.perf_counter() - t0}
 
 
 def format_end_to_end(report: dict[str, Any]) -> str:
@@ -178,7 +160,6 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
     from sfx_cnnhit.io.geometry import read_geometry
     from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS
     from sfx_cnnhit.io.sources import open_frames
-    from sfx_cnnhit.pipeline.benchmark import peak_rss_mb
     from sfx_cnnhit.pipeline.reduce import batch_frames, reduce_run
 
     name = task["run"]
@@ -222,10 +203,5 @@ def _measure(task: dict[str, Any]) -> dict[str, Any]:
             "stage_seconds": stages, "threads": threads, "load_1min": os.getloadavg()[0]}
 
 
-def _worker_main(task_path: str) -> None:
-    task = json.loads(Path(task_path).read_text())
-    Path(task["result"]).write_text(json.dumps(_measure(task)))
-
-
 if __name__ == "__main__":
-    _worker_main(sys.argv[1])
+    worker_main(_measure, sys.argv[1])
