@@ -36,11 +36,12 @@ SimulateConfig = Annotated[
 Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Simulator processes for --simulate.")]
 TaskOption = Annotated[Literal["fiveclass", "hitmiss"], typer.Option("--task")]
 Background = Annotated[
-    Literal["local", "hybrid", "global"] | None,
+    Literal["local", "panel", "hybrid", "global"] | None,
     typer.Option(
         "--background",
-        help="Input normalisation: local (background and noise per 32-pixel cell, the default), hybrid "
-        "(local plus the smooth background's shape: water rings) or global (one median and MAD per frame).",
+        help="Input normalisation: local (background and noise per 32-pixel cell, the default), panel (the "
+        "same within each detector panel), hybrid (local plus the smooth background's shape: water rings) or "
+        "global (one median and MAD per frame).",
     ),
 ]
 Arch = Annotated[str, typer.Option("--arch", help="Zoo model: hitnet, alexnet, resnet18/50/101.")]

@@ -9,6 +9,7 @@ import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
 from sfx_cnnhit.cli.inputs import PeakSnr, peak_snr_levels
+from sfx_cnnhit.cli.train import Background
 from sfx_cnnhit.errors import ConfigError
 
 
@@ -71,6 +72,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         peak_snr: PeakSnr = None,
+        background: Background = None,
         seed: Annotated[int, typer.Option("--seed", help="Augmentation and crop seed.")] = 0,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Use at most this many per file.")] = None,
     ) -> None:
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
         )
         path, metrics = fit_spotnet(output, [str(p) for p in data], [str(p) for p in val], arch=arch, task=task,
                                     channels=widths, stride=stride, config=config, max_frames=max_frames,
-                                    peak_snr=peak_snr_levels(peak_snr) or ())
+                                    peak_snr=peak_snr_levels(peak_snr) or (), background=background)
         count, spots = metrics["count_head"], metrics["spot_training"]
         half = f"P(hit) = 0.5 at {count['spots_at_half']:.2f} spots; " if "spots_at_half" in count else ""
         console.print(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -43,8 +43,8 @@ from sfx_cnnhit.errors import ConfigError, InputError
 
 Scaling = Literal["asinh", "log", "linear"]
 _SCALINGS = ("asinh", "log", "linear")
-Background = Literal["local", "hybrid", "global"]
-_BACKGROUNDS = ("local", "hybrid", "global")
+Background = Literal["local", "panel", "hybrid", "global"]
+_BACKGROUNDS = ("local", "panel", "hybrid", "global")
 MAD_TO_SIGMA = 1.4826
 #: z-scores saturate here (asinh(1e18) = 42.1), so float32 never overflows.
 Z_MAX = 1e18
@@ -64,11 +64,14 @@ class PreprocessConfig:
         background: ``"local"`` (default): background and noise are the median and MAD of each
             ``background_cell``-square cell of the binned frame, interpolated between cell centres, so
             water and solvent rings, air scatter, ADC offsets and panel pedestals are removed the way
-            peakfinder8's radial statistics remove them; ``"hybrid"``: the local z-score plus the smooth
-            background's shape in units of the frame's median noise (``(b - median b) / median sigma``),
-            so spots keep their local significance and water rings stay visible (what tells blank from
-            no-crystal frames); ``"global"``: one median and MAD per frame (checkpoints written before
-            this setting existed).
+            peakfinder8's radial statistics remove them; ``"panel"``: the same within each panel's tile
+            of the input, with cells fitted to the tile, so no cell and no interpolation mixes two
+            panels that the input tiles side by side (their pedestals, gains and backgrounds differ);
+            a frame of one tile that fills the input gets exactly ``"local"``; ``"hybrid"``: the local
+            z-score plus the smooth background's shape in units of the frame's median noise
+            (``(b - median b) / median sigma``), so spots keep their local significance and water rings
+            stay visible (what tells blank from no-crystal frames); ``"global"``: one median and MAD per
+            frame (checkpoints written before this setting existed).
         background_cell: cell side (network-input pixels) of the local background estimate.
         stats_samples: at most this many binned pixels estimate the per-frame median and MAD
             (``global``; ``local`` samples every second bin of each cell in both directions).
@@ -150,6 +153,34 @@ class InputPlan:
         if dr0 >= dr1 or dc0 >= dc1:
             return None
         return slice(dr0, dr1), slice(dc0, dc1), slice(dr0 - r0, dr1 - r0), slice(dc0 - c0, dc1 - c0)
+
+    @cached_property
+    def tile_groups(self) -> dict[tuple[int, int], list[tuple[slice, slice]]]:
+        """The tiles' places in the input (row and column slices), grouped by their shape ``(h, w)``."""
+        groups: dict[tuple[int, int], list[tuple[slice, slice]]] = {}
+        for tile in self.tiles:
+            clip = self._clip(tile)
+            if clip is not None:
+                groups.setdefault((clip[0].stop - clip[0].start, clip[1].stop - clip[1].start), []).append(clip[:2])
+        return groups
+
+    @cached_property
+    def tile_grid(self) -> tuple[tuple[slice, slice], tuple[int, int], tuple[int, int]] | None:
+        """``(place, (rows, cols), (h, w))`` when every tile is ``h x w`` bins, uncropped, on a grid of
+        that pitch, so the input's region ``place`` is ``rows x cols`` tiles (empty places padding);
+        else None."""
+        h, w = self.tiles[0].binned
+        r0, c0 = min(t.origin[0] for t in self.tiles), min(t.origin[1] for t in self.tiles)
+        places = set()
+        for tile in self.tiles:
+            (i, di), (j, dj) = divmod(tile.origin[0] - r0, h), divmod(tile.origin[1] - c0, w)
+            if tile.binned != (h, w) or di or dj:
+                return None
+            places.add((i, j))
+        rows, cols = max(i for i, _ in places) + 1, max(j for _, j in places) + 1
+        if len(places) < len(self.tiles) or min(r0, c0) < 0 or max(r0 + rows * h, c0 + cols * w) > self.input_size:
+            return None
+        return (slice(r0, r0 + rows * h), slice(c0, c0 + cols * w)), (rows, cols), (h, w)
 
     @property
     def bins_whole_frame(self) -> bool:
@@ -393,59 +424,147 @@ def _global_background(canvas: torch.Tensor, config: PreprocessConfig, floor: fl
     return med[:, None, None], sigma[:, None, None]
 
 
-def _cells(sub: torch.Tensor, n: int) -> torch.Tensor:
-    """``(c, m, m)`` samples (``m <= 8 n``) as ``(c, n, n, 64)`` cells of 8 x 8; the missing edge is NaN."""
-    c, m = sub.shape[0], sub.shape[1]
-    if m != n * 8:
-        sub = functional.pad(sub, (0, n * 8 - m, 0, n * 8 - m), value=math.nan)
-    return sub.reshape(c, n, 8, n, 8).permute(0, 1, 3, 2, 4).reshape(c, n, n, 64)
+def _cells(sub: torch.Tensor, grid: tuple[int, int], per: tuple[int, int]) -> torch.Tensor:
+    """``(c, h, w)`` samples (``h <= grid[0] per[0]``, ``w <= grid[1] per[1]``) as ``(c, rows, cols,
+    per[0] per[1])`` cells; the missing edge is NaN."""
+    c, h, w = sub.shape
+    (nr, nc), (pr, pc) = grid, per
+    if (h, w) != (nr * pr, nc * pc):
+        sub = functional.pad(sub, (0, nc * pc - w, 0, nr * pr - h), value=math.nan)
+    return sub.reshape(c, nr, pr, nc, pc).permute(0, 1, 3, 2, 4).reshape(c, nr, nc, pr * pc)
 
 
-def _fill_and_interpolate(values: torch.Tensor, m: int) -> torch.Tensor:
-    """``(c, n, n)`` cell values (NaN: no good bin; such cells take the median of the frame's other
-    cells, or 0 when none has one), bilinear between cell centres onto the ``(c, m, m)`` sample grid."""
-    c, n, _ = values.shape
+def _fill_and_interpolate(values: torch.Tensor, per: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """``(c, rows, cols)`` cell values (NaN: no good bin; such cells take the median of the other cells,
+    or 0 when none has one), bilinear between cell centres onto the ``(c, *size)`` sample grid."""
+    c, nr, nc = values.shape
     empty = torch.isnan(values)
     if empty.any():
         fill = torch.nanmedian(values.reshape(c, -1), dim=1).values.nan_to_num_(0.0)
         values = torch.where(empty, fill[:, None, None], values)
-    return functional.interpolate(values[:, None], size=(8 * n, 8 * n), mode="bilinear")[:, 0, :m, :m]
+    full = functional.interpolate(values[:, None], size=(nr * per[0], nc * per[1]), mode="bilinear")
+    return full[:, 0, : size[0], : size[1]]
+
+
+def _cell_stats(
+    sub: torch.Tensor, grid: tuple[int, int], per: tuple[int, int], floor: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Background and noise on the sample grid ``sub`` ``(c, h, w)``, from ``grid`` cells of ``per``
+    samples each.
+
+    The background is each cell's median (spots cover a few samples, so the median ignores them),
+    interpolated bilinearly between cell centres; the noise is ``1.4826`` times each cell's median
+    absolute deviation *from that interpolated background* (so a steep water ring's slope is not taken
+    for noise), at least ``floor``, interpolated likewise. Both ``(c, h, w)``.
+    """
+    size = (sub.shape[1], sub.shape[2])
+    sub = torch.where(torch.isfinite(sub), sub, torch.nan)
+    background = _fill_and_interpolate(torch.nanmedian(_cells(sub, grid, per), dim=-1).values, per, size)
+    deviation = torch.nanmedian(_cells((sub - background).abs_(), grid, per), dim=-1).values
+    noise = _fill_and_interpolate((MAD_TO_SIGMA * deviation).clamp_min_(floor), per, size).clamp_min_(floor)
+    return background, noise
 
 
 def _local_background(canvas: torch.Tensor, config: PreprocessConfig, floor: float) -> tuple[torch.Tensor, ...]:
     """Background and noise of ``(c, S, S)`` per ``background_cell`` square, on a grid of ``cell / 8`` bins.
 
-    The bins at a stride of ``r = cell / 8`` are the samples: 8 x 8 per cell. The background is each
-    cell's median (spots cover a few samples, so the median ignores them), interpolated bilinearly
-    between cell centres onto the sample grid; the noise is ``1.4826`` times each cell's median
-    absolute deviation *from that interpolated background* (so a steep water ring's slope is not taken
-    for noise), at least ``floor``, interpolated likewise. Cells without a good bin take the median of
-    the frame's other cells; a frame without any good bin gets background 0 and noise ``floor``.
-    The ``cell / 8``-bin steps are smooth enough to leave no visible edges and 64 times cheaper than
-    per-bin interpolation.
+    The bins at a stride of ``r = cell / 8`` are the samples: 8 x 8 per cell (:func:`_cell_stats`).
+    Cells without a good bin take the median of the frame's other cells; a frame without any good bin
+    gets background 0 and noise ``floor``. The ``cell / 8``-bin steps are smooth enough to leave no
+    visible edges and 64 times cheaper than per-bin interpolation.
 
     Returns:
         background and noise, each ``(c, m, m)`` on steps of ``r`` bins (``m = ceil(S / r)``).
     """
-    S = canvas.shape[1]
-    r = config.background_cell // 8
-    n = math.ceil(S / config.background_cell)
-    sub = canvas[:, ::r, ::r]
-    m = sub.shape[1]
-    sub = torch.where(torch.isfinite(sub), sub, torch.nan)
-    background = _fill_and_interpolate(torch.nanmedian(_cells(sub, n), dim=-1).values, m)
-    deviation = torch.nanmedian(_cells((sub - background).abs_(), n), dim=-1).values
-    noise = _fill_and_interpolate((MAD_TO_SIGMA * deviation).clamp_min_(floor), m).clamp_min_(floor)
-    return background, noise
+    n = math.ceil(canvas.shape[1] / config.background_cell)
+    return _cell_stats(canvas[:, :: config.background_cell // 8, :: config.background_cell // 8], (n, n), (8, 8), floor)
 
 
-def _normalise_(canvas: torch.Tensor, config: PreprocessConfig, floor: float) -> torch.Tensor:
+def _subtract_(
+    view: torch.Tensor,
+    med: torch.Tensor,
+    sigma: torch.Tensor,
+    step: tuple[int, int],
+    shape: torch.Tensor | None = None,
+) -> None:
+    """``view = (view - med) / sigma (+ shape)`` in place, for ``(c, h, w)`` bins and ``(c, ceil(h / rs),
+    ceil(w / rf))`` statistics on steps of ``step = (rs, rf)`` bins."""
+    c, h, w = view.shape
+    rs, rf = step
+    if med.shape[-2] * rs == h and med.shape[-1] * rf == w and view.is_contiguous():
+        # Each statistics step covers rs x rf bins: broadcast, no temporaries.
+        blocks = view.view(c, h // rs, rs, w // rf, rf)
+        blocks.sub_(med[:, :, None, :, None]).div_(sigma[:, :, None, :, None])
+        if shape is not None:
+            blocks.add_(shape[:, :, None, :, None])
+        return
+    med, sigma = (v.repeat_interleave(rf, -1).repeat_interleave(rs, -2)[:, :h, :w] for v in (med, sigma))
+    view.sub_(med).div_(sigma)
+    if shape is not None:
+        view.add_(shape.repeat_interleave(rf, -1).repeat_interleave(rs, -2)[:, :h, :w])
+
+
+def _panel_cells(h: int, w: int, cell: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Cells of the ``"panel"`` background for a tile of ``h x w`` bins: ``(grid, step, per)``.
+
+    ``round(h / cell) x round(w / cell)`` cells, but at least two along a side of 16 bins or more (so
+    the background follows a gradient across a small ASIC tile), each sampled about 8 x 8 times, as
+    ``"local"`` samples its cells: every ``step = (cell height // 8, cell width // 8)`` bins (at least
+    1); ``per`` samples per cell along each axis. A tile of whole ``cell`` squares gets the ``"local"``
+    cells exactly.
+    """
+    grid = (max(1, round(h / cell), min(2, h // 16)), max(1, round(w / cell), min(2, w // 16)))
+    step = (max(1, h // grid[0] // 8), max(1, w // grid[1] // 8))
+    return grid, step, (math.ceil(h / (grid[0] * step[0])), math.ceil(w / (grid[1] * step[1])))
+
+
+def _panel_normalise_(canvas: torch.Tensor, plan: InputPlan, config: PreprocessConfig, floor: float) -> None:
+    """The ``"panel"`` z-score of ``(c, S, S)`` in place: :func:`_cell_stats` within each tile
+    (:func:`_panel_cells`); tiles of one shape are estimated together. Bins outside every tile are left."""
+    if plan.tile_grid is not None and _grid_normalise_(canvas, plan.tile_grid, config, floor):
+        return
+    for (h, w), places in plan.tile_groups.items():
+        grid, step, per = _panel_cells(h, w, config.background_cell)
+        views = [canvas[:, rows, cols] for rows, cols in places]
+        tiles = views[0] if len(views) == 1 else torch.stack(views, dim=1).flatten(0, 1)
+        med, sigma = _cell_stats(tiles[:, :: step[0], :: step[1]], grid, per, floor)
+        _subtract_(tiles, med, sigma, step)
+        if len(views) > 1:
+            for view, values in zip(views, tiles.unflatten(0, (canvas.shape[0], len(views))).unbind(1), strict=True):
+                view.copy_(values)
+
+
+def _grid_normalise_(
+    canvas: torch.Tensor,
+    tile_grid: tuple[tuple[slice, slice], tuple[int, int], tuple[int, int]],
+    config: PreprocessConfig,
+    floor: float,
+) -> bool:
+    """:func:`_panel_normalise_` for tiles on a regular grid (:attr:`InputPlan.tile_grid`), on views of
+    ``canvas`` without gathering the tiles; False (nothing done) where the sample steps do not divide
+    the tile."""
+    (rows_at, cols_at), (rows, cols), (h, w) = tile_grid
+    grid, (rs, rf), per = _panel_cells(h, w, config.background_cell)
+    if h % rs or w % rf:
+        return False
+    c, hs, ws = canvas.shape[0], h // rs, w // rf
+    region = canvas[:, rows_at, cols_at].unflatten(2, (cols, ws, rf)).unflatten(1, (rows, hs, rs))
+    samples = region[:, :, :, 0, :, :, 0].permute(0, 1, 3, 2, 4).reshape(-1, hs, ws)  # (c * tiles, hs, ws)
+    med, sigma = (v.view(c, rows, cols, hs, ws).permute(0, 1, 3, 2, 4)[:, :, :, None, :, :, None]
+                  for v in _cell_stats(samples, grid, per, floor))
+    region.sub_(med).div_(sigma)
+    return True
+
+
+def _normalise_(canvas: torch.Tensor, plan: InputPlan, config: PreprocessConfig, floor: float) -> torch.Tensor:
     """Robust z-score (noise at least ``floor`` ADU) and scaling of ``(c, S, S)`` in place.
 
     Non-finite bins become 0.
     """
-    c, S, _ = canvas.shape
-    if config.background in ("local", "hybrid"):
+    c = canvas.shape[0]
+    if config.background == "panel":
+        _panel_normalise_(canvas, plan, config, floor)
+    elif config.background in ("local", "hybrid"):
         med, sigma = _local_background(canvas, config, floor)
         shape = None
         if config.background == "hybrid":
@@ -453,17 +572,7 @@ def _normalise_(canvas: torch.Tensor, config: PreprocessConfig, floor: float) ->
             shape = (med - med.reshape(flat).median(dim=1).values[:, None, None]).div_(
                 sigma.reshape(flat).median(dim=1).values[:, None, None]
             )
-        r = config.background_cell // 8
-        if med.shape[-1] * r == S:  # each background step covers r x r bins: broadcast, no temporaries
-            view = canvas.view(c, S // r, r, S // r, r)
-            view.sub_(med[:, :, None, :, None]).div_(sigma[:, :, None, :, None])
-            if shape is not None:
-                view.add_(shape[:, :, None, :, None])
-        else:
-            med, sigma = (v.repeat_interleave(r, -1).repeat_interleave(r, -2)[:, :S, :S] for v in (med, sigma))
-            canvas.sub_(med).div_(sigma)
-            if shape is not None:
-                canvas.add_(shape.repeat_interleave(r, -1).repeat_interleave(r, -2)[:, :S, :S])
+        _subtract_(canvas, med, sigma, (config.background_cell // 8,) * 2, shape)
     else:
         med, sigma = _global_background(canvas, config, floor)
         canvas.sub_(med).div_(sigma)
@@ -536,7 +645,7 @@ def preprocess(
         canvas = out[i0:i1, 0]
         plan.assemble(x[i0:i1], None if m is None else m if m.ndim == 2 else m[i0:i1], canvas)
         for j0 in range(0, canvas.shape[0], norm_chunk):
-            _normalise_(canvas[j0 : j0 + norm_chunk], config, floor)
+            _normalise_(canvas[j0 : j0 + norm_chunk], plan, config, floor)
     return out
 
 

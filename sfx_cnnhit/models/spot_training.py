@@ -35,7 +35,7 @@ from sfx_cnnhit.models.checkpoint import save_checkpoint
 from sfx_cnnhit.models.data import HITMISS, LabelledFrames
 from sfx_cnnhit.models.fit import data_recipe, validate_and_calibrate
 from sfx_cnnhit.models.inference import Batch, batch_input
-from sfx_cnnhit.models.preprocess import input_map, preprocess
+from sfx_cnnhit.models.preprocess import Background, input_map, preprocess
 from sfx_cnnhit.models.spotnet import SpotNet
 from sfx_cnnhit.models.tasks import Task
 from sfx_cnnhit.models.training import progress_bar
@@ -368,10 +368,12 @@ def fit_spotnet(
     progress: bool = True,
     hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
     peak_snr: Sequence[float] = (),
+    background: Background | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a SpotNet end to end into a calibrated checkpoint at ``output``.
 
-    Hit/miss models see ``local`` inputs; five-class models ``hybrid`` inputs and the diffuse contrast.
+    The input normalisation is ``background`` (:class:`~sfx_cnnhit.models.preprocess.PreprocessConfig`;
+    default ``local`` for hit/miss, ``hybrid`` for five-class models, which also read the diffuse contrast).
     ``channels`` and ``stride`` override the architecture's spot-head widths (stem, then one per 3x3
     layer) and spot-map cell; ``peak_snr``: the head also reads bright-peak counts at these z-scores.
 
@@ -392,9 +394,8 @@ def fit_spotnet(
     widths: dict[str, Any] = {} if channels is None else {"channels": tuple(channels)}
     if stride is not None:
         widths["stride"] = stride
-    model, spec = create_model(
-        arch, task=task, preprocess={"background": "hybrid" if five else "local"}, diffuse=five, **widths
-    )
+    preprocess_settings = {"background": background or ("hybrid" if five else "local")}
+    model, spec = create_model(arch, task=task, preprocess=preprocess_settings, diffuse=five, **widths)
     if not isinstance(model, SpotNet):
         raise ConfigError(f"{arch!r} is not a SpotNet architecture")
     if peak_snr:

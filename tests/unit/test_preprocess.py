@@ -341,3 +341,78 @@ def test_binning_the_whole_frame_equals_masking_each_panel_first(monkeypatch, sh
             reference = preprocess(frames, mask, cfg, layout)
         assert torch.equal(fast, reference)
     assert plan_input(shape, cfg, layout).bins_whole_frame == (shape != (302, 1000))  # both paths were tested
+
+
+def stacked_panels(n_panels: int, shape: tuple[int, int], seed: int = 0) -> tuple[np.ndarray, PanelLayout]:
+    """One frame of ``n_panels`` panels stacked along ss (like an ePix or AGIPD slab), each with its own
+    pedestal and gain, and the layout that tiles them side by side in the input."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    photons = rng.poisson(30.0, (n_panels * h, w)).astype(np.float32)
+    pedestal = np.repeat(rng.uniform(0.0, 3000.0, n_panels), h)[:, None]
+    gain = np.repeat(rng.uniform(5.0, 15.0, n_panels), h)[:, None]
+    layout = PanelLayout(tuple((i * h, (i + 1) * h, 0, w) for i in range(n_panels)), adu_per_photon=5.0)
+    return (photons * gain + pedestal).astype(np.float32)[None], layout
+
+
+def test_panel_background_is_local_where_one_panel_fills_the_input() -> None:
+    frames = ring_frames(2)
+    frames[1, 200, 120] += 80.0
+    local = preprocess(frames, None, PreprocessConfig(input_size=512))
+    panel = preprocess(frames, None, PreprocessConfig(input_size=512, background="panel"))
+    assert torch.equal(local, panel)
+
+
+@pytest.mark.parametrize("shape", [(188, 196), (128, 256), (236, 256)])  # CSPAD ASIC, AGIPD ASIC, ePix panel
+def test_panel_background_never_mixes_panels(shape: tuple[int, int]) -> None:
+    frames, layout = stacked_panels(16, shape)
+    cfg = PreprocessConfig(input_size=512, scaling="linear")
+    panel_cfg = replace_cfg(cfg, background="panel")
+    # Panels with other pedestals side by side in the input: the local cells straddle their edges and
+    # read steps of many sigma; estimated within each panel, the background is unit noise up to the edges.
+    local, panel = (preprocess(frames, None, c, layout)[0, 0] for c in (cfg, panel_cfg))
+    beyond = [int((z.abs() > 5.0).sum()) for z in (local, panel)]  # of 1.3-2.4e5 bins
+    assert beyond[0] > 1000 and beyond[1] < 100
+    assert float(panel.abs().max()) < 7.5
+    assert 0.6 < float(panel[panel != 0].std()) < 1.3
+    frames[0, shape[0] + 40, 61] += 3000.0  # a spot in the second panel stays the brightest bin
+    panel = preprocess(frames, None, panel_cfg, layout)[0, 0]
+    plan = plan_input(frames.shape[1:], cfg, layout)
+    tile, k = plan.tiles[1], plan.bin_factor
+    assert divmod(int(panel.argmax()), 512) == (tile.origin[0] + 40 // k, tile.origin[1] + 61 // k)
+    assert float(panel.max()) > 10.0
+
+
+def test_panel_background_is_invariant_to_each_panels_gain_and_pedestal() -> None:
+    frames, layout = stacked_panels(8, (94, 98), seed=3)
+    h = 94
+    scaled = frames.copy()
+    for i, (g, p) in enumerate(zip(np.linspace(0.5, 2.0, 8), np.linspace(-500, 900, 8), strict=True)):
+        scaled[0, i * h : (i + 1) * h] = frames[0, i * h : (i + 1) * h] * g + p
+    cfg = PreprocessConfig(input_size=256, background="panel", adu_per_photon=1e-3)  # noise floor inactive
+    assert torch.allclose(preprocess(frames, None, cfg, layout), preprocess(scaled, None, cfg, layout), atol=1e-4)
+
+
+def test_panel_background_with_a_masked_panel_and_masked_cells() -> None:
+    frames, layout = stacked_panels(4, (100, 120))
+    mask = np.ones(frames.shape[1:], bool)
+    mask[:100] = False  # the first panel entirely
+    mask[100:200, :70] = False  # most of the second
+    x = preprocess(frames, mask, PreprocessConfig(input_size=256, background="panel", scaling="linear"), layout)
+    assert torch.isfinite(x).all()
+    assert float(x.abs().max()) < 8.0
+    tile = plan_input(frames.shape[1:], PreprocessConfig(input_size=256), layout).tiles[0]
+    (r0, c0), (h, w) = tile.origin, tile.binned
+    assert float(x[0, 0, r0 : r0 + h, c0 : c0 + w].abs().max()) == 0.0
+
+
+def test_panel_background_on_a_tile_grid_equals_the_gathered_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sfx_cnnhit.models.preprocess import InputPlan
+
+    frames, layout = stacked_panels(32, (64, 128), seed=5)  # AGIPD-like ASIC tiles: the grid path
+    frames[0, 100, 30] += 2000.0
+    cfg = PreprocessConfig(input_size=256, background="panel")
+    assert plan_input(frames.shape[1:], cfg, layout).tile_grid is not None
+    on_grid = preprocess(frames, None, cfg, layout)
+    monkeypatch.setattr(InputPlan, "tile_grid", None)  # every plan takes the gathering path
+    assert torch.allclose(preprocess(frames, None, cfg, layout), on_grid, atol=1e-6)
