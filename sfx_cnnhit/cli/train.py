@@ -39,9 +39,9 @@ Background = Annotated[
     Literal["local", "panel", "hybrid", "global"] | None,
     typer.Option(
         "--background",
-        help="Input normalisation: local (background and noise per 32-pixel cell, the default), panel (the "
-        "same within each detector panel), hybrid (local plus the smooth background's shape: water rings) or "
-        "global (one median and MAD per frame).",
+        help="Input normalisation: local (background and noise per 32-pixel cell; train's default), panel (the "
+        "same within each detector panel; train-spots' default for hit/miss), hybrid (local plus the smooth "
+        "background's shape: water rings; for five classes) or global (one median and MAD per frame).",
     ),
 ]
 Arch = Annotated[str, typer.Option("--arch", help="Zoo model: hitnet, alexnet, resnet18/50/101.")]

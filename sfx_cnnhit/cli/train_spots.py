@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         arch: Annotated[str, typer.Option("--arch", help="A SpotNet zoo model.")] = "spotnet",
         task: Annotated[
             Literal["hitmiss", "fiveclass"],
-            typer.Option("--task", help="hitmiss (local inputs) or fiveclass (hybrid inputs + diffuse contrast)."),
+            typer.Option("--task", help="hitmiss (panel inputs) or fiveclass (hybrid inputs + diffuse contrast)."),
         ] = "hitmiss",
         channels: Annotated[
             str | None,

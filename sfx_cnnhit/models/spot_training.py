@@ -373,7 +373,8 @@ def fit_spotnet(
     """Train a SpotNet end to end into a calibrated checkpoint at ``output``.
 
     The input normalisation is ``background`` (:class:`~sfx_cnnhit.models.preprocess.PreprocessConfig`;
-    default ``local`` for hit/miss, ``hybrid`` for five-class models, which also read the diffuse contrast).
+    default ``panel`` for hit/miss, as the shipped model, and ``hybrid`` for five-class models, which also
+    read the diffuse contrast).
     ``channels`` and ``stride`` override the architecture's spot-head widths (stem, then one per 3x3
     layer) and spot-map cell; ``peak_snr``: the head also reads bright-peak counts at these z-scores.
 
@@ -394,7 +395,7 @@ def fit_spotnet(
     widths: dict[str, Any] = {} if channels is None else {"channels": tuple(channels)}
     if stride is not None:
         widths["stride"] = stride
-    preprocess_settings = {"background": background or ("hybrid" if five else "local")}
+    preprocess_settings = {"background": background or ("hybrid" if five else "panel")}
     model, spec = create_model(arch, task=task, preprocess=preprocess_settings, diffuse=five, **widths)
     if not isinstance(model, SpotNet):
         raise ConfigError(f"{arch!r} is not a SpotNet architecture")
