@@ -304,10 +304,10 @@ def cnn_method(
         name="cnn",
         finder=finder,
         score_name="p_hit",
-        description=f"CNN {choice.model}, hit if P(hit) >= {finder.threshold:g}",
+        description=f"CNN {choice.model}, hit if P(hit) >= {finder.threshold_for(peakfinder.layout.slab_shape):g}",
         settings={
             **dataclasses.asdict(choice),
-            "threshold": finder.threshold,
+            "threshold": finder.threshold_for(peakfinder.layout.slab_shape),
             "localiser": dataclasses.asdict(peakfinder.params),
             "torch_version": torch.__version__,
         },

@@ -16,6 +16,7 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -29,6 +30,7 @@ from sfx_cnnhit.models.checkpoint import (
 )
 from sfx_cnnhit.models.data import HITMISS, LabelledFrames
 from sfx_cnnhit.models.inference import batch_input
+from sfx_cnnhit.models.preprocess import plan_input
 from sfx_cnnhit.models.zoo import ModelSpec, hit_probability
 
 
@@ -48,24 +50,25 @@ def spiked_false_hits(
     seed: int = 0, labels: str = "/truth/hit",
 ) -> dict[str, float]:
     """Fraction of the misses of ``paths`` each model calls a hit once ``spikes`` spikes are added."""
-    nets: list[tuple[str, torch.nn.Module, ModelSpec, float]] = []
+    nets: list[tuple[str, torch.nn.Module, ModelSpec, dict[str, Any]]] = []
     for name in models:
         path = resolve_model_path(name)
         ckpt = load_checkpoint(path)
         if nets and ckpt.spec.preprocess != nets[0][2].preprocess:
             raise ConfigError(f"{name}: preprocessing differs from {nets[0][0]}'s; compare models fed alike")
-        nets.append((name, model_from_checkpoint(ckpt, source=path), ckpt.spec, decision_threshold(ckpt.metrics)))
+        nets.append((name, model_from_checkpoint(ckpt, source=path), ckpt.spec, ckpt.metrics))
     frames = LabelledFrames(list(paths), labels, class_names=HITMISS, shuffle=False, hot_pixels=DEFAULT_HOT_PIXELS)
     generator = torch.Generator().manual_seed(seed)
     false_hits, misses = dict.fromkeys(models, 0), 0
     for batch in frames(0):
         x, y = batch_input(batch, nets[0][2], torch.device("cpu"), layout=None)
+        bin_factor = plan_input(tuple(batch[0].shape[-2:]), nets[0][2].preprocess, batch[3]).bin_factor
         x = x[y == 0]
         add_spikes_(x, spikes, z_range, generator)
         misses += len(x)
-        for name, net, spec, threshold in nets:
+        for name, net, spec, metrics in nets:
             p_hit = hit_probability(torch.softmax(net(x).float(), dim=1), spec)
-            false_hits[name] += int((p_hit >= threshold).sum())
+            false_hits[name] += int((p_hit >= decision_threshold(metrics, bin_factor)).sum())
     return {name: count / misses if misses else math.nan for name, count in false_hits.items()}
 
 

@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
         console.print("hit/miss (rows: true hit, miss; columns: predicted hit, miss; %):")
         console.print(format_table5(summary["hit_confusion_percent"]))
         console.print(
-            f"at the model's hit threshold {summary['hit_threshold']:.4g}: hit accuracy {summary['hit_accuracy']:.4f}, "
+            f"at the model's hit threshold {_thresholds(summary['hit_threshold'])}: "
+            f"hit accuracy {summary['hit_accuracy']:.4f}, "
             f"hit recall {summary['hit_recall']:.4f}, miss rejection {summary['miss_rejection']:.4f}"
         )
         choice = summary["threshold"]
@@ -85,3 +86,10 @@ def register(app: typer.Typer) -> None:
             console.print(f"ROC/PR curves: {summary['plots']}")
         if json_out is not None:
             write_text_atomic(json_out, json.dumps(summary, indent=2) + "\n", protect=[str(p) for p in data])
+
+
+def _thresholds(value: float | list[float]) -> str:
+    """The summary's hit threshold, or its thresholds of unbinned and binned frames (files of both kinds)."""
+    if isinstance(value, list):
+        return " / ".join(f"{v:.4g}" for v in value) + " (unbinned and binned frames' own)"
+    return f"{value:.4g}"

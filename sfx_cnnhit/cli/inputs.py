@@ -67,6 +67,17 @@ PeakSnr = Annotated[
 ]
 
 
+LonePixelSnr = Annotated[
+    float | None,
+    typer.Option(
+        "--lone-pixel-snr",
+        help="SpotNet: do not count a spot whose brightest pixel reaches this z-score while no two adjacent pixels "
+        "reach z 2.5 (a zinger or an unmasked hot pixel; 0: count them; default: train-spots 0, calibrate as the "
+        "checkpoint).",
+    ),
+]
+
+
 def peak_snr_levels(values: list[float] | None) -> list[float] | None:
     """``--peak-snr`` values as levels: None when not given, ``[]`` for 0 (none)."""
     return None if values is None else [v for v in values if v != 0]

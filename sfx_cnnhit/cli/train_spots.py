@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from sfx_cnnhit.cli.common import console, handle_errors
-from sfx_cnnhit.cli.inputs import PeakSnr, peak_snr_levels
+from sfx_cnnhit.cli.inputs import LonePixelSnr, PeakSnr, peak_snr_levels
 from sfx_cnnhit.cli.train import Background
 from sfx_cnnhit.errors import ConfigError
 
@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         peak_snr: PeakSnr = None,
+        lone_pixel_snr: LonePixelSnr = None,
         background: Background = None,
         seed: Annotated[int, typer.Option("--seed", help="Augmentation and crop seed.")] = 0,
         max_frames: Annotated[int | None, typer.Option("--max-frames", help="Use at most this many per file.")] = None,
@@ -91,7 +92,8 @@ def register(app: typer.Typer) -> None:
         )
         path, metrics = fit_spotnet(output, [str(p) for p in data], [str(p) for p in val], arch=arch, task=task,
                                     channels=widths, stride=stride, config=config, max_frames=max_frames,
-                                    peak_snr=peak_snr_levels(peak_snr) or (), background=background)
+                                    peak_snr=peak_snr_levels(peak_snr) or (), background=background,
+                                    lone_pixel_snr=lone_pixel_snr)
         count, spots = metrics["count_head"], metrics["spot_training"]
         half = f"P(hit) = 0.5 at {count['spots_at_half']:.2f} spots; " if "spots_at_half" in count else ""
         console.print(

@@ -25,10 +25,11 @@ from sfx_cnnhit.finders.base import check_options, detector_mask, finder_params,
 from sfx_cnnhit.finders.config import CnnHitParams, params_from_om_group
 from sfx_cnnhit.finders.peakfinder8 import Peakfinder8Finder
 from sfx_cnnhit.io.hotpixels import HotPixelTracker
+from sfx_cnnhit.models.calibration import UNBINNED_THRESHOLD
 from sfx_cnnhit.models.checkpoint import decision_threshold, load_checkpoint, model_from_checkpoint, resolve_model_path
 from sfx_cnnhit.models.guards import VETOED_FLAGS, frame_flags
 from sfx_cnnhit.models.inference import resolve_device
-from sfx_cnnhit.models.preprocess import photon_adu, preprocess
+from sfx_cnnhit.models.preprocess import photon_adu, plan_input, preprocess
 from sfx_cnnhit.types import Classification, PeakList
 
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -111,6 +112,11 @@ class CnnHitFinder:
     ) -> None:
         path = resolve_model_path(model)
         ckpt = load_checkpoint(path)
+        # A model calibrated on binned and unbinned frames has a threshold for each (see
+        # threshold_for); a threshold given here holds for every frame.
+        self._unbinned_threshold = (
+            decision_threshold(ckpt.metrics, 1) if threshold is None and UNBINNED_THRESHOLD in ckpt.metrics else None
+        )
         if threshold is None:
             threshold = decision_threshold(ckpt.metrics)
         threshold = probability_threshold(threshold)
@@ -138,6 +144,7 @@ class CnnHitFinder:
         self._hit_classes = list(self.spec.hit_classes)
         self._explainers: dict[str, GradCamExplainer] = {}
         self._centred: dict[tuple[int, int], Peakfinder8Finder] = {}
+        self._bin_factors: dict[tuple[int, int], int] = {}
         self.hot_pixels = HotPixelTracker() if hot_pixel_map else None
         self.mask = None if mask is None else np.asarray(mask, dtype=bool)
         self.last_score: float | None = None
@@ -198,12 +205,23 @@ class CnnHitFinder:
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - t0
 
     def with_threshold(self, threshold: float) -> CnnHitFinder:
-        """The same finder (sharing the loaded model) deciding at another threshold."""
+        """The same finder (sharing the loaded model) deciding at another threshold, for every frame."""
         threshold = probability_threshold(threshold)
         other = copy.copy(self)
         other.threshold = threshold
+        other._unbinned_threshold = None
         other.stage_seconds = {}
         return other
+
+    def threshold_for(self, frame_shape: tuple[int, ...]) -> float:
+        """The P(hit) threshold of frames of ``(ss, fs)`` ``frame_shape``: :attr:`threshold`, or the model's
+        own threshold of unbinned frames for frames the input does not bin (512² and smaller)."""
+        if self._unbinned_threshold is None:
+            return self.threshold
+        shape = (int(frame_shape[-2]), int(frame_shape[-1]))
+        if shape not in self._bin_factors:
+            self._bin_factors[shape] = plan_input(shape, self.spec.preprocess, self.panel_layout).bin_factor
+        return self._unbinned_threshold if self._bin_factors[shape] == 1 else self.threshold
 
     @torch.inference_mode()
     def hit_probability(
@@ -277,7 +295,7 @@ class CnnHitFinder:
             masks = self.hot_pixels.mask(frames, masks, evidence=self.mask)  # saturated readings count
         scores = self.hit_probability(frames, masks)
         flags = frame_flags(frames, masks, adu_per_photon=photon_adu(self.spec.preprocess, self.panel_layout))
-        hits = (scores >= self.threshold) & np.array([f not in VETOED_FLAGS for f in flags], bool)
+        hits = (scores >= self.threshold_for(frames.shape)) & np.array([f not in VETOED_FLAGS for f in flags], bool)
         peaks = [PeakList.empty()] * len(frames)
         if hits.any():
             pf8 = self._localiser(tuple(frames.shape[1:]))

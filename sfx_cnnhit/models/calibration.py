@@ -8,7 +8,12 @@ Two cheap corrections, both fitted on the validation frames only (never the test
   the bias of the network's last linear layer, so the checkpoint stays an ordinary model;
 - **decision threshold** on P(hit): the middle (in log-odds) of the widest range of thresholds
   that give the best hit/miss accuracy on validation. Commands use it unless a threshold or a
-  target hit recall is given.
+  target hit recall is given. Where the validation frames include both frames the input bins
+  (``bin_factor`` >= 2: every real detector) and frames it does not (512² and smaller), each kind
+  gets its own threshold (:func:`hit_thresholds`): a max-pooled bin is the brightest of ``k²``
+  pixels, so its noise has a heavier tail than one pixel's (the chance of a ``z > 5`` bin is about 50,
+  200 and 400 times a pixel's at ``k`` = 2, 3 and 4) and the count of false spots on a miss, and
+  with it the best threshold, depends on the binning.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from sfx_cnnhit.errors import ConfigError, InputError
 
 #: Checkpoint metrics key of the calibrated hit/miss threshold on P(hit).
 DECISION_THRESHOLD = "decision_threshold"
+#: Checkpoint metrics key of the threshold of frames the input does not bin (bin factor 1), where the
+#: calibration fitted one apart from :data:`DECISION_THRESHOLD` (which then holds the binned frames').
+UNBINNED_THRESHOLD = "decision_threshold_unbinned"
 #: Checkpoint metrics key of the calibration record (offsets, validation accuracy before and after).
 CALIBRATION = "calibration"
 
@@ -77,6 +85,32 @@ def best_accuracy_threshold(p_hit: ArrayLike, is_hit: ArrayLike) -> float:
     return float(1.0 / (1.0 + math.exp(-middle)))
 
 
+def hit_thresholds(p_hit: ArrayLike, is_hit: ArrayLike, bin_factors: ArrayLike | None = None) -> dict[str, float]:
+    """The calibrated thresholds of :func:`best_accuracy_threshold`: ``{DECISION_THRESHOLD: t}``, or,
+    where ``bin_factors`` (one per frame) holds both unbinned (1) and binned (>= 2) frames, the binned
+    frames' threshold as :data:`DECISION_THRESHOLD` and the unbinned frames' as :data:`UNBINNED_THRESHOLD`."""
+    p, y = np.asarray(p_hit, np.float64).reshape(-1), np.asarray(is_hit, bool).reshape(-1)
+    if bin_factors is None:
+        return {DECISION_THRESHOLD: best_accuracy_threshold(p, y)}
+    unbinned = np.asarray(bin_factors).reshape(-1) == 1
+    if unbinned.size != p.size:
+        raise InputError("calibration: need one bin factor per labelled frame")
+    if unbinned.all() or not unbinned.any():
+        return {DECISION_THRESHOLD: best_accuracy_threshold(p, y)}
+    return {
+        DECISION_THRESHOLD: best_accuracy_threshold(p[~unbinned], y[~unbinned]),
+        UNBINNED_THRESHOLD: best_accuracy_threshold(p[unbinned], y[unbinned]),
+    }
+
+
+def frame_thresholds(thresholds: dict[str, float], bin_factors: ArrayLike) -> NDArray[np.float64]:
+    """The threshold of each frame (``bin_factors``, one per frame) under ``thresholds`` (a checkpoint's
+    metrics or a :func:`hit_thresholds` record)."""
+    k = np.asarray(bin_factors).reshape(-1)
+    binned = float(thresholds[DECISION_THRESHOLD])
+    return np.where(k == 1, float(thresholds.get(UNBINNED_THRESHOLD, binned)), binned)
+
+
 def last_linear(model: nn.Module, num_classes: int) -> nn.Linear:
     """The network's output layer: its last ``nn.Linear`` with ``num_classes`` outputs and a bias."""
     layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
@@ -95,11 +129,16 @@ def apply_logit_offsets_(model: nn.Module, offsets: ArrayLike) -> nn.Module:
 
 
 def calibration_record(
-    probs: NDArray[np.floating], labels: NDArray[np.integer], hit_classes: tuple[int, ...], *, l2: float = 1e-3
+    probs: NDArray[np.floating],
+    labels: NDArray[np.integer],
+    hit_classes: tuple[int, ...],
+    *,
+    l2: float = 1e-3,
+    bin_factors: ArrayLike | None = None,
 ) -> tuple[dict[str, Any], NDArray[np.float64]]:
-    """Offsets and threshold fitted on validation ``probs`` ``(n, K)`` and class ``labels``, with the
-    validation accuracies before and after (five-class and hit/miss at the threshold); and the
-    calibrated probabilities ``(n, K)``."""
+    """Offsets and threshold(s) (:func:`hit_thresholds`, ``bin_factors`` one per frame or None) fitted
+    on validation ``probs`` ``(n, K)`` and class ``labels``, with the validation accuracies before and
+    after (five-class and hit/miss at the thresholds); and the calibrated probabilities ``(n, K)``."""
     log_probs = np.log(np.clip(probs, 1e-30, None))
     offsets = fit_logit_offsets(log_probs, labels, l2=l2)
     shifted = log_probs + offsets
@@ -108,14 +147,15 @@ def calibration_record(
     hit = list(hit_classes)
     is_hit = np.isin(labels, hit)
     p_hit = calibrated[:, hit].sum(axis=1)
-    threshold = best_accuracy_threshold(p_hit, is_hit)
+    thresholds = hit_thresholds(p_hit, is_hit, bin_factors)
+    per_frame = frame_thresholds(thresholds, np.zeros(len(p_hit)) if bin_factors is None else bin_factors)
     record = {
         "logit_offsets": [float(v) for v in offsets],
-        DECISION_THRESHOLD: threshold,
+        **thresholds,
         "n_frames": len(labels),
         "val_accuracy_before": float(np.mean(probs.argmax(axis=1) == labels)),
         "val_accuracy_after": float(np.mean(calibrated.argmax(axis=1) == labels)),
         "val_hit_accuracy_at_0.5_before": float(np.mean((probs[:, hit].sum(axis=1) >= 0.5) == is_hit)),
-        "val_hit_accuracy_after": float(np.mean((p_hit >= threshold) == is_hit)),
+        "val_hit_accuracy_after": float(np.mean((p_hit >= per_frame) == is_hit)),
     }
     return record, calibrated

@@ -30,7 +30,7 @@ from torch import nn
 import sfx_cnnhit
 from sfx_cnnhit.errors import InputError, NotAvailableError
 from sfx_cnnhit.io.atomic import atomic_output
-from sfx_cnnhit.models.calibration import DECISION_THRESHOLD
+from sfx_cnnhit.models.calibration import DECISION_THRESHOLD, UNBINNED_THRESHOLD
 from sfx_cnnhit.models.hitnet import fuse_conv_bn_
 from sfx_cnnhit.models.zoo import ModelSpec, build_model
 
@@ -194,15 +194,18 @@ def resolve_model_path(path_or_name: str | os.PathLike[str] | None = None) -> Pa
     )
 
 
-def decision_threshold(metrics: dict[str, Any]) -> float:
+def decision_threshold(metrics: dict[str, Any], bin_factor: int | None = None) -> float:
     """The hit threshold on P(hit) a checkpoint's ``metrics`` record from its calibration on the
-    validation set (:mod:`sfx_cnnhit.models.calibration`), else :data:`FALLBACK_THRESHOLD`."""
+    validation set (:mod:`sfx_cnnhit.models.calibration`), else :data:`FALLBACK_THRESHOLD`; for frames
+    of ``bin_factor`` 1 (not binned into the input) the unbinned frames' own threshold where one was fitted."""
+    if bin_factor == 1 and UNBINNED_THRESHOLD in metrics:
+        return float(metrics[UNBINNED_THRESHOLD])
     return float(metrics.get(DECISION_THRESHOLD, FALLBACK_THRESHOLD))
 
 
-def model_threshold(path_or_name: str | os.PathLike[str] | None = None) -> float:
+def model_threshold(path_or_name: str | os.PathLike[str] | None = None, bin_factor: int | None = None) -> float:
     """:func:`decision_threshold` of a checkpoint file or shipped model name (None: the default)."""
-    return decision_threshold(load_checkpoint(resolve_model_path(path_or_name)).metrics)
+    return decision_threshold(load_checkpoint(resolve_model_path(path_or_name)).metrics, bin_factor)
 
 
 def model_from_checkpoint(

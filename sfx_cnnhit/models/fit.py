@@ -18,7 +18,14 @@ from sfx_cnnhit.detector import DetectorGeometry
 from sfx_cnnhit.errors import ConfigError, OutputError
 from sfx_cnnhit.io.geometry import read_geometry
 from sfx_cnnhit.io.hotpixels import DEFAULT_HOT_PIXELS, HotPixelRule
-from sfx_cnnhit.models.calibration import CALIBRATION, DECISION_THRESHOLD, apply_logit_offsets_, calibration_record
+from sfx_cnnhit.models.calibration import (
+    CALIBRATION,
+    DECISION_THRESHOLD,
+    UNBINNED_THRESHOLD,
+    apply_logit_offsets_,
+    calibration_record,
+    hit_thresholds,
+)
 from sfx_cnnhit.models.checkpoint import (
     decision_threshold,
     load_checkpoint,
@@ -246,46 +253,91 @@ def transfer_state(
     return out
 
 
+def frame_bin_factors(frames: Any, spec: ModelSpec) -> NDArray[np.int64] | None:
+    """The input bin factor of each frame of unshuffled :class:`LabelledFrames`, in the order they are
+    read (None for other batch sources, whose frames' shapes are not known here)."""
+    if not isinstance(frames, LabelledFrames) or frames.shuffle:
+        return None
+    from sfx_cnnhit.models.preprocess import plan_input
+
+    return np.concatenate([
+        np.full(n, plan_input(source.frame_shape, spec.preprocess, layout).bin_factor, np.int64)
+        for source, layout, n in zip(frames.sources, frames.layouts, frames.sizes, strict=True)
+    ])
+
+
 def validate_and_calibrate(model: nn.Module, spec: ModelSpec, val: Any, *, calibrate: bool = True) -> dict[str, Any]:
     """Checkpoint metrics from the validation batches ``val``: the P(hit) of the true hits (for
     ``--target-hit-recall``) and, with ``calibrate``, the calibration (applied to ``model`` in place;
-    see :mod:`sfx_cnnhit.models.calibration`)."""
+    see :mod:`sfx_cnnhit.models.calibration`; binned and unbinned frames of labelled files get a
+    threshold each)."""
     probs: NDArray[np.floating]  # float32 predictions, float64 once calibrated
     probs, y = predict_batches(model, spec, val, layout=None)
     metrics: dict[str, Any] = {}
     if calibrate:
-        record, probs = calibration_record(probs, y, spec.hit_classes)
+        record, probs = calibration_record(probs, y, spec.hit_classes, bin_factors=frame_bin_factors(val, spec))
         apply_logit_offsets_(model, record["logit_offsets"])
         metrics[CALIBRATION] = record
-        metrics[DECISION_THRESHOLD] = record[DECISION_THRESHOLD]
+        metrics.update({k: record[k] for k in (DECISION_THRESHOLD, UNBINNED_THRESHOLD) if k in record})
     metrics[VALIDATION_HIT_SCORES] = hit_scores_of_true_hits(probs, y, spec)
     return metrics
+
+
+def threshold_checkpoint(
+    model: str | os.PathLike[str], val_files: list[str], output: str | os.PathLike[str], *,
+    labels: str = "/truth/hit", batch_size: int = 64, hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
+    lone_pixel_snr: float | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Set only a checkpoint's hit threshold(s) on labelled files (weights, count head and class offsets
+    kept; binned and unbinned frames get one each, :func:`~sfx_cnnhit.models.calibration.hit_thresholds`),
+    into a new checkpoint; the earlier thresholds are kept in the record. ``lone_pixel_snr`` sets a
+    SpotNet's lone-pixel rule first (None: keep the checkpoint's; 0: off)."""
+    output = _new_checkpoint_path(output)
+    path = resolve_model_path(model)
+    ckpt = load_checkpoint(path)
+    net, spec = _with_lone_pixel_rule(model_from_checkpoint(ckpt, source=path), ckpt.spec, lone_pixel_snr, model)
+    val = LabelledFrames(val_files, labels, class_names=_label_space(val_files[0], labels, spec),
+                         batch_size=batch_size, shuffle=False, hot_pixels=hot_pixels)
+    probs, y = predict_batches(net, spec, val)
+    from sfx_cnnhit.models.tasks import to_hitmiss
+    from sfx_cnnhit.models.zoo import hit_probability
+
+    p_hit, is_hit = hit_probability(probs, spec), to_hitmiss(y, val.class_names).astype(bool)
+    metrics = dict(ckpt.metrics)
+    before = {k: metrics.pop(k) for k in (DECISION_THRESHOLD, UNBINNED_THRESHOLD) if k in metrics}
+    thresholds = hit_thresholds(p_hit, is_hit, frame_bin_factors(val, spec))
+    metrics.update(thresholds)
+    record = {**thresholds, "n_frames": len(y), "val_files": data_recipe(val_files), "before": before}
+    metrics["thresholds"] = record
+    save_checkpoint(output, net, spec, recipe=ckpt.recipe, metrics=metrics)
+    return output, record
 
 
 def calibrate_checkpoint(
     model: str | os.PathLike[str], val_files: list[str], output: str | os.PathLike[str], *,
     labels: str = "/truth/label", batch_size: int = 64, hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
-    peak_snr: Sequence[float] | None = None,
+    peak_snr: Sequence[float] | None = None, lone_pixel_snr: float | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Calibrate a trained checkpoint on validation files into a new checkpoint (the input is kept).
 
     A SpotNet's count head is refitted on the same frames first (:func:`~sfx_cnnhit.models.spot_training.
     fit_count_head`), so calibrated SpotNets can be recalibrated, e.g. on a user's own labelled frames;
-    ``peak_snr`` sets its bright-peak counts first (None: keep the checkpoint's; empty: none); other
-    models are calibrated once. Frames are read as the commands read them (``hot_pixels``).
+    ``peak_snr`` sets its bright-peak counts first (None: keep the checkpoint's; empty: none) and
+    ``lone_pixel_snr`` its lone-pixel rule (None: keep; 0: off); other models are calibrated once.
+    Frames are read as the commands read them (``hot_pixels``).
     """
     output = _new_checkpoint_path(output)
     path = resolve_model_path(model)
     ckpt = load_checkpoint(path)
-    net = model_from_checkpoint(ckpt, source=path)
-    spot_net, spec = isinstance(net, SpotNet), ckpt.spec
+    net, spec = _with_lone_pixel_rule(model_from_checkpoint(ckpt, source=path), ckpt.spec, lone_pixel_snr, model)
+    spot_net = isinstance(net, SpotNet)
     if peak_snr is not None and not spot_net:
         raise ConfigError(f"{model}: bright-peak counts are a SpotNet head input, not one of {spec.name!r}")
     if CALIBRATION in ckpt.metrics and not spot_net:
         raise ConfigError(f"{model}: already calibrated (offsets {ckpt.metrics[CALIBRATION]['logit_offsets']})")
     val = LabelledFrames(val_files, labels, class_names=spec.class_names, batch_size=batch_size, shuffle=False,
                          hot_pixels=hot_pixels)
-    metrics = dict(ckpt.metrics)
+    metrics = {k: v for k, v in ckpt.metrics.items() if k != UNBINNED_THRESHOLD}
     if spot_net:  # the count head is refitted from scratch, which also undoes an earlier calibration
         from sfx_cnnhit.models.spot_training import fit_count_head, frame_features, with_peak_snr
 
@@ -298,6 +350,19 @@ def calibrate_checkpoint(
     metrics[CALIBRATION]["val_files"] = data_recipe(val_files)
     save_checkpoint(output, net, spec, recipe=ckpt.recipe, metrics=metrics)
     return output, metrics[CALIBRATION]
+
+
+def _with_lone_pixel_rule(
+    net: nn.Module, spec: ModelSpec, snr: float | None, name: str | os.PathLike[str]
+) -> tuple[nn.Module, ModelSpec]:
+    """``net`` and ``spec`` with a SpotNet's lone-pixel rule set to ``snr`` (None: unchanged)."""
+    if snr is None:
+        return net, spec
+    if not isinstance(net, SpotNet):
+        raise ConfigError(f"{name}: the lone-pixel rule is a SpotNet's, not one of {spec.name!r}")
+    from sfx_cnnhit.models.spot_training import with_lone_pixel_snr
+
+    return with_lone_pixel_snr(net, spec, snr)
 
 
 def _geometry(path: str | os.PathLike[str] | None) -> DetectorGeometry | None:
@@ -342,8 +407,10 @@ def evaluate_files(
     frames = LabelledFrames(paths, labels, class_names=label_space, batch_size=batch_size, shuffle=False,
                             max_frames=max_frames, geometry=_geometry(geometry), hot_pixels=hot_pixels)
     probs, y = predict_batches(net, spec, frames)
+    factors = cast(NDArray[np.int64], frame_bin_factors(frames, spec))
+    thresholds = np.array([decision_threshold(ckpt.metrics, int(k)) for k in factors])
     summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall,
-                                 hit_threshold=decision_threshold(ckpt.metrics))
+                                 hit_threshold=thresholds)
     p_hit = hit_probability(probs, spec)
     from sfx_cnnhit.models.tasks import to_hitmiss
 

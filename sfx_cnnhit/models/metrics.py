@@ -239,7 +239,7 @@ def evaluation_summary(
     label_names: Sequence[str] | None = None,
     *,
     target_hit_recall: float = 0.995,
-    hit_threshold: float = 0.5,
+    hit_threshold: float | ArrayLike = 0.5,
 ) -> dict[str, Any]:
     """Every figure of ``sfx-cnnhit evaluate`` as a JSON-compatible dict (NaN written as null).
 
@@ -250,12 +250,13 @@ def evaluation_summary(
         label_names: the labels' classes. If they differ from the model's, both sides are merged
             into hit/miss (e.g. five-class labels with a hit/miss model, or ``/truth/hit`` labels).
         target_hit_recall: hit recall the threshold chooser must reach.
-        hit_threshold: a frame is called a hit when P(hit) >= this (the model's decision threshold).
+        hit_threshold: a frame is called a hit when P(hit) >= this (the model's decision threshold),
+            one for all frames or one per frame (binned and unbinned frames' thresholds).
 
     Returns:
         ``n_frames, class_names, accuracy, precision, recall, confusion_matrix`` (in the compared class
-        space), ``table3``, ``hit_threshold``, ``hit_accuracy, hit_recall, miss_rejection`` (frames kept when
-        P(hit) >= hit_threshold),
+        space), ``table3``, ``hit_threshold`` (a list of the distinct ones where frames had several),
+        ``hit_accuracy, hit_recall, miss_rejection`` (frames kept when P(hit) >= hit_threshold),
         ``hit_confusion_percent`` (Table 5 form), ``roc_auc, pr_auc``, and ``threshold`` (the
         :class:`ThresholdChoice` for ``target_hit_recall`` as a dict, or null without true hits).
     """
@@ -266,12 +267,14 @@ def evaluation_summary(
         raise InputError(f"probabilities {p.shape} do not match {y.size} labels and {len(class_names)} classes")
     p_hit = p[:, list(hit_class_indices(class_names))].sum(axis=1)
     hit_true = to_hitmiss(y, label_names).astype(bool)
+    thresholds = np.unique(np.asarray(hit_threshold, np.float64))
+    per_frame = np.broadcast_to(np.asarray(hit_threshold, np.float64), p_hit.shape)
     if label_names == class_names:
         names, y_cls, pred = class_names, y, p.argmax(axis=1)
     else:
-        names, y_cls, pred = ("miss", "hit"), hit_true.astype(np.int64), (p_hit >= hit_threshold).astype(np.int64)
+        names, y_cls, pred = ("miss", "hit"), hit_true.astype(np.int64), (p_hit >= per_frame).astype(np.int64)
     cm = confusion_matrix(y_cls, pred, len(names))
-    hit_pred = p_hit >= hit_threshold
+    hit_pred = p_hit >= per_frame
     cm_hit = confusion_matrix(hit_true, hit_pred, 2)
     roc, pr = roc_curve(hit_true, p_hit), pr_curve(hit_true, p_hit)
     summary = {
@@ -282,7 +285,7 @@ def evaluation_summary(
         "recall": recall(cm).tolist(),
         "confusion_matrix": cm.tolist(),
         "table3": format_table3(cm, names),
-        "hit_threshold": float(hit_threshold),
+        "hit_threshold": float(thresholds[0]) if thresholds.size == 1 else thresholds.tolist(),
         "hit_accuracy": accuracy(cm_hit),
         "hit_recall": float(recall(cm_hit)[1]),
         "miss_rejection": float(recall(cm_hit)[0]),

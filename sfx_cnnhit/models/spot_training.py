@@ -268,6 +268,20 @@ def _check_peak_snr(spec: ModelSpec, peak_snr: Sequence[float]) -> tuple[float, 
     return snr
 
 
+def with_lone_pixel_snr(model: SpotNet, spec: ModelSpec, snr: float | None) -> tuple[SpotNet, ModelSpec]:
+    """The same network (every weight kept) counting no spot that is a lone pixel of z ``snr`` or more
+    (:class:`~sfx_cnnhit.models.spotnet.SpotCount`; None or 0: count them), and its spec."""
+    if snr and spec.preprocess.scaling != "log":
+        raise ConfigError(f"the lone-pixel rule needs log-scaled inputs, this model's are {spec.preprocess.scaling!r}")
+    pair = float(spec.arch_kwargs.get("peak_second_snr", 2.5))
+    if snr and not snr > pair:
+        raise ConfigError(f"--lone-pixel-snr must be above the second pixel's z-score {pair:g}, got {snr:g}")
+    spec = replace(spec, arch_kwargs={**spec.arch_kwargs, "lone_pixel_snr": float(snr) if snr else None})
+    new = cast(SpotNet, build_model(spec))  # the same SpotNet architecture and parameters
+    new.load_state_dict(model.state_dict())
+    return new.eval(), spec
+
+
 def with_peak_snr(model: SpotNet, spec: ModelSpec, peak_snr: Sequence[float]) -> tuple[SpotNet, ModelSpec]:
     """The same spot head with bright-peak counts at ``peak_snr`` (empty: none) as head inputs, and its
     spec; the count head is new (zero weights): refit it (:func:`fit_count_head`)."""
@@ -369,6 +383,7 @@ def fit_spotnet(
     hot_pixels: HotPixelRule | None = DEFAULT_HOT_PIXELS,
     peak_snr: Sequence[float] = (),
     background: Background | None = None,
+    lone_pixel_snr: float | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a SpotNet end to end into a calibrated checkpoint at ``output``.
 
@@ -376,7 +391,8 @@ def fit_spotnet(
     default ``panel`` for hit/miss, as the shipped model, and ``hybrid`` for five-class models, which also
     read the diffuse contrast).
     ``channels`` and ``stride`` override the architecture's spot-head widths (stem, then one per 3x3
-    layer) and spot-map cell; ``peak_snr``: the head also reads bright-peak counts at these z-scores.
+    layer) and spot-map cell; ``peak_snr``: the head also reads bright-peak counts at these z-scores;
+    ``lone_pixel_snr``: lone pixels this bright are not counted as spots (:func:`with_lone_pixel_snr`).
 
     The spot head learns from ``train_files`` (:func:`train_spot_head`); on ``val_files`` the count
     head is fitted (:func:`fit_count_head`), then calibrated like every model (class offsets and the
@@ -401,6 +417,8 @@ def fit_spotnet(
         raise ConfigError(f"{arch!r} is not a SpotNet architecture")
     if peak_snr:
         model, spec = with_peak_snr(model, spec, peak_snr)
+    if lone_pixel_snr:
+        model, spec = with_lone_pixel_snr(model, spec, lone_pixel_snr)
     seed = config.seed if config.augment else None
     train_set = load_spot_set(
         train_files, spec, augment_seed=seed, max_frames=max_frames, stride=model.stride, progress=progress,

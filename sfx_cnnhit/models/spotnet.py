@@ -98,21 +98,52 @@ class SpotCount(nn.Module):
 
     A spot is a local maximum of the logits over ``window x window`` with P(spot) > 0.5; it counts
     ``2 P - 1`` (0 at the threshold, 1 when certain), so the count is continuous in the logits.
+
+    With ``lone_snr`` (and the log-scaled input ``x``, ``stride`` input pixels a cell) a maximum is not
+    counted when the brightest input pixel of its cell and the pixels around it reaches z ``lone_snr``
+    but no two adjacent pixels there reach z ``pair_snr``: a lone pixel that bright is a zinger or a hot
+    pixel not yet masked, not a Bragg spot (peakfinder8's ``min_pix_count`` 2 for bright peaks).
     """
 
-    def __init__(self, window: int = 3) -> None:
+    def __init__(self, window: int = 3, *, lone_snr: float | None = None, pair_snr: float = 2.5,
+                 stride: int = 4) -> None:
         super().__init__()
         if window < 1 or window % 2 == 0:
             raise ValueError(f"SpotCount: window must be odd and positive, got {window}")
+        if lone_snr is not None and not lone_snr > pair_snr >= 0:
+            raise ValueError(f"SpotCount: need lone_snr > pair_snr >= 0, got {lone_snr} and {pair_snr}")
         self.window = window
+        self.lone_snr, self.pair_snr, self.stride = lone_snr, pair_snr, stride
 
-    def peaks(self, logits: torch.Tensor) -> torch.Tensor:
-        """Bool ``(n, 1, h, w)``: local maxima with a positive logit."""
+    def peaks(self, logits: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool ``(n, 1, h, w)``: local maxima with a positive logit (not lone pixels, given ``x``)."""
         local = _window_max(logits.detach(), self.window)
-        return (logits >= local) & (logits > 0)
+        peaks = (logits >= local) & (logits > 0)
+        if self.lone_snr is not None and x is not None:
+            where = peaks.nonzero(as_tuple=True)
+            peaks[where] = ~self._lone(x, where[0], where[2], where[3])
+        return peaks
 
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        weight = (2 * torch.sigmoid(logits) - 1) * self.peaks(logits)
+    def _lone(self, x: torch.Tensor, frame: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        """Bool ``(m,)``: is the spot-map cell ``(frame, row, col)`` a lone bright pixel of ``x``?"""
+        s, (height, width) = self.stride, x.shape[-2:]
+        offsets = torch.arange(-1, s + 1, device=x.device)
+        rows, cols = row[:, None] * s + offsets, col[:, None] * s + offsets  # the cell and one pixel around
+        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+        patch = x.detach()[frame[:, None, None], 0, rows.clamp(0, height - 1)[:, :, None],
+                           cols.clamp(0, width - 1)[:, None, :]]  # (m, s+2, s+2)
+        patch = patch.masked_fill_(~inside, -math.inf)
+        pairs = torch.stack([
+            torch.minimum(patch[:, :, :-1], patch[:, :, 1:]).amax(dim=(1, 2)),
+            torch.minimum(patch[:, :-1], patch[:, 1:]).amax(dim=(1, 2)),
+            torch.minimum(patch[:, :-1, :-1], patch[:, 1:, 1:]).amax(dim=(1, 2)),
+            torch.minimum(patch[:, :-1, 1:], patch[:, 1:, :-1]).amax(dim=(1, 2)),
+        ]).amax(dim=0)
+        assert self.lone_snr is not None  # only called with the rule on
+        return (patch.amax(dim=(1, 2)) >= math.log1p(self.lone_snr)) & (pairs < math.log1p(self.pair_snr))
+
+    def forward(self, logits: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        weight = (2 * torch.sigmoid(logits) - 1) * self.peaks(logits, x)
         return torch.log1p(weight.sum(dim=(2, 3)))
 
 
@@ -166,7 +197,10 @@ class SpotNet(nn.Module):
             where it tells blank from no-crystal frames).
         peak_snr: also feed the head :class:`BrightPeakCount` at these z-scores (inputs scaled ``log``,
             every SpotNet's); empty: not.
-        peak_second_snr: :class:`BrightPeakCount`'s brightest-neighbour z-score.
+        peak_second_snr: :class:`BrightPeakCount`'s brightest-neighbour z-score, and the z-score two
+            adjacent pixels of a counted spot must reach under ``lone_pixel_snr``.
+        lone_pixel_snr: do not count spots that are a lone pixel of at least this z-score
+            (:class:`SpotCount`); None: count them.
     """
 
     def __init__(
@@ -178,11 +212,12 @@ class SpotNet(nn.Module):
         diffuse: bool = False,
         peak_snr: tuple[float, ...] = (),
         peak_second_snr: float = 2.5,
+        lone_pixel_snr: float | None = None,
     ) -> None:
         super().__init__()
         self.stride = stride
         self.spots = SpotHead(channels, stride)
-        self.count = SpotCount(window)
+        self.count = SpotCount(window, lone_snr=lone_pixel_snr, pair_snr=peak_second_snr, stride=stride)
         self.diffuse = DiffuseContrast() if diffuse else None
         self.peaks = BrightPeakCount(peak_snr, peak_second_snr) if peak_snr else None
         self.head = nn.Linear(1 + bool(diffuse) + len(peak_snr), num_classes)
@@ -205,7 +240,7 @@ class SpotNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, 1, S, S) -> (n, f)``: ``log(1 + nSpots)`` (then the diffuse contrast, then the bright-peak counts)."""
-        parts = [self.count(self.spots(x))]
+        parts = [self.count(self.spots(x), x)]
         parts += [extra(x) for extra in (self.diffuse, self.peaks) if extra is not None]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 

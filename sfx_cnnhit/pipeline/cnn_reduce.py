@@ -117,7 +117,7 @@ def cnn_reduce(
     finder = for_target_recall(finder, target_hit_recall)
     settings = {
         "model": str(finder.model_path),
-        "threshold": finder.threshold,
+        "threshold": finder.threshold_for(source.frame_shape),
         "explain": explain,
         "precision": finder.precision,
         "peakfinder8": dict(peakfinder_settings or {}),

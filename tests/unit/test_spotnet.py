@@ -60,6 +60,43 @@ def test_spot_count_counts_confident_local_maxima_only():
     assert float(count[1, 0]) == 0.0
 
 
+def test_spot_count_does_not_count_lone_bright_pixels():
+    logits = torch.full((1, 1, 8, 8), -5.0)
+    z = torch.zeros(1, 1, 32, 32)
+    cells = {(1, 1): [((5, 5), 40.0)],  # a lone pixel of z 40 (a zinger): not a spot
+             (1, 5): [((5, 21), 40.0), ((5, 22), 3.0)],  # z 40 with a second pixel of z 3: a spot
+             (5, 1): [((21, 5), 12.0)],  # a lone pixel under the rule's z 20: left to the spot head
+             (5, 5): [((20, 20), 40.0), ((19, 19), 3.0)],  # the second pixel diagonal, in the next cell up
+             (7, 7): [((31, 31), 60.0)]}  # a lone pixel on the input's edge
+    for (r, c), pixels in cells.items():
+        logits[0, 0, r, c] = 20.0
+        for (row, col), value in pixels:
+            z[0, 0, row, col] = value
+    x = z.log1p()
+    plain, rule = SpotCount(stride=4), SpotCount(lone_snr=20.0, stride=4)
+    assert math.expm1(float(plain(logits, x))) == pytest.approx(5.0, abs=1e-5)
+    assert math.expm1(float(rule(logits, x))) == pytest.approx(3.0, abs=1e-5)
+    kept = rule.peaks(logits, x)[0, 0].nonzero().tolist()
+    assert kept == [[1, 5], [5, 1], [5, 5]]
+    assert math.expm1(float(rule(logits))) == pytest.approx(5.0, abs=1e-5)  # no input given: nothing to test
+    with pytest.raises(ValueError, match="lone_snr > pair_snr"):
+        SpotCount(lone_snr=2.0)
+
+
+def test_the_lone_pixel_rule_keeps_every_weight(tmp_path):
+    from sfx_cnnhit.errors import ConfigError
+    from sfx_cnnhit.models.spot_training import with_lone_pixel_snr
+
+    model, spec = create_model("spotnet_test")
+    ruled, ruled_spec = with_lone_pixel_snr(model, spec, 20.0)
+    assert ruled_spec.arch_kwargs["lone_pixel_snr"] == 20.0 and ruled.count.lone_snr == 20.0
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(ruled.state_dict()[key], value)
+    assert with_lone_pixel_snr(ruled, ruled_spec, 0)[1].arch_kwargs["lone_pixel_snr"] is None
+    with pytest.raises(ConfigError, match="above the second pixel"):
+        with_lone_pixel_snr(model, spec, 2.0)
+
+
 def test_bright_peak_count_counts_two_pixel_local_maxima_per_level():
     z = torch.zeros(3, 1, 32, 32)
     z[0, 0, 2, 2], z[0, 0, 2, 3] = 20.0, 9.0  # a peak of z 20 with a second pixel of z 9: one peak at 8 and 15
@@ -225,6 +262,14 @@ def test_train_spots_cli_writes_a_model_the_finder_runs(sim_files):
         assert len(refit.metrics["count_head"]["weight"][0]) == inputs
         torch.testing.assert_close(refit.state_dict["spots.stem.0.weight"], ckpt.state_dict["spots.stem.0.weight"])
         assert load_model(other)[0](torch.zeros(2, 1, 32, 32)).shape == (2, 2)
+    # ... or only its thresholds, with the lone-pixel rule switched on (every weight kept)
+    ruled = root / "spot_ruled.pt"
+    result = CliRunner().invoke(app, ["calibrate", str(out), "--val", str(val), "-o", str(ruled), "--threshold-only",
+                                      "--lone-pixel-snr", "20", "--labels", "/truth/hit"])
+    assert result.exit_code == 0, result.output
+    kept = load_checkpoint(ruled)
+    assert kept.spec.arch_kwargs["lone_pixel_snr"] == 20.0 and kept.metrics["count_head"] == ckpt.metrics["count_head"]
+    assert load_model(ruled)[0].count.lone_snr == 20.0
 
 
 def test_five_class_spotnet_feeds_the_diffuse_contrast_to_its_head():

@@ -73,15 +73,15 @@ def cnn_finder(task: Task, geometry: DetectorGeometry) -> CnnHitFinder:
     return cast(CnnHitFinder, comparison_method("cnn", task, geometry).finder)
 
 
-def veto_threshold(task: Task, scores: Callable[[], NDArray[np.float64]], n_hits: int) -> float:
-    """The decision threshold: the given one, the default for a trained model, or for the stand-in
-    the score that passes as many frames as there are true hits."""
-    from sfx_cnnhit.models.checkpoint import model_threshold
-
+def veto_threshold(
+    task: Task, scores: Callable[[], NDArray[np.float64]], n_hits: int, trained: Callable[[], float]
+) -> float:
+    """The decision threshold: the given one, the trained model's own (``trained``: its threshold for
+    the run's frames), or for the stand-in the score that passes as many frames as there are true hits."""
     if task["threshold"] is not None:
         return float(task["threshold"])
     if task["trained"]:
-        return model_threshold(task["model"])
+        return trained()
     ranked = np.sort(scores())[::-1]
     return float(ranked[n_hits - 1]) if n_hits else float(np.nextafter(ranked[0], np.inf))
 
@@ -100,7 +100,7 @@ class Veto(Case):
     def __init__(self, task: Task, pool: Pool, gradcam: bool) -> None:
         self.finder = cnn_finder(task, task_geometry(task))
         self.threshold = veto_threshold(task, lambda: self.finder.hit_probability(pool["data"], pool["mask"]),
-                                        int(pool["hit"].sum()))
+                                        int(pool["hit"].sum()), lambda: self.finder.threshold_for(pool["data"].shape))
         self.gradcam = gradcam
         self.passed = 0
         if gradcam:

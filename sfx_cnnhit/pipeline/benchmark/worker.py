@@ -50,8 +50,9 @@ def _reduce(task: Task) -> dict[str, Any]:
 
     with np.load(task["files"]["pool"]) as pool:
         share = float(pool["hit"].mean())
-    n_run = open_frames([task["files"]["run"]], geometry=geometry).n_frames
-    threshold = veto_threshold(task, stand_in_scores, round(share * n_run))
+    run_frames = open_frames([task["files"]["run"]], geometry=geometry)
+    threshold = veto_threshold(task, stand_in_scores, round(share * run_frames.n_frames),
+                               lambda: cnn_finder(task, geometry).threshold_for(run_frames.frame_shape))
     out = Path(task["workdir"])
 
     def run(name: str) -> Any:
