@@ -300,14 +300,15 @@ def cnn_method(
                                                 peakfinder=peakfinder))
     import torch
 
+    threshold = finder.threshold_for(peakfinder.layout.slab_shape)
     return Method(
         name="cnn",
         finder=finder,
         score_name="p_hit",
-        description=f"CNN {choice.model}, hit if P(hit) >= {finder.threshold_for(peakfinder.layout.slab_shape):g}",
+        description=f"CNN {choice.model or 'default'}, hit if P(hit) >= {threshold:g}",
         settings={
             **dataclasses.asdict(choice),
-            "threshold": finder.threshold_for(peakfinder.layout.slab_shape),
+            "threshold": threshold,
             "localiser": dataclasses.asdict(peakfinder.params),
             "torch_version": torch.__version__,
         },

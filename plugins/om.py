@@ -136,7 +136,8 @@ class CnnPeakFinding:
         peaks = self.finder.find_peaks(frame)
         self.last_score = self.finder.last_score
         self.last_heatmap = None
-        if self.settings.explain != "none" and self.last_score is not None and self.last_score >= self.finder.threshold:
+        hit = self.last_score is not None and self.last_score >= self.finder.threshold_for(frame.shape)
+        if self.settings.explain != "none" and hit:
             method = cast("MapMethod", self.settings.explain)  # CnnHitParams allows gradcam, guided or none
             maps, _ = self.finder.explainer(method)(frame[None], None)
             self.last_heatmap = maps[0]
