@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _thresholds(value: float | list[float]) -> str:
-    """The summary's hit threshold, or its thresholds of unbinned and binned frames (files of both kinds)."""
+    """The summary's hit threshold, or its distinct thresholds (files of binned and unbinned frames)."""
     if isinstance(value, list):
-        return " / ".join(f"{v:.4g}" for v in value) + " (unbinned and binned frames' own)"
+        return " / ".join(f"{v:.4g}" for v in value) + " (each file's: binned and unbinned frames have their own)"
     return f"{value:.4g}"

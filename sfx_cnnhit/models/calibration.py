@@ -148,7 +148,7 @@ def calibration_record(
     is_hit = np.isin(labels, hit)
     p_hit = calibrated[:, hit].sum(axis=1)
     thresholds = hit_thresholds(p_hit, is_hit, bin_factors)
-    per_frame = frame_thresholds(thresholds, np.zeros(len(p_hit)) if bin_factors is None else bin_factors)
+    per_frame = thresholds[DECISION_THRESHOLD] if bin_factors is None else frame_thresholds(thresholds, bin_factors)
     record = {
         "logit_offsets": [float(v) for v in offsets],
         **thresholds,

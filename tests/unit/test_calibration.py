@@ -126,8 +126,11 @@ def test_threshold_only_calibration_of_binned_and_unbinned_files(tmp_path):
         assert summary["hit_threshold"] == pytest.approx(expected)
         assert summary["hit_threshold"] == pytest.approx(hit_thresholds(p_hit, is_hit)[DECISION_THRESHOLD])
     both, _, _, _ = evaluate_files([str(small), str(big)], model=path, labels="/truth/hit")
-    if record[UNBINNED_THRESHOLD] != record[DECISION_THRESHOLD]:
-        assert both["hit_threshold"] == sorted([record[UNBINNED_THRESHOLD], record[DECISION_THRESHOLD]])
+    assert record[UNBINNED_THRESHOLD] != record[DECISION_THRESHOLD]  # these seeds: the two kinds differ
+    assert both["hit_threshold"] == sorted([record[UNBINNED_THRESHOLD], record[DECISION_THRESHOLD]])
+    shown = CliRunner().invoke(app, ["evaluate", str(small), str(big), "--model", str(path), "--labels", "/truth/hit"])
+    assert shown.exit_code == 0, shown.output
+    assert "binned and unbinned frames have their own" in " ".join(shown.output.split())
     finder = CnnHitFinder(model=path, hot_pixel_map=False)
     assert finder.threshold_for((128, 128)) == pytest.approx(record[UNBINNED_THRESHOLD])
     assert finder.threshold_for((256, 256)) == finder.threshold == pytest.approx(record[DECISION_THRESHOLD])
