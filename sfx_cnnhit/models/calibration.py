@@ -19,6 +19,7 @@ Two cheap corrections, both fitted on the validation frames only (never the test
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -33,6 +34,8 @@ DECISION_THRESHOLD = "decision_threshold"
 #: Checkpoint metrics key of the threshold of frames the input does not bin (bin factor 1), where the
 #: calibration fitted one apart from :data:`DECISION_THRESHOLD` (which then holds the binned frames').
 UNBINNED_THRESHOLD = "decision_threshold_unbinned"
+#: Hit threshold of a checkpoint that records no calibrated one.
+FALLBACK_THRESHOLD = 0.5
 #: Checkpoint metrics key of the calibration record (offsets, validation accuracy before and after).
 CALIBRATION = "calibration"
 
@@ -103,11 +106,14 @@ def hit_thresholds(p_hit: ArrayLike, is_hit: ArrayLike, bin_factors: ArrayLike |
     }
 
 
-def frame_thresholds(thresholds: dict[str, float], bin_factors: ArrayLike) -> NDArray[np.float64]:
+def frame_thresholds(
+    thresholds: Mapping[str, Any], bin_factors: ArrayLike, default: float = FALLBACK_THRESHOLD
+) -> NDArray[np.float64]:
     """The threshold of each frame (``bin_factors``, one per frame) under ``thresholds`` (a checkpoint's
-    metrics or a :func:`hit_thresholds` record)."""
+    metrics or a :func:`hit_thresholds` record): the unbinned frames' own for bin factor 1 where one was
+    fitted, else :data:`DECISION_THRESHOLD`, else ``default``."""
     k = np.asarray(bin_factors).reshape(-1)
-    binned = float(thresholds[DECISION_THRESHOLD])
+    binned = float(thresholds.get(DECISION_THRESHOLD, default))
     return np.where(k == 1, float(thresholds.get(UNBINNED_THRESHOLD, binned)), binned)
 
 

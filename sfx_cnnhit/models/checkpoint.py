@@ -30,7 +30,8 @@ from torch import nn
 import sfx_cnnhit
 from sfx_cnnhit.errors import InputError, NotAvailableError
 from sfx_cnnhit.io.atomic import atomic_output
-from sfx_cnnhit.models.calibration import DECISION_THRESHOLD, UNBINNED_THRESHOLD
+from sfx_cnnhit.models.calibration import FALLBACK_THRESHOLD as FALLBACK_THRESHOLD  # re-exported
+from sfx_cnnhit.models.calibration import frame_thresholds
 from sfx_cnnhit.models.hitnet import fuse_conv_bn_
 from sfx_cnnhit.models.zoo import ModelSpec, build_model
 
@@ -39,8 +40,6 @@ CHECKPOINT_FORMAT = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: The shipped model every command uses unless told otherwise.
 DEFAULT_MODEL = "spotnet_hitmiss"
-#: Hit threshold of a checkpoint that records no calibrated one.
-FALLBACK_THRESHOLD = 0.5
 
 
 def code_version() -> dict[str, Any]:
@@ -197,10 +196,9 @@ def resolve_model_path(path_or_name: str | os.PathLike[str] | None = None) -> Pa
 def decision_threshold(metrics: dict[str, Any], bin_factor: int | None = None) -> float:
     """The hit threshold on P(hit) a checkpoint's ``metrics`` record from its calibration on the
     validation set (:mod:`sfx_cnnhit.models.calibration`), else :data:`FALLBACK_THRESHOLD`; for frames
-    of ``bin_factor`` 1 (not binned into the input) the unbinned frames' own threshold where one was fitted."""
-    if bin_factor == 1 and UNBINNED_THRESHOLD in metrics:
-        return float(metrics[UNBINNED_THRESHOLD])
-    return float(metrics.get(DECISION_THRESHOLD, FALLBACK_THRESHOLD))
+    of ``bin_factor`` 1 (not binned into the input) the unbinned frames' own threshold where one was
+    fitted (:func:`~sfx_cnnhit.models.calibration.frame_thresholds`)."""
+    return float(frame_thresholds(metrics, [bin_factor or 0])[0])
 
 
 def model_threshold(path_or_name: str | os.PathLike[str] | None = None, bin_factor: int | None = None) -> float:

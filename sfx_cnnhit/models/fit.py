@@ -24,10 +24,10 @@ from sfx_cnnhit.models.calibration import (
     UNBINNED_THRESHOLD,
     apply_logit_offsets_,
     calibration_record,
+    frame_thresholds,
     hit_thresholds,
 )
 from sfx_cnnhit.models.checkpoint import (
-    decision_threshold,
     load_checkpoint,
     model_from_checkpoint,
     resolve_model_path,
@@ -407,8 +407,7 @@ def evaluate_files(
     frames = LabelledFrames(paths, labels, class_names=label_space, batch_size=batch_size, shuffle=False,
                             max_frames=max_frames, geometry=_geometry(geometry), hot_pixels=hot_pixels)
     probs, y = predict_batches(net, spec, frames)
-    factors = cast(NDArray[np.int64], frame_bin_factors(frames, spec))
-    thresholds = np.array([decision_threshold(ckpt.metrics, int(k)) for k in factors])
+    thresholds = frame_thresholds(ckpt.metrics, cast(NDArray[np.int64], frame_bin_factors(frames, spec)))
     summary = evaluation_summary(probs, y, spec.class_names, label_space, target_hit_recall=target_hit_recall,
                                  hit_threshold=thresholds)
     p_hit = hit_probability(probs, spec)

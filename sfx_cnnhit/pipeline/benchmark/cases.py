@@ -73,15 +73,14 @@ def cnn_finder(task: Task, geometry: DetectorGeometry) -> CnnHitFinder:
     return cast(CnnHitFinder, comparison_method("cnn", task, geometry).finder)
 
 
-def veto_threshold(
-    task: Task, scores: Callable[[], NDArray[np.float64]], n_hits: int, trained: Callable[[], float]
-) -> float:
-    """The decision threshold: the given one, the trained model's own (``trained``: its threshold for
-    the run's frames), or for the stand-in the score that passes as many frames as there are true hits."""
+def veto_threshold(task: Task, scores: Callable[[], NDArray[np.float64]], n_hits: int) -> float | None:
+    """The decision threshold: the given one, None for a trained model (its own, which its finder picks
+    for the frames' binning), or for the stand-in the score that passes as many frames as there are
+    true hits."""
     if task["threshold"] is not None:
         return float(task["threshold"])
     if task["trained"]:
-        return trained()
+        return None
     ranked = np.sort(scores())[::-1]
     return float(ranked[n_hits - 1]) if n_hits else float(np.nextafter(ranked[0], np.inf))
 
@@ -99,8 +98,9 @@ class Veto(Case):
 
     def __init__(self, task: Task, pool: Pool, gradcam: bool) -> None:
         self.finder = cnn_finder(task, task_geometry(task))
-        self.threshold = veto_threshold(task, lambda: self.finder.hit_probability(pool["data"], pool["mask"]),
-                                        int(pool["hit"].sum()), lambda: self.finder.threshold_for(pool["data"].shape))
+        threshold = veto_threshold(task, lambda: self.finder.hit_probability(pool["data"], pool["mask"]),
+                                   int(pool["hit"].sum()))
+        self.threshold = self.finder.threshold_for(pool["data"].shape) if threshold is None else threshold
         self.gradcam = gradcam
         self.passed = 0
         if gradcam:

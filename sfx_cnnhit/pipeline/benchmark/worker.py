@@ -50,9 +50,8 @@ def _reduce(task: Task) -> dict[str, Any]:
 
     with np.load(task["files"]["pool"]) as pool:
         share = float(pool["hit"].mean())
-    run_frames = open_frames([task["files"]["run"]], geometry=geometry)
-    threshold = veto_threshold(task, stand_in_scores, round(share * run_frames.n_frames),
-                               lambda: cnn_finder(task, geometry).threshold_for(run_frames.frame_shape))
+    n_run = open_frames([task["files"]["run"]], geometry=geometry).n_frames
+    threshold = veto_threshold(task, stand_in_scores, round(share * n_run))  # None: cnn_reduce takes the model's
     out = Path(task["workdir"])
 
     def run(name: str) -> Any:
@@ -67,7 +66,7 @@ def _reduce(task: Task) -> dict[str, Any]:
     summary = run("run")
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {"frames": summary.frames_read, "wall_s": wall, "cpu_s": cpu, "ready_rss_mb": ready, "pool_mb": 0.0,
-            "threshold": threshold, "passed": summary.hits}
+            "threshold": summary.settings["threshold"], "passed": summary.hits}
 
 
 def _batches(task: Task) -> dict[str, Any]:
